@@ -1,0 +1,229 @@
+"""The one place where records become SQL parameters and rows become records.
+
+Both backends store times as integer epoch milliseconds (BIGINT); records carry timezone-aware
+UTC ``datetime`` values. Enums are stored as their plain values (``Status`` as its int, ``ListKind``
+as its text). Repositories never convert a time or an enum themselves; they call this module.
+
+A naive ``datetime`` is refused: silently treating local time as UTC would shift every record.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from storage.executor import Params, Row
+from storage.records import (
+    Account,
+    ApiUser,
+    EmailType,
+    ListKind,
+    LogEntry,
+    LogKind,
+    MessageRecord,
+    RecipientOutcome,
+    Status,
+    StatusRecord,
+    SubStatus,
+    SuppressionEntry,
+)
+
+EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
+#: Stands for "no expiry" where a datetime is required (e.g. a bounce entry without expiry).
+NEVER = datetime(9999, 12, 31, tzinfo=UTC)
+#: Bounds for "no time filter" on integer-ms columns (SQLite and PostgreSQL BIGINT both fit).
+MIN_MS = -(2**62)
+MAX_MS = 2**62
+
+
+def to_ms(dt: datetime) -> int:
+    if dt.tzinfo is None:
+        raise ValueError(f"naive datetime {dt!r}: storage needs timezone-aware UTC times")
+    return (dt - EPOCH) // _MS
+
+
+def opt_ms(dt: datetime | None) -> int | None:
+    return None if dt is None else to_ms(dt)
+
+
+def from_ms(ms: int) -> datetime:
+    return EPOCH + timedelta(milliseconds=ms)
+
+
+def opt_dt(ms: int | None) -> datetime | None:
+    return None if ms is None else from_ms(ms)
+
+
+def domain_of(address: str) -> str:
+    return address.rpartition("@")[2].lower()
+
+
+# ---------------------------------------------------------------- accounts
+
+
+def account_from_row(row: Row) -> Account:
+    return Account(id=int(row["id"]), name=row["name"], created_at=from_ms(row["created_at"]))
+
+
+def api_user_from_row(row: Row) -> ApiUser:
+    return ApiUser(
+        name=row["name"],
+        account_id=int(row["account_id"]),
+        account_name=row["account_name"],
+        key_hash=row["key_hash"],
+        created_at=from_ms(row["created_at"]),
+        revoked_at=opt_dt(row["revoked_at"]),
+    )
+
+
+# ---------------------------------------------------------------- suppressions
+
+
+def suppression_params(e: SuppressionEntry) -> dict[str, Any]:
+    return {
+        "account_id": e.account_id,
+        "kind": str(ListKind(e.kind).value),
+        "value": e.value.strip().lower(),
+        "api_user": e.api_user,
+        "created_at": to_ms(e.created_at),
+        "expires_at": opt_ms(e.expires_at),
+        "hit_count": int(e.hit_count),
+        "reason_code": None if e.reason_code is None else int(e.reason_code),
+        "reason": e.reason,
+    }
+
+
+def suppression_from_row(row: Row) -> SuppressionEntry:
+    return SuppressionEntry(
+        account_id=int(row["account_id"]),
+        kind=ListKind(row["kind"]),
+        value=row["value"],
+        api_user=row["api_user"],
+        created_at=from_ms(row["created_at"]),
+        expires_at=opt_dt(row["expires_at"]),
+        hit_count=int(row["hit_count"]),
+        reason_code=row["reason_code"],
+        reason=row["reason"],
+    )
+
+
+# ---------------------------------------------------------------- statuses
+
+
+def message_params(m: MessageRecord) -> dict[str, Any]:
+    return {
+        "email_id": m.email_id,
+        "account_id": m.account_id,
+        "api_user": m.api_user,
+        "sender": m.sender,
+        "subject": m.subject,
+        "label": m.label,
+        "email_type": None if m.email_type is None else str(EmailType(m.email_type).value),
+        "size": int(m.size),
+        "request_time": to_ms(m.request_time),
+        "request_ip": m.request_ip,
+        "node": m.node,
+    }
+
+
+def recipient_params(m: MessageRecord, r: RecipientOutcome, recipient: str, now: datetime) -> dict[str, Any]:
+    return {
+        "email_id": m.email_id,
+        "recipient": recipient,
+        "account_id": m.account_id,
+        "api_user": m.api_user,
+        "sender": m.sender,
+        "domain": domain_of(recipient),
+        "subject": m.subject,
+        "label": m.label,
+        "email_type": None if m.email_type is None else str(EmailType(m.email_type).value),
+        "request_time": to_ms(m.request_time),
+        "request_ip": m.request_ip,
+        "status": int(r.status),
+        "sub_status": None if r.sub_status is None else int(r.sub_status),
+        "reason": r.reason,
+        "updated_at": to_ms(now),
+    }
+
+
+def log_params(email_id: str, recipient: str, e: LogEntry) -> dict[str, Any]:
+    return {
+        "email_id": email_id,
+        "recipient": recipient,
+        "at": to_ms(e.at),
+        "kind": str(LogKind(e.kind).value),
+        "code": e.code,
+        "enhanced": e.enhanced,
+        "text": e.text,
+        "mx_host": e.mx_host,
+        "mx_ip": e.mx_ip,
+        "duration_ms": e.duration_ms,
+        "rule": e.rule,
+    }
+
+
+def log_from_row(row: Row) -> LogEntry:
+    return LogEntry(
+        at=from_ms(row["at"]),
+        kind=LogKind(row["kind"]),
+        text=row["text"],
+        code=row["code"],
+        enhanced=row["enhanced"],
+        mx_host=row["mx_host"],
+        mx_ip=row["mx_ip"],
+        duration_ms=row["duration_ms"],
+        rule=row["rule"],
+    )
+
+
+def status_update_params(
+    email_id: str,
+    recipient: str,
+    status: Status,
+    sub_status: SubStatus | None,
+    reason: str,
+    now: datetime,
+    log: LogEntry | None,
+    send_ip: str | None,
+) -> Params:
+    attempt = log is not None and log.kind == LogKind.ATTEMPT
+    return {
+        "email_id": email_id,
+        "recipient": recipient,
+        "status": int(status),
+        "sub_status": None if sub_status is None else int(sub_status),
+        "reason": reason,
+        "updated_at": to_ms(now),
+        "send_time": to_ms(log.at) if attempt and log is not None else None,
+        "send_ip": send_ip,
+        "mx_host": log.mx_host if attempt and log is not None else None,
+        "mx_ip": log.mx_ip if attempt and log is not None else None,
+    }
+
+
+def status_from_row(row: Row, log: tuple[LogEntry, ...] = ()) -> StatusRecord:
+    et = row["email_type"]
+    sub = row["sub_status"]
+    return StatusRecord(
+        email_id=row["email_id"],
+        account_id=int(row["account_id"]),
+        api_user=row["api_user"],
+        sender=row["sender"],
+        recipient=row["recipient"],
+        domain=row["domain"],
+        subject=row["subject"],
+        label=row["label"],
+        email_type=None if et is None else EmailType(et),
+        request_time=from_ms(row["request_time"]),
+        request_ip=row["request_ip"],
+        status=Status(row["status"]),
+        sub_status=None if sub is None else SubStatus(sub),
+        reason=row["reason"],
+        updated_at=from_ms(row["updated_at"]),
+        send_time=opt_dt(row["send_time"]),
+        send_ip=row["send_ip"],
+        mx_host=row["mx_host"],
+        mx_ip=row["mx_ip"],
+        log=log,
+    )

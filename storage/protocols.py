@@ -1,0 +1,167 @@
+"""The storage interface the application uses: one aggregate, three repositories.
+
+Both backends (SQLite, PostgreSQL) implement exactly this, and both pass one conformance suite
+(``tests/storage/``). Nothing above ``storage/`` writes SQL.
+
+Guarantees every implementation gives:
+- every method is a coroutine and never blocks the event loop (SQLite work runs in threads);
+- ``StatusRepo.record_submissions`` writes all of its records in ONE transaction, and concurrent
+  callers are group-committed (one commit serves every caller waiting at that moment);
+- ``SuppressionRepo.hits`` answers for all five lists in ONE round trip.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Generic, Protocol, TypeVar
+
+from storage.records import (
+    Account,
+    ApiUser,
+    ListKind,
+    LogEntry,
+    Status,
+    StatusFilter,
+    StatusRecord,
+    SubmissionRecord,
+    SubStatus,
+    SuppressionEntry,
+    SuppressionHits,
+)
+
+
+@dataclass(frozen=True, slots=True)
+class SchemaState:
+    current: int  # highest applied migration version (0 = empty database)
+    latest: int  # highest migration version this program ships
+
+    @property
+    def behind(self) -> bool:
+        return self.current < self.latest
+
+
+T = TypeVar("T")
+
+
+@dataclass(frozen=True, slots=True)
+class Page(Generic[T]):
+    items: list[T]
+    total: int
+
+
+class AccountRepo(Protocol):
+    async def ensure_account(self, name: str) -> Account: ...
+    async def get_account(self, name: str) -> Account | None: ...
+    async def get_account_by_id(self, account_id: int) -> Account | None: ...
+    async def list_accounts(self) -> list[Account]: ...
+    async def add_api_user(self, name: str, account_id: int, key_hash: str) -> ApiUser:
+        """Raises ``storage.errors.Conflict`` if the name exists (active or revoked)."""
+        ...
+    async def get_api_user(self, name: str) -> ApiUser | None: ...
+    async def list_api_users(self, account_id: int | None = None) -> list[ApiUser]: ...
+    async def revoke_api_user(self, name: str, at: datetime) -> bool:
+        """True if an active user was revoked."""
+        ...
+
+
+class SuppressionRepo(Protocol):
+    async def hits(
+        self, account_id: int, api_user: str, address: str, domain: str, now: datetime
+    ) -> SuppressionHits:
+        """All five lists for one recipient in one round trip.
+
+        An entry matches when its value equals ``address`` or ``domain`` (domains only count for
+        block and no-interception), its api_user is ``api_user`` or ``all``, and it has not
+        expired (``expires_at`` is None or > now). Lower-cased input is expected.
+        """
+        ...
+
+    async def add(self, entries: Sequence[SuppressionEntry]) -> int:
+        """Upsert: an existing (account, kind, value, api_user) gets the new times/reason."""
+        ...
+
+    async def remove(
+        self, account_id: int, kind: ListKind, values: Sequence[str], api_user: str | None = None
+    ) -> int:
+        """Delete entries; ``api_user=None`` removes the value for every scope. Returns count."""
+        ...
+
+    async def list(
+        self,
+        account_id: int,
+        kind: ListKind,
+        *,
+        value: str | None = None,
+        start: datetime | None = None,  # created_at >= start
+        end: datetime | None = None,  # created_at < end
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[SuppressionEntry]: ...
+
+    async def report_not_exist(
+        self,
+        account_id: int,
+        address: str,
+        now: datetime,
+        expiry_for: Callable[[int], timedelta],
+        reason: str = "",
+    ) -> SuppressionEntry:
+        """Bounce list: increment the hit count N of ``address`` (1 if new) and set its
+        expiry to ``now + expiry_for(N)``. Returns the updated entry."""
+        ...
+
+    async def import_entries(self, entries: Sequence[SuppressionEntry]) -> int:
+        """Bulk upsert for large uploads (one transaction per call; callers chunk)."""
+        ...
+
+
+class StatusRepo(Protocol):
+    async def record_submissions(self, batch: Sequence[SubmissionRecord]) -> None:
+        """Insert messages, one status row per recipient, and their first log line — one
+        transaction for the whole batch. Idempotent per (email_id, recipient)."""
+        ...
+
+    async def known_email_ids(self, email_ids: Sequence[str]) -> set[str]:
+        """Which of these messages already have rows (start-up reconciliation)."""
+        ...
+
+    async def search(
+        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True
+    ) -> Page[StatusRecord]:
+        """Newest first (request_time desc, email_id desc, recipient)."""
+        ...
+
+    async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]: ...
+
+    async def update_status(
+        self,
+        email_id: str,
+        recipient: str,
+        status: Status,
+        sub_status: SubStatus | None,
+        reason: str,
+        log: LogEntry | None = None,
+        *,
+        send_ip: str | None = None,
+    ) -> bool:
+        """Set the status of one recipient (and append ``log`` atomically with it). An ATTEMPT log
+        entry also sets send_time, mx_host and mx_ip; ``send_ip`` is our outbound address.
+        False if the (email_id, recipient) row does not exist (then nothing is written)."""
+        ...
+
+    async def append_log(self, email_id: str, recipient: str, entry: LogEntry) -> None: ...
+
+
+class Storage(Protocol):
+    accounts: AccountRepo
+    suppressions: SuppressionRepo
+    statuses: StatusRepo
+    url: str
+
+    async def schema_state(self) -> SchemaState: ...
+    async def migrate(self) -> list[int]:
+        """Apply pending migrations; returns the versions applied."""
+        ...
+    async def close(self) -> None: ...

@@ -1,0 +1,225 @@
+"""Domain records shared by every layer: statuses, suppression entries, accounts, status rows.
+
+These are the typed values that cross module boundaries (no dicts). Times are timezone-aware UTC
+``datetime`` objects here; the backends store them as integer epoch milliseconds and convert in
+``storage/codec.py`` only.
+
+Numeric codes follow the EngageLab email REST API (SPEC §4) so customers' tooling can read them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import IntEnum, StrEnum
+
+#: The API_USER scope value meaning "every API user of the account" (SPEC §1, §7).
+ALL_API_USERS = "all"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+class Status(IntEnum):
+    SENDING = 18
+    DELIVERED = 1
+    SOFT_BOUNCE = 5
+    INVALID = 4
+
+
+class SubStatus(IntEnum):
+    # invalid (4): from SMTP replies or our policies
+    BLACKLIST = 401
+    UNSUBSCRIBE = 402
+    SERVER_ERROR = 403
+    FORMAT_ERROR = 404
+    IP_REJECTION = 405
+    NOT_EXIST = 406
+    JUNK_MAIL = 407
+    REJECTED = 408
+    OTHERS = 409
+    # soft bounce (5): from the returned bounce mail
+    SB_SERVER_ERROR = 503
+    SB_IP_REJECTION = 505
+    SB_NOT_EXIST = 506
+    SB_SPAM_REJECTED = 507
+    SB_REJECTED = 508
+    SB_OTHERS = 509
+
+
+class ListKind(StrEnum):
+    COMPLAINT = "complaint"
+    BLOCK = "block"
+    BOUNCE = "bounce"
+    UNSUBSCRIBE = "unsubscribe"
+    NO_INTERCEPTION = "no-interception"
+
+
+class EmailType(StrEnum):
+    TRANSACTIONAL = "transactional"
+    MARKETING = "marketing"
+
+
+class UnsubscribeReason(IntEnum):
+    """EngageLab's unsubscribe reason codes (SPEC §7)."""
+
+    NOT_WANTED = 0  # "I don't want to receive such mail anymore"
+    NOT_MY_SUBSCRIPTION = 1  # "This is not my subscription"
+    SPAM = 2  # "This is spam"
+    FRAUD = 3  # "This is a fraudulent email"
+
+
+class LogKind(StrEnum):
+    """What a send-log line records."""
+
+    ACCEPTED = "accepted"  # taken into the spool at submission
+    POLICY = "policy"  # stopped by a suppression policy (at RCPT or before an attempt)
+    ATTEMPT = "attempt"  # one delivery attempt and its reply
+    FEEDBACK = "feedback"  # bounce / complaint / open / click / unsubscribe event
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    id: int
+    name: str
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiUser:
+    name: str
+    account_id: int
+    account_name: str
+    key_hash: str
+    created_at: datetime
+    revoked_at: datetime | None = None
+
+    @property
+    def active(self) -> bool:
+        return self.revoked_at is None
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionEntry:
+    """One entry of one of the five lists.
+
+    ``value`` is a lower-cased address (``user@example.com``) or, for block and
+    no-interception entries, a bare receiving domain (``example.com``).
+    ``api_user`` is one API_USER name or :data:`ALL_API_USERS`.
+    """
+
+    account_id: int
+    kind: ListKind
+    value: str
+    api_user: str = ALL_API_USERS
+    created_at: datetime = field(default_factory=utcnow)
+    expires_at: datetime | None = None
+    hit_count: int = 1
+    reason_code: int | None = None  # unsubscribe reason (UnsubscribeReason)
+    reason: str = ""  # free text: bounce diagnostic, complaint feedback type, note
+
+
+@dataclass(frozen=True, slots=True)
+class SuppressionHits:
+    """Which lists match one recipient, from a single storage round trip."""
+
+    no_interception: bool = False
+    complaint: bool = False
+    block: bool = False
+    bounce_until: datetime | None = None  # latest unexpired bounce-list expiry, if any
+    unsubscribe: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class LogEntry:
+    """One line of a recipient's send log."""
+
+    at: datetime
+    kind: LogKind
+    text: str = ""
+    code: int | None = None  # SMTP reply code
+    enhanced: str | None = None  # RFC 3463 code, e.g. "5.1.1"
+    mx_host: str | None = None
+    mx_ip: str | None = None
+    duration_ms: int | None = None
+    rule: str | None = None  # which classification rule / policy decided
+
+
+@dataclass(frozen=True, slots=True)
+class MessageRecord:
+    """One submitted message (the envelope-level facts shared by its recipients)."""
+
+    email_id: str
+    account_id: int
+    api_user: str
+    sender: str
+    subject: str
+    label: str | None
+    email_type: EmailType | None
+    size: int
+    request_time: datetime
+    request_ip: str
+    node: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientOutcome:
+    """What submission decided for one recipient: accepted (SENDING) or intercepted (INVALID)."""
+
+    recipient: str
+    status: Status
+    sub_status: SubStatus | None = None
+    reason: str = ""
+    rule: str | None = None  # policy name for intercepted recipients
+
+
+@dataclass(frozen=True, slots=True)
+class SubmissionRecord:
+    """Everything the status table learns at submission: one message and its recipients."""
+
+    message: MessageRecord
+    recipients: tuple[RecipientOutcome, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class StatusRecord:
+    """The status of one (message, recipient), as the status search returns it (SPEC §4)."""
+
+    email_id: str
+    account_id: int
+    api_user: str
+    sender: str
+    recipient: str
+    domain: str
+    subject: str
+    label: str | None
+    email_type: EmailType | None
+    request_time: datetime
+    request_ip: str
+    status: Status
+    sub_status: SubStatus | None
+    reason: str
+    updated_at: datetime
+    send_time: datetime | None = None
+    send_ip: str | None = None
+    mx_host: str | None = None
+    mx_ip: str | None = None
+    log: tuple[LogEntry, ...] = ()
+
+
+@dataclass(frozen=True, slots=True)
+class StatusFilter:
+    """Status search filters (SPEC §4). ``None`` means "no filter on this field"."""
+
+    account_id: int | None = None  # None only for operators (all accounts)
+    recipient: str | None = None
+    email_ids: tuple[str, ...] = ()
+    api_user: str | None = None
+    domain: str | None = None
+    label: str | None = None
+    email_type: EmailType | None = None
+    statuses: tuple[Status, ...] = ()
+    sub_statuses: tuple[SubStatus, ...] = ()
+    start: datetime | None = None  # request_time >= start
+    end: datetime | None = None  # request_time < end

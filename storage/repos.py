@@ -1,0 +1,322 @@
+"""Every repository, implemented ONCE, against the Executor protocol and named queries.
+
+No SQL text lives here: statements are named (``storage/sql/queries.sql``); the only dynamic SQL
+is the status-search WHERE clause from ``storage/search.py``. Record <-> row conversion (times as
+epoch milliseconds, enums as values) is ``storage/codec.py``'s job.
+
+Normalisation done here, so every caller gets the same behaviour: suppression values and status
+recipients/domains are stored lower-cased.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from datetime import datetime, timedelta
+from typing import Any
+
+from storage import codec
+from storage.errors import Conflict, StorageError
+from storage.executor import Executor, Op
+from storage.protocols import Page
+from storage.records import (
+    ALL_API_USERS,
+    Account,
+    ApiUser,
+    ListKind,
+    LogEntry,
+    LogKind,
+    Status,
+    StatusFilter,
+    StatusRecord,
+    SubmissionRecord,
+    SubStatus,
+    SuppressionEntry,
+    SuppressionHits,
+    utcnow,
+)
+from storage.search import search_where
+
+#: Lists whose entries may name a whole receiving domain (SPEC §3, §7).
+DOMAIN_KINDS = frozenset({ListKind.BLOCK, ListKind.NO_INTERCEPTION})
+#: Default cap on the ``total`` of searches and list pages: counting is bounded so a page of a
+#: huge result stays fast; a total equal to the cap means "at least this many".
+DEFAULT_COUNT_CAP = 10_000
+_REPORT_RETRIES = 50
+
+
+def _page_total(offset: int, limit: int, got: int) -> int | None:
+    """The total when the page itself proves it (last page), else None (must count)."""
+    if got < limit and (got > 0 or offset == 0):
+        return offset + got
+    return None
+
+
+class SqlAccountRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def ensure_account(self, name: str) -> Account:
+        row = await self._ex.fetchrow("account.ensure", {"name": name, "created_at": codec.to_ms(utcnow())})
+        assert row is not None
+        return codec.account_from_row(row)
+
+    async def get_account(self, name: str) -> Account | None:
+        row = await self._ex.fetchrow("account.get_by_name", {"name": name})
+        return None if row is None else codec.account_from_row(row)
+
+    async def get_account_by_id(self, account_id: int) -> Account | None:
+        row = await self._ex.fetchrow("account.get_by_id", {"id": account_id})
+        return None if row is None else codec.account_from_row(row)
+
+    async def list_accounts(self) -> list[Account]:
+        return [codec.account_from_row(r) for r in await self._ex.fetch("account.list")]
+
+    async def add_api_user(self, name: str, account_id: int, key_hash: str) -> ApiUser:
+        params = {
+            "name": name,
+            "account_id": account_id,
+            "key_hash": key_hash,
+            "created_at": codec.to_ms(utcnow()),
+        }
+        if await self._ex.fetchrow("api_user.insert", params) is None:
+            raise Conflict(f"API user {name!r} already exists")
+        user = await self.get_api_user(name)
+        assert user is not None
+        return user
+
+    async def get_api_user(self, name: str) -> ApiUser | None:
+        row = await self._ex.fetchrow("api_user.get", {"name": name})
+        return None if row is None else codec.api_user_from_row(row)
+
+    async def list_api_users(self, account_id: int | None = None) -> list[ApiUser]:
+        if account_id is None:
+            rows = await self._ex.fetch("api_user.list")
+        else:
+            rows = await self._ex.fetch("api_user.list_by_account", {"account_id": account_id})
+        return [codec.api_user_from_row(r) for r in rows]
+
+    async def revoke_api_user(self, name: str, at: datetime) -> bool:
+        return await self._ex.execute("api_user.revoke", {"name": name, "revoked_at": codec.to_ms(at)}) > 0
+
+
+class SqlSuppressionRepo:
+    def __init__(self, ex: Executor, count_cap: int | None = DEFAULT_COUNT_CAP) -> None:
+        self._ex = ex
+        self._cap = count_cap if count_cap is not None else codec.MAX_MS
+
+    async def hits(self, account_id: int, api_user: str, address: str, domain: str, now: datetime) -> SuppressionHits:
+        rows = await self._ex.fetch(
+            "suppression.hits",
+            {
+                "account_id": account_id,
+                "address": address,
+                "domain": domain,
+                "api_user": api_user,
+                "now": codec.to_ms(now),
+            },
+        )
+        found: set[ListKind] = set()
+        bounce_until: datetime | None = None
+        for row in rows:
+            kind = ListKind(row["kind"])
+            if row["value"] != address and kind not in DOMAIN_KINDS:
+                continue  # a domain value only counts for block and no-interception
+            found.add(kind)
+            if kind == ListKind.BOUNCE:
+                exp = codec.opt_dt(row["expires_at"]) or codec.NEVER
+                bounce_until = exp if bounce_until is None else max(bounce_until, exp)
+        return SuppressionHits(
+            no_interception=ListKind.NO_INTERCEPTION in found,
+            complaint=ListKind.COMPLAINT in found,
+            block=ListKind.BLOCK in found,
+            bounce_until=bounce_until,
+            unsubscribe=ListKind.UNSUBSCRIBE in found,
+        )
+
+    @staticmethod
+    def _dedupe(entries: Sequence[SuppressionEntry]) -> list[dict[str, Any]]:
+        # one statement may not update the same row twice (PostgreSQL ON CONFLICT); last one wins
+        rows: dict[tuple[Any, ...], dict[str, Any]] = {}
+        for e in entries:
+            p = codec.suppression_params(e)
+            rows[(p["account_id"], p["value"], p["kind"], p["api_user"])] = p
+        return list(rows.values())
+
+    async def add(self, entries: Sequence[SuppressionEntry]) -> int:
+        rows = self._dedupe(entries)
+        if rows:
+            await self._ex.write_batch([Op("suppression.upsert", rows)])
+        return len(rows)
+
+    async def import_entries(self, entries: Sequence[SuppressionEntry]) -> int:
+        return await self.add(entries)
+
+    async def remove(self, account_id: int, kind: ListKind, values: Sequence[str], api_user: str | None = None) -> int:
+        vals = sorted({v.strip().lower() for v in values})
+        if not vals:
+            return 0
+        params: dict[str, Any] = {"account_id": account_id, "kind": str(ListKind(kind).value), "values": vals}
+        if api_user is None:
+            return await self._ex.execute("suppression.delete_any_user", params)
+        return await self._ex.execute("suppression.delete", {**params, "api_user": api_user})
+
+    async def list(
+        self,
+        account_id: int,
+        kind: ListKind,
+        *,
+        value: str | None = None,
+        start: datetime | None = None,
+        end: datetime | None = None,
+        offset: int = 0,
+        limit: int = 100,
+    ) -> Page[SuppressionEntry]:
+        params: dict[str, Any] = {
+            "account_id": account_id,
+            "kind": str(ListKind(kind).value),
+            "start": codec.MIN_MS if start is None else codec.to_ms(start),
+            "end": codec.MAX_MS if end is None else codec.to_ms(end),
+        }
+        if value is not None:
+            params["value"] = value.strip().lower()
+        page_q, count_q = (
+            ("suppression.list_value", "suppression.count_value")
+            if value
+            else (
+                "suppression.list",
+                "suppression.count",
+            )
+        )
+        rows = await self._ex.fetch(page_q, {**params, "limit": limit, "offset": offset})
+        items = [codec.suppression_from_row(r) for r in rows]
+        total = _page_total(offset, limit, len(items))
+        if total is None:
+            extra = {} if value else {"cap": self._cap}
+            counted = int(await self._ex.fetchval(count_q, {**params, **extra}))
+            total = max(counted, offset + len(items)) if items else counted
+        return Page(items, total)
+
+    async def report_not_exist(
+        self,
+        account_id: int,
+        address: str,
+        now: datetime,
+        expiry_for: Callable[[int], timedelta],
+        reason: str = "",
+    ) -> SuppressionEntry:
+        key = {
+            "account_id": account_id,
+            "kind": str(ListKind.BOUNCE.value),
+            "value": address.strip().lower(),
+            "api_user": ALL_API_USERS,
+        }
+        # optimistic concurrency: read N, write N+1 only if still N (no transaction needed, so the
+        # expiry callable never runs while a database lock is held)
+        for _ in range(_REPORT_RETRIES):
+            current = await self._ex.fetchrow("suppression.get", key)
+            expected = 0 if current is None else int(current["hit_count"])
+            n = expected + 1
+            params = {
+                **key,
+                "now": codec.to_ms(now),
+                "expires_at": codec.to_ms(now + expiry_for(n)),
+                "hit_count": n,
+                "expected": expected,
+                "reason": reason,
+            }
+            row = await self._ex.fetchrow("suppression.bump", params)
+            if row is not None:
+                return codec.suppression_from_row(row)
+        raise StorageError(f"report_not_exist: too much contention on {address!r}")
+
+
+class SqlStatusRepo:
+    def __init__(self, ex: Executor, count_cap: int | None = DEFAULT_COUNT_CAP) -> None:
+        self._ex = ex
+        self._cap = count_cap if count_cap is not None else codec.MAX_MS
+
+    async def record_submissions(self, batch: Sequence[SubmissionRecord]) -> None:
+        now = utcnow()
+        messages: dict[str, dict[str, Any]] = {}
+        recipients: dict[tuple[str, str], dict[str, Any]] = {}
+        logs: list[dict[str, Any]] = []
+        for sub in batch:
+            m = sub.message
+            messages.setdefault(m.email_id, codec.message_params(m))
+            for r in sub.recipients:
+                rcpt = r.recipient.strip().lower()
+                key = (m.email_id, rcpt)
+                if key in recipients:
+                    continue
+                recipients[key] = codec.recipient_params(m, r, rcpt, now)
+                kind = LogKind.ACCEPTED if r.status == Status.SENDING else LogKind.POLICY
+                entry = LogEntry(at=m.request_time, kind=kind, text=r.reason, rule=r.rule)
+                logs.append(codec.log_params(m.email_id, rcpt, entry))
+        if not messages:
+            return
+        await self._ex.write_batch(
+            [
+                Op("message.insert", list(messages.values())),
+                Op("recipient.insert", list(recipients.values())),
+                Op("log.insert_first", logs),
+            ]
+        )
+
+    async def known_email_ids(self, email_ids: Sequence[str]) -> set[str]:
+        if not email_ids:
+            return set()
+        rows = await self._ex.fetch("message.known", {"email_ids": list(email_ids)})
+        return {r["email_id"] for r in rows}
+
+    async def search(
+        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True
+    ) -> Page[StatusRecord]:
+        where, params = search_where(flt, self._ex.dialect)
+        queries = self._ex.queries
+        rows = await self._ex.fetch(
+            queries.render("status.search", where), {**params, "limit": limit, "offset": offset}
+        )
+        total = _page_total(offset, limit, len(rows))
+        if total is None:
+            count_q = queries.render("status.count", where)
+            counted = await self._ex.fetchval(count_q, {**params, "cap": self._cap})
+            total = max(int(counted), offset + len(rows)) if rows else int(counted)
+        logs: dict[tuple[str, str], list[LogEntry]] = {}
+        if with_log and rows:
+            log_rows = await self._ex.fetch(
+                "log.for_pairs",
+                {"email_ids": [r["email_id"] for r in rows], "recipients": [r["recipient"] for r in rows]},
+            )
+            for lr in log_rows:
+                logs.setdefault((lr["email_id"], lr["recipient"]), []).append(codec.log_from_row(lr))
+        items = [codec.status_from_row(r, tuple(logs.get((r["email_id"], r["recipient"]), ()))) for r in rows]
+        return Page(items, total)
+
+    async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]:
+        page = await self.search(
+            StatusFilter(account_id=account_id, email_ids=(email_id,)), limit=1_000_000, with_log=True
+        )
+        return page.items
+
+    async def update_status(
+        self,
+        email_id: str,
+        recipient: str,
+        status: Status,
+        sub_status: SubStatus | None,
+        reason: str,
+        log: LogEntry | None = None,
+        *,
+        send_ip: str | None = None,
+    ) -> bool:
+        rcpt = recipient.strip().lower()
+        now = utcnow()
+        params = codec.status_update_params(email_id, rcpt, status, sub_status, reason, now, log, send_ip)
+        ops = [Op("status.update", [params])]
+        if log is not None:
+            ops.append(Op("log.insert", [codec.log_params(email_id, rcpt, log)]))
+        counts = await self._ex.write_batch(ops)
+        return counts[0] > 0
+
+    async def append_log(self, email_id: str, recipient: str, entry: LogEntry) -> None:
+        await self._ex.execute("log.insert", codec.log_params(email_id, recipient.strip().lower(), entry))

@@ -1,0 +1,63 @@
+"""The one vetted SQL builder: a StatusFilter -> the WHERE clause of ``status.search``/``status.count``.
+
+Every fragment below is a constant; user values only ever travel as bound parameters (``:f_*``),
+never in the SQL text. The set of distinct clauses is therefore finite (one per combination of
+present filters), which is what lets ``Queries.render`` cache them.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from storage import codec
+from storage.records import EmailType, StatusFilter
+
+# dialect -> (column, param, array element type) -> "column IN <list param>" fragment
+_IN_LIST = {
+    "sqlite": "{col} IN (SELECT value FROM json_each(:{param}))",
+    "postgres": "{col} = ANY(:{param}::{typ}[])",
+}
+
+
+def _in_list(dialect: str, col: str, param: str, typ: str) -> str:
+    return _IN_LIST[dialect].format(col=col, param=param, typ=typ)
+
+
+def search_where(flt: StatusFilter, dialect: str) -> tuple[str, dict[str, Any]]:
+    """Build ``(where_sql, params)`` for a status search. Recipient and domain match lower-cased."""
+    parts: list[str] = []
+    params: dict[str, Any] = {}
+    if flt.account_id is not None:
+        parts.append("account_id = :f_account_id")
+        params["f_account_id"] = flt.account_id
+    if flt.recipient is not None:
+        parts.append("recipient = :f_recipient")
+        params["f_recipient"] = flt.recipient.strip().lower()
+    if flt.email_ids:
+        parts.append(_in_list(dialect, "email_id", "f_email_ids", "text"))
+        params["f_email_ids"] = list(flt.email_ids)
+    if flt.api_user is not None:
+        parts.append("api_user = :f_api_user")
+        params["f_api_user"] = flt.api_user
+    if flt.domain is not None:
+        parts.append("domain = :f_domain")
+        params["f_domain"] = flt.domain.strip().lower()
+    if flt.label is not None:
+        parts.append("label = :f_label")
+        params["f_label"] = flt.label
+    if flt.email_type is not None:
+        parts.append("email_type = :f_email_type")
+        params["f_email_type"] = str(EmailType(flt.email_type).value)
+    if flt.statuses:
+        parts.append(_in_list(dialect, "status", "f_statuses", "integer"))
+        params["f_statuses"] = [int(s) for s in flt.statuses]
+    if flt.sub_statuses:
+        parts.append(_in_list(dialect, "sub_status", "f_sub_statuses", "integer"))
+        params["f_sub_statuses"] = [int(s) for s in flt.sub_statuses]
+    if flt.start is not None:
+        parts.append("request_time >= :f_start")
+        params["f_start"] = codec.to_ms(flt.start)
+    if flt.end is not None:
+        parts.append("request_time < :f_end")
+        params["f_end"] = codec.to_ms(flt.end)
+    return (" AND ".join(parts) if parts else "1 = 1"), params

@@ -1,0 +1,223 @@
+-- mailrelay named queries: the common SQL subset of SQLite (>= 3.35) and PostgreSQL.
+-- Parameters are :name. Times are integer epoch milliseconds. List parameters are JSON text
+-- on SQLite (json_each) and arrays on PostgreSQL (see queries.postgres.sql).
+-- Queries whose first word is not SELECT are writes (SQLite sends them to the writer thread).
+
+-- ---------------------------------------------------------------- migrations
+
+-- name: migration.lock
+-- serialise concurrent `migrate` runs (postgres: advisory lock; sqlite: the write lock suffices)
+SELECT 1
+
+-- name: migration.table_exists
+SELECT count(*) FROM sqlite_master WHERE type = 'table' AND name = 'schema_migrations'
+
+-- name: migration.ensure_table
+CREATE TABLE IF NOT EXISTS schema_migrations (
+    version     INTEGER PRIMARY KEY,
+    name        TEXT    NOT NULL,
+    checksum    TEXT    NOT NULL,
+    applied_at  BIGINT  NOT NULL
+)
+
+-- name: migration.applied
+SELECT version, name, checksum, applied_at FROM schema_migrations ORDER BY version
+
+-- name: migration.record
+INSERT INTO schema_migrations (version, name, checksum, applied_at)
+VALUES (:version, :name, :checksum, :applied_at)
+
+-- ---------------------------------------------------------------- accounts
+
+-- name: account.ensure
+INSERT INTO accounts (name, created_at) VALUES (:name, :created_at)
+ON CONFLICT (name) DO UPDATE SET name = excluded.name
+RETURNING id, name, created_at
+
+-- name: account.get_by_name
+SELECT id, name, created_at FROM accounts WHERE name = :name
+
+-- name: account.get_by_id
+SELECT id, name, created_at FROM accounts WHERE id = :id
+
+-- name: account.list
+SELECT id, name, created_at FROM accounts ORDER BY id
+
+-- name: api_user.insert
+INSERT INTO api_users (name, account_id, key_hash, created_at)
+VALUES (:name, :account_id, :key_hash, :created_at)
+ON CONFLICT (name) DO NOTHING
+RETURNING name
+
+-- name: api_user.get
+SELECT u.name, u.account_id, a.name AS account_name, u.key_hash, u.created_at, u.revoked_at
+FROM api_users u JOIN accounts a ON a.id = u.account_id
+WHERE u.name = :name
+
+-- name: api_user.list
+SELECT u.name, u.account_id, a.name AS account_name, u.key_hash, u.created_at, u.revoked_at
+FROM api_users u JOIN accounts a ON a.id = u.account_id
+ORDER BY u.account_id, u.name
+
+-- name: api_user.list_by_account
+SELECT u.name, u.account_id, a.name AS account_name, u.key_hash, u.created_at, u.revoked_at
+FROM api_users u JOIN accounts a ON a.id = u.account_id
+WHERE u.account_id = :account_id
+ORDER BY u.name
+
+-- name: api_user.revoke
+UPDATE api_users SET revoked_at = :revoked_at WHERE name = :name AND revoked_at IS NULL
+
+-- ---------------------------------------------------------------- suppression lists
+
+-- name: suppression.hits
+-- the RCPT-time lookup: one probe of the primary key per value (address, domain)
+SELECT kind, value, expires_at
+FROM suppressions
+WHERE account_id = :account_id
+  AND value IN (:address, :domain)
+  AND api_user IN (:api_user, 'all')
+  AND (expires_at IS NULL OR expires_at > :now)
+
+-- name: suppression.upsert
+INSERT INTO suppressions
+    (account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason)
+VALUES
+    (:account_id, :kind, :value, :api_user, :created_at, :expires_at, :hit_count, :reason_code, :reason)
+ON CONFLICT (account_id, value, kind, api_user) DO UPDATE SET
+    created_at = excluded.created_at,
+    expires_at = excluded.expires_at,
+    reason_code = excluded.reason_code,
+    reason = excluded.reason
+
+-- name: suppression.get
+SELECT account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason
+FROM suppressions
+WHERE account_id = :account_id AND value = :value AND kind = :kind AND api_user = :api_user
+
+-- name: suppression.bump
+-- optimistic increment: only applies if hit_count is still what the caller read (:expected)
+INSERT INTO suppressions
+    (account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason)
+VALUES
+    (:account_id, :kind, :value, :api_user, :now, :expires_at, :hit_count, NULL, :reason)
+ON CONFLICT (account_id, value, kind, api_user) DO UPDATE SET
+    hit_count = excluded.hit_count,
+    expires_at = excluded.expires_at,
+    created_at = excluded.created_at,
+    reason = excluded.reason
+WHERE suppressions.hit_count = :expected
+RETURNING account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason
+
+-- name: suppression.delete
+DELETE FROM suppressions
+WHERE account_id = :account_id AND kind = :kind AND api_user = :api_user
+  AND value IN (SELECT value FROM json_each(:values))
+
+-- name: suppression.delete_any_user
+DELETE FROM suppressions
+WHERE account_id = :account_id AND kind = :kind
+  AND value IN (SELECT value FROM json_each(:values))
+
+-- name: suppression.list
+SELECT account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason
+FROM suppressions
+WHERE account_id = :account_id AND kind = :kind AND created_at >= :start AND created_at < :end
+ORDER BY created_at DESC, value DESC, api_user DESC
+LIMIT :limit OFFSET :offset
+
+-- name: suppression.count
+SELECT count(*) FROM (
+    SELECT 1 FROM suppressions
+    WHERE account_id = :account_id AND kind = :kind AND created_at >= :start AND created_at < :end
+    LIMIT :cap
+) AS t
+
+-- name: suppression.list_value
+SELECT account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason
+FROM suppressions
+WHERE account_id = :account_id AND value = :value AND kind = :kind
+  AND created_at >= :start AND created_at < :end
+ORDER BY created_at DESC, value DESC, api_user DESC
+LIMIT :limit OFFSET :offset
+
+-- name: suppression.count_value
+SELECT count(*) FROM suppressions
+WHERE account_id = :account_id AND value = :value AND kind = :kind
+  AND created_at >= :start AND created_at < :end
+
+-- ---------------------------------------------------------------- statuses
+
+-- name: message.insert
+INSERT INTO messages
+    (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
+     request_ip, node)
+VALUES
+    (:email_id, :account_id, :api_user, :sender, :subject, :label, :email_type, :size, :request_time,
+     :request_ip, :node)
+ON CONFLICT (email_id) DO NOTHING
+
+-- name: recipient.insert
+INSERT INTO recipients
+    (email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+     request_time, request_ip, status, sub_status, reason, updated_at)
+VALUES
+    (:email_id, :recipient, :account_id, :api_user, :sender, :domain, :subject, :label, :email_type,
+     :request_time, :request_ip, :status, :sub_status, :reason, :updated_at)
+ON CONFLICT (email_id, recipient) DO NOTHING
+
+-- name: log.insert_first
+-- the submission log line; idempotent through the partial unique index send_log_once
+INSERT INTO send_log
+    (email_id, recipient, at, kind, code, enhanced, text, mx_host, mx_ip, duration_ms, rule)
+VALUES
+    (:email_id, :recipient, :at, :kind, :code, :enhanced, :text, :mx_host, :mx_ip, :duration_ms, :rule)
+ON CONFLICT DO NOTHING
+
+-- name: log.insert
+-- a later log line; only for a recipient that exists (an exact duplicate line is dropped)
+INSERT INTO send_log
+    (email_id, recipient, at, kind, code, enhanced, text, mx_host, mx_ip, duration_ms, rule)
+SELECT CAST(:email_id AS TEXT), CAST(:recipient AS TEXT), CAST(:at AS BIGINT), CAST(:kind AS TEXT),
+       CAST(:code AS INTEGER), CAST(:enhanced AS TEXT), CAST(:text AS TEXT), CAST(:mx_host AS TEXT),
+       CAST(:mx_ip AS TEXT), CAST(:duration_ms AS INTEGER), CAST(:rule AS TEXT)
+WHERE EXISTS (SELECT 1 FROM recipients r WHERE r.email_id = :email_id AND r.recipient = :recipient)
+ON CONFLICT DO NOTHING
+
+-- name: status.update
+UPDATE recipients SET
+    status = :status,
+    sub_status = :sub_status,
+    reason = :reason,
+    updated_at = :updated_at,
+    send_time = COALESCE(:send_time, send_time),
+    send_ip = COALESCE(:send_ip, send_ip),
+    mx_host = COALESCE(:mx_host, mx_host),
+    mx_ip = COALESCE(:mx_ip, mx_ip)
+WHERE email_id = :email_id AND recipient = :recipient
+
+-- name: message.known
+SELECT email_id FROM messages WHERE email_id IN (SELECT value FROM json_each(:email_ids))
+
+-- name: status.search
+-- template: {where} is filled only by storage/search.py from its fixed fragment vocabulary
+SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
+       updated_at
+FROM recipients
+WHERE {where}
+ORDER BY request_time DESC, email_id DESC, recipient
+LIMIT :limit OFFSET :offset
+
+-- name: status.count
+SELECT count(*) FROM (SELECT 1 FROM recipients WHERE {where} LIMIT :cap) AS t
+
+-- name: log.for_pairs
+-- the send logs of one result page: :email_ids and :recipients are parallel lists
+SELECT l.email_id, l.recipient, l.at, l.kind, l.code, l.enhanced, l.text, l.mx_host, l.mx_ip,
+       l.duration_ms, l.rule
+FROM send_log l
+JOIN (SELECT e.value AS email_id, r.value AS recipient
+      FROM json_each(:email_ids) e JOIN json_each(:recipients) r ON r.key = e.key) p
+  ON l.email_id = p.email_id AND l.recipient = p.recipient
+ORDER BY l.email_id, l.recipient, l.id

@@ -1,0 +1,2 @@
+-- SQLite overrides of queries.sql. The common text is written in SQLite's flavour where the two
+-- engines disagree only in list parameters, so this file is empty for now.

@@ -1,0 +1,40 @@
+"""SqlStorage: the Storage aggregate over one Executor (either backend)."""
+
+from __future__ import annotations
+
+from storage import migrate as _migrate
+from storage.errors import SchemaBehind
+from storage.executor import Executor
+from storage.protocols import AccountRepo, SchemaState, StatusRepo, SuppressionRepo
+from storage.repos import DEFAULT_COUNT_CAP, SqlAccountRepo, SqlStatusRepo, SqlSuppressionRepo
+
+
+class SqlStorage:
+    """Implements ``storage.protocols.Storage``. Build it with ``storage.open_storage(url)``."""
+
+    def __init__(self, url: str, executor: Executor, *, count_cap: int | None = DEFAULT_COUNT_CAP) -> None:
+        self.url = url
+        self.executor = executor
+        self.dialect = executor.dialect
+        self.accounts: AccountRepo = SqlAccountRepo(executor)
+        self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
+        self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
+
+    async def schema_state(self) -> SchemaState:
+        return await _migrate.schema_state(self.executor)
+
+    async def migrate(self) -> list[int]:
+        return await _migrate.migrate(self.executor)
+
+    async def require_current_schema(self) -> SchemaState:
+        """For `serve`: raise SchemaBehind unless every shipped migration is applied."""
+        state = await self.schema_state()
+        if state.behind:
+            raise SchemaBehind(
+                f"database schema is at version {state.current}, this program needs {state.latest}; "
+                "run `mailrelay db migrate`"
+            )
+        return state
+
+    async def close(self) -> None:
+        await self.executor.close()

@@ -1,0 +1,573 @@
+"""The storage conformance suite: every test runs on SQLite AND PostgreSQL (fixture ``storage``)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from storage import SqlStorage, open_storage
+from storage.errors import Conflict, StorageError
+from storage.migrate import MigrationError
+from storage.records import (
+    ALL_API_USERS,
+    EmailType,
+    ListKind,
+    LogEntry,
+    LogKind,
+    MessageRecord,
+    RecipientOutcome,
+    Status,
+    StatusFilter,
+    SubmissionRecord,
+    SubStatus,
+    SuppressionEntry,
+)
+from storage.repos import SqlStatusRepo, SqlSuppressionRepo
+
+T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
+ms = timedelta(milliseconds=1)
+
+
+# ---------------------------------------------------------------- migrations
+
+
+async def test_migrate_from_zero(empty_storage_url: str) -> None:
+    st = await open_storage(empty_storage_url)
+    try:
+        state = await st.schema_state()
+        assert state.current == 0 and state.latest >= 1 and state.behind
+        applied = await st.migrate()
+        assert applied == list(range(1, state.latest + 1))
+        after = await st.schema_state()
+        assert after.current == after.latest and not after.behind
+        assert await st.migrate() == []  # nothing left to apply
+        assert (await st.require_current_schema()).current == after.latest
+        # the schema is usable
+        acct = await st.accounts.ensure_account("acme")
+        assert (await st.accounts.get_account("acme")) == acct
+    finally:
+        await st.close()
+
+
+async def test_changed_migration_is_an_error(storage: SqlStorage) -> None:
+    await storage.executor.execute_script("UPDATE schema_migrations SET checksum = 'tampered' WHERE version = 1")
+    with pytest.raises(MigrationError, match="changed after it was applied"):
+        await storage.schema_state()
+    with pytest.raises(MigrationError):
+        await storage.migrate()
+
+
+async def test_transaction_commits_and_rolls_back(storage: SqlStorage) -> None:
+    ex = storage.executor
+    async with ex.transaction() as tx:
+        await tx.fetchrow("account.ensure", {"name": "kept", "created_at": 1})
+        inside = await tx.fetchrow("account.get_by_name", {"name": "kept"})
+        assert inside is not None and inside["name"] == "kept"
+    with pytest.raises(RuntimeError):
+        async with ex.transaction() as tx:
+            await tx.fetchrow("account.ensure", {"name": "gone", "created_at": 1})
+            raise RuntimeError("boom")
+    assert await storage.accounts.get_account("kept") is not None
+    assert await storage.accounts.get_account("gone") is None
+
+
+# ---------------------------------------------------------------- accounts and API users
+
+
+async def test_accounts_and_api_users(storage: SqlStorage) -> None:
+    acc = storage.accounts
+    a = await acc.ensure_account("acme")
+    assert (await acc.ensure_account("acme")).id == a.id  # idempotent
+    b = await acc.ensure_account("globex")
+    assert a.id != b.id
+    assert await acc.get_account_by_id(b.id) == b
+    assert await acc.get_account("nope") is None
+    assert [x.name for x in await acc.list_accounts()] == ["acme", "globex"]
+
+    u = await acc.add_api_user("acme_tx", a.id, "scrypt$hash1")
+    assert (u.name, u.account_id, u.account_name, u.key_hash, u.active) == (
+        "acme_tx",
+        a.id,
+        "acme",
+        "scrypt$hash1",
+        True,
+    )
+    await acc.add_api_user("acme_mk", a.id, "scrypt$hash2")
+    await acc.add_api_user("globex_1", b.id, "scrypt$hash3")
+    with pytest.raises(Conflict):
+        await acc.add_api_user("acme_tx", b.id, "other")
+    assert (await acc.get_api_user("acme_tx")).key_hash == "scrypt$hash1"  # type: ignore[union-attr]
+
+    assert [x.name for x in await acc.list_api_users(a.id)] == ["acme_mk", "acme_tx"]
+    assert {x.name for x in await acc.list_api_users()} == {"acme_mk", "acme_tx", "globex_1"}
+
+    at = T0 + timedelta(days=1)
+    assert await acc.revoke_api_user("acme_tx", at) is True
+    assert await acc.revoke_api_user("acme_tx", at) is False  # already revoked
+    assert await acc.revoke_api_user("ghost", at) is False
+    revoked = await acc.get_api_user("acme_tx")
+    assert revoked is not None and revoked.revoked_at == at and not revoked.active
+    with pytest.raises(Conflict):  # a revoked name is not reusable
+        await acc.add_api_user("acme_tx", a.id, "again")
+
+
+# ---------------------------------------------------------------- suppression lists
+
+
+@pytest.mark.parametrize("kind", list(ListKind))
+async def test_list_add_list_page_remove(storage: SqlStorage, kind: ListKind) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    other = (await storage.accounts.ensure_account("other")).id
+    entries = [
+        SuppressionEntry(acct, kind, f"User{i:02d}@Example.com", created_at=T0 + i * timedelta(minutes=1))
+        for i in range(25)
+    ]
+    assert await sup.add(entries) == 25
+    await sup.add([SuppressionEntry(other, kind, "user00@example.com", created_at=T0)])
+
+    first = await sup.list(acct, kind, limit=10)
+    assert first.total == 25
+    assert [e.value for e in first.items] == [f"user{i:02d}@example.com" for i in range(24, 14, -1)]
+    assert all(e.kind == kind and e.account_id == acct and e.api_user == ALL_API_USERS for e in first.items)
+    assert first.items[0].created_at == T0 + 24 * timedelta(minutes=1)
+    mid = await sup.list(acct, kind, offset=10, limit=10)
+    assert (mid.total, len(mid.items)) == (25, 10)
+    last = await sup.list(acct, kind, offset=20, limit=10)
+    assert last.total == 25 and [e.value for e in last.items][-1] == "user00@example.com"
+    beyond = await sup.list(acct, kind, offset=30, limit=10)
+    assert beyond.items == [] and beyond.total == 25
+
+    window = await sup.list(acct, kind, start=T0 + timedelta(minutes=5), end=T0 + timedelta(minutes=8))
+    assert [e.value for e in window.items] == ["user07@example.com", "user06@example.com", "user05@example.com"]
+    one = await sup.list(acct, kind, value="USER03@example.com")
+    assert one.total == 1 and one.items[0].value == "user03@example.com"
+    assert (await sup.list(acct, ListKind.BOUNCE if kind != ListKind.BOUNCE else ListKind.BLOCK)).total == 0
+
+    # upsert: same key gets the new times/reason, no duplicate row
+    await sup.add([SuppressionEntry(acct, kind, "user03@example.com", created_at=T0, reason="re-added")])
+    again = await sup.list(acct, kind, value="user03@example.com")
+    assert again.total == 1 and again.items[0].reason == "re-added" and again.items[0].created_at == T0
+
+    assert await sup.remove(acct, kind, ["user01@example.com", "USER02@example.com", "absent@x.com"]) == 2
+    assert (await sup.list(acct, kind)).total == 23
+    assert (await sup.list(other, kind)).total == 1  # other account untouched
+
+
+async def test_list_expiry_and_fields(storage: SqlStorage) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    e = SuppressionEntry(
+        acct,
+        ListKind.UNSUBSCRIBE,
+        "a@x.com",
+        api_user="acme_tx",
+        created_at=T0,
+        expires_at=T0 + timedelta(days=3),
+        hit_count=1,
+        reason_code=2,
+        reason="This is spam",
+    )
+    await sup.add([e])
+    got = (await sup.list(acct, ListKind.UNSUBSCRIBE)).items
+    assert got == [e]
+    # expired entries are still listed (with their expiry) but no longer match
+    assert (await sup.hits(acct, "acme_tx", "a@x.com", "x.com", T0 + timedelta(days=1))).unsubscribe
+    assert not (await sup.hits(acct, "acme_tx", "a@x.com", "x.com", T0 + timedelta(days=3))).unsubscribe
+    assert (await sup.list(acct, ListKind.UNSUBSCRIBE)).total == 1
+
+
+async def test_hits_address_vs_domain(storage: SqlStorage) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    await sup.add(
+        [
+            SuppressionEntry(acct, ListKind.BLOCK, "blocked.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.NO_INTERCEPTION, "vip.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.COMPLAINT, "angry.com", created_at=T0),  # domain: not honoured
+            SuppressionEntry(acct, ListKind.UNSUBSCRIBE, "gone.com", created_at=T0),  # domain: not honoured
+            SuppressionEntry(acct, ListKind.COMPLAINT, "c@x.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.BLOCK, "b@x.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.UNSUBSCRIBE, "u@x.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.NO_INTERCEPTION, "n@x.com", created_at=T0),
+            SuppressionEntry(acct, ListKind.BOUNCE, "d@x.com", created_at=T0, expires_at=T0 + timedelta(days=30)),
+        ]
+    )
+    now = T0 + timedelta(hours=1)
+
+    async def h(addr: str) -> tuple[bool, bool, bool, datetime | None, bool]:
+        r = await sup.hits(acct, "acme_tx", addr, addr.rpartition("@")[2], now)
+        return (r.no_interception, r.complaint, r.block, r.bounce_until, r.unsubscribe)
+
+    assert await h("anyone@blocked.com") == (False, False, True, None, False)
+    assert await h("anyone@vip.com") == (True, False, False, None, False)
+    assert await h("anyone@angry.com") == (False, False, False, None, False)
+    assert await h("anyone@gone.com") == (False, False, False, None, False)
+    assert await h("c@x.com") == (False, True, False, None, False)
+    assert await h("b@x.com") == (False, False, True, None, False)
+    assert await h("u@x.com") == (False, False, False, None, True)
+    assert await h("n@x.com") == (True, False, False, None, False)
+    assert await h("d@x.com") == (False, False, False, T0 + timedelta(days=30), False)
+    assert await h("clean@x.com") == (False, False, False, None, False)
+    # other account sees nothing
+    other = (await storage.accounts.ensure_account("other")).id
+    assert await sup.hits(other, "x", "c@x.com", "x.com", now) == await sup.hits(
+        other, "x", "clean@x.com", "x.com", now
+    )
+    assert not (await sup.hits(other, "x", "a@blocked.com", "blocked.com", now)).block
+
+
+async def test_hits_api_user_scope_and_expiry(storage: SqlStorage) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    await sup.add(
+        [
+            SuppressionEntry(acct, ListKind.BLOCK, "one@x.com", api_user="u1", created_at=T0),
+            SuppressionEntry(acct, ListKind.BLOCK, "all@x.com", api_user=ALL_API_USERS, created_at=T0),
+            SuppressionEntry(acct, ListKind.NO_INTERCEPTION, "d1.com", api_user="u1", created_at=T0),
+            SuppressionEntry(acct, ListKind.BLOCK, "soon@x.com", created_at=T0, expires_at=T0 + timedelta(hours=1)),
+        ]
+    )
+    now = T0 + timedelta(minutes=1)
+    assert (await sup.hits(acct, "u1", "one@x.com", "x.com", now)).block
+    assert not (await sup.hits(acct, "u2", "one@x.com", "x.com", now)).block
+    assert (await sup.hits(acct, "u1", "all@x.com", "x.com", now)).block
+    assert (await sup.hits(acct, "u2", "all@x.com", "x.com", now)).block
+    assert (await sup.hits(acct, "u1", "z@d1.com", "d1.com", now)).no_interception
+    assert not (await sup.hits(acct, "u2", "z@d1.com", "d1.com", now)).no_interception
+    # expiry boundary: expires_at <= now does not match
+    exp = T0 + timedelta(hours=1)
+    assert (await sup.hits(acct, "u1", "soon@x.com", "x.com", exp - ms)).block
+    assert not (await sup.hits(acct, "u1", "soon@x.com", "x.com", exp)).block
+    assert not (await sup.hits(acct, "u1", "soon@x.com", "x.com", exp + ms)).block
+
+    # remove one scope vs every scope
+    await sup.add([SuppressionEntry(acct, ListKind.BLOCK, "one@x.com", api_user="u2", created_at=T0)])
+    assert await sup.remove(acct, ListKind.BLOCK, ["one@x.com"], api_user="u1") == 1
+    assert not (await sup.hits(acct, "u1", "one@x.com", "x.com", now)).block
+    assert (await sup.hits(acct, "u2", "one@x.com", "x.com", now)).block
+    await sup.add([SuppressionEntry(acct, ListKind.BLOCK, "one@x.com", api_user="u1", created_at=T0)])
+    assert await sup.remove(acct, ListKind.BLOCK, ["one@x.com"]) == 2
+
+
+async def test_bounce_until_is_max_unexpired(storage: SqlStorage) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    await sup.add(
+        [
+            SuppressionEntry(acct, ListKind.BOUNCE, "b@x.com", api_user="u1", expires_at=T0 + timedelta(days=5)),
+            SuppressionEntry(acct, ListKind.BOUNCE, "b@x.com", api_user="all", expires_at=T0 + timedelta(days=2)),
+        ]
+    )
+    assert (await sup.hits(acct, "u1", "b@x.com", "x.com", T0)).bounce_until == T0 + timedelta(days=5)
+    assert (await sup.hits(acct, "u2", "b@x.com", "x.com", T0)).bounce_until == T0 + timedelta(days=2)
+    later = T0 + timedelta(days=3)
+    assert (await sup.hits(acct, "u2", "b@x.com", "x.com", later)).bounce_until is None
+
+
+async def test_report_not_exist_increments(storage: SqlStorage) -> None:
+    sup = storage.suppressions
+    acct = (await storage.accounts.ensure_account("acme")).id
+    seen: list[int] = []
+
+    def expiry_for(n: int) -> timedelta:
+        seen.append(n)
+        return timedelta(days={1: 30, 2: 60}.get(n, 180))
+
+    for n, days in [(1, 30), (2, 60), (3, 180), (4, 180)]:
+        now = T0 + timedelta(days=n)
+        e = await sup.report_not_exist(acct, "Gone@X.com", now, expiry_for, reason="550 5.1.1 user unknown")
+        assert (e.kind, e.value, e.api_user, e.hit_count) == (ListKind.BOUNCE, "gone@x.com", ALL_API_USERS, n)
+        assert e.expires_at == now + timedelta(days=days)
+        assert e.reason == "550 5.1.1 user unknown"
+        assert (await sup.hits(acct, "u", "gone@x.com", "x.com", now)).bounce_until == now + timedelta(days=days)
+    assert seen == [1, 2, 3, 4]
+    page = await sup.list(acct, ListKind.BOUNCE)
+    assert page.total == 1 and page.items[0].hit_count == 4
+
+    # concurrent reports of one address: none lost
+    results = await asyncio.gather(
+        *(sup.report_not_exist(acct, "race@x.com", T0, lambda n: timedelta(days=n)) for _ in range(10))
+    )
+    assert sorted(r.hit_count for r in results) == list(range(1, 11))
+    final = (await sup.list(acct, ListKind.BOUNCE, value="race@x.com")).items[0]
+    assert final.hit_count == 10 and final.expires_at == T0 + timedelta(days=10)
+
+
+async def test_import_entries_100k(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    total = 100_000
+    chunk = 10_000
+    started = time.perf_counter()
+    for base in range(0, total, chunk):
+        batch = [
+            SuppressionEntry(acct, ListKind.BLOCK, f"user{i}@bulk{i % 97}.example", created_at=T0)
+            for i in range(base, base + chunk)
+        ]
+        assert await storage.suppressions.import_entries(batch) == chunk
+    elapsed = time.perf_counter() - started
+    print(f"\n[{storage.dialect}] import_entries: {total} rows in {elapsed:.2f}s ({total / elapsed:,.0f}/s)")
+    exact = SqlSuppressionRepo(storage.executor, count_cap=None)
+    assert (await exact.list(acct, ListKind.BLOCK, limit=1)).total == total
+    # default repo caps the count
+    assert (await storage.suppressions.list(acct, ListKind.BLOCK, limit=1)).total == 10_000
+    # re-import is an upsert (no duplicates), including duplicates inside one chunk
+    dup = [SuppressionEntry(acct, ListKind.BLOCK, "user5@bulk5.example", reason=f"r{i}") for i in range(3)]
+    assert await storage.suppressions.import_entries(dup) == 1
+    assert (await exact.list(acct, ListKind.BLOCK, limit=1)).total == total
+    row = (await exact.list(acct, ListKind.BLOCK, value="user5@bulk5.example")).items[0]
+    assert row.reason == "r2"
+    hit = await storage.suppressions.hits(
+        acct, "u", f"user99999@bulk{99999 % 97}.example", f"bulk{99999 % 97}.example", T0
+    )
+    assert hit.block
+    assert elapsed < 60
+
+
+# ---------------------------------------------------------------- statuses
+
+
+def _message(email_id: str, account_id: int, **kw: object) -> MessageRecord:
+    base: dict[str, object] = {
+        "email_id": email_id,
+        "account_id": account_id,
+        "api_user": "u1",
+        "sender": "news@shop.example",
+        "subject": f"subject {email_id}",
+        "label": None,
+        "email_type": None,
+        "size": 1234,
+        "request_time": T0,
+        "request_ip": "192.0.2.10",
+        "node": "node-a",
+    }
+    base.update(kw)
+    return MessageRecord(**base)  # type: ignore[arg-type]
+
+
+def _sub(msg: MessageRecord, *rcpts: str) -> SubmissionRecord:
+    return SubmissionRecord(msg, tuple(RecipientOutcome(r, Status.SENDING) for r in rcpts))
+
+
+async def test_record_submissions_batch_and_idempotent(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    batch = [
+        _sub(_message(f"m{i:04d}", acct, request_time=T0 + i * ms), f"a{i}@x.com", f"b{i}@y.com", f"C{i}@Z.com")
+        for i in range(200)
+    ]
+    intercepted = SubmissionRecord(
+        _message("m-int", acct),
+        (
+            RecipientOutcome("ok@x.com", Status.SENDING),
+            RecipientOutcome(
+                "bad@x.com",
+                Status.INVALID,
+                SubStatus.BLACKLIST,
+                "Blacklist:complaint (worker:address in complaint list)",
+                rule="complaint",
+            ),
+        ),
+    )
+    await storage.statuses.record_submissions([*batch, intercepted])
+    page = await storage.statuses.search(StatusFilter(account_id=acct), limit=1000)
+    assert page.total == 602 and len(page.items) == 602
+    assert await storage.statuses.known_email_ids(["m0000", "m0199", "nope"]) == {"m0000", "m0199"}
+
+    rec = next(r for r in page.items if r.recipient == "c7@z.com")
+    assert (rec.email_id, rec.domain, rec.status, rec.sub_status, rec.api_user) == (
+        "m0007",
+        "z.com",
+        Status.SENDING,
+        None,
+        "u1",
+    )
+    assert (rec.subject, rec.request_ip, rec.request_time, rec.sender) == (
+        "subject m0007",
+        "192.0.2.10",
+        T0 + 7 * ms,
+        "news@shop.example",
+    )
+    assert [x.kind for x in rec.log] == [LogKind.ACCEPTED]
+    bad = next(r for r in page.items if r.recipient == "bad@x.com")
+    assert (bad.status, bad.sub_status) == (Status.INVALID, SubStatus.BLACKLIST)
+    assert bad.reason == "Blacklist:complaint (worker:address in complaint list)"
+    assert [(x.kind, x.rule, x.text) for x in bad.log] == [(LogKind.POLICY, "complaint", bad.reason)]
+
+    # idempotent: re-recording changes nothing and adds no log lines
+    await storage.statuses.record_submissions([*batch[:50], intercepted])
+    again = await storage.statuses.search(StatusFilter(account_id=acct), limit=1000)
+    assert again.total == 602
+    assert all(len(r.log) == 1 for r in again.items)
+
+
+async def test_record_submissions_concurrent_callers(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    calls = [storage.statuses.record_submissions([_sub(_message(f"c{i}", acct), f"r{i}@x.com")]) for i in range(60)]
+    # one bad job (NOT NULL violation) fails only its own caller
+    bad = _message("bad", acct, subject=None)
+    calls.insert(30, storage.statuses.record_submissions([_sub(bad, "bad@x.com")]))
+    results = await asyncio.gather(*calls, return_exceptions=True)
+    errors = [r for r in results if isinstance(r, BaseException)]
+    assert len(errors) == 1 and isinstance(errors[0], StorageError)
+    assert results[30] is errors[0]
+    page = await storage.statuses.search(StatusFilter(account_id=acct), limit=100)
+    assert page.total == 60
+    assert {r.email_id for r in page.items} == {f"c{i}" for i in range(60)}
+    assert await storage.statuses.known_email_ids(["bad"]) == set()
+
+
+async def test_concurrent_writes_are_group_committed(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    before = (storage.executor.stats.jobs, storage.executor.stats.commits)
+    await asyncio.gather(
+        *(storage.statuses.record_submissions([_sub(_message(f"g{i}", acct), f"r{i}@x.com")]) for i in range(100))
+    )
+    jobs = storage.executor.stats.jobs - before[0]
+    commits = storage.executor.stats.commits - before[1]
+    assert jobs == 100
+    assert commits <= 10, f"{commits} commits for 100 concurrent callers"
+    assert (await storage.statuses.search(StatusFilter(account_id=acct), limit=1)).total == 100
+
+
+async def test_concurrent_duplicates_are_idempotent(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    same = _sub(_message("dup", acct), "a@x.com", "b@x.com")
+    await asyncio.gather(*(storage.statuses.record_submissions([same]) for _ in range(5)))
+    recs = await storage.statuses.get_message("dup")
+    assert [(r.recipient, len(r.log)) for r in recs] == [("a@x.com", 1), ("b@x.com", 1)]
+    # concurrent upserts of one suppression key (same statement would hit it twice): all succeed
+    entries = [SuppressionEntry(acct, ListKind.BLOCK, "k@x.com", reason=f"r{i}", created_at=T0) for i in range(5)]
+    assert await asyncio.gather(*(storage.suppressions.add([e]) for e in entries)) == [1] * 5
+    page = await storage.suppressions.list(acct, ListKind.BLOCK)
+    assert page.total == 1 and page.items[0].reason in {f"r{i}" for i in range(5)}
+
+
+async def _search_dataset(storage: SqlStorage) -> tuple[int, int, list[SubmissionRecord]]:
+    a = (await storage.accounts.ensure_account("acme")).id
+    b = (await storage.accounts.ensure_account("globex")).id
+    subs: list[SubmissionRecord] = []
+    for i in range(40):
+        msg = _message(
+            f"e{i:03d}",
+            a if i % 4 else b,
+            api_user="u1" if i % 3 else "u2",
+            label="promo" if i % 5 == 0 else None,
+            email_type=EmailType.MARKETING if i % 2 else EmailType.TRANSACTIONAL,
+            request_time=T0 + i * timedelta(hours=6),
+        )
+        outcomes = [RecipientOutcome(f"p{i}@gmail.example", Status.SENDING)]
+        if i % 7 == 0:
+            outcomes.append(RecipientOutcome(f"q{i}@qq.example", Status.INVALID, SubStatus.UNSUBSCRIBE, "unsubscribe"))
+        subs.append(SubmissionRecord(msg, tuple(outcomes)))
+    await storage.statuses.record_submissions(subs)
+    return a, b, subs
+
+
+async def test_search_filters_paging_total(storage: SqlStorage) -> None:
+    a, b, subs = await _search_dataset(storage)
+    rows = [(s.message, r) for s in subs for r in s.recipients]
+
+    async def ids(flt: StatusFilter) -> list[tuple[str, str]]:
+        page = await storage.statuses.search(flt, limit=500, with_log=False)
+        assert page.total == len(page.items)
+        return [(r.email_id, r.recipient) for r in page.items]
+
+    def expect(pred: Callable[[MessageRecord, RecipientOutcome], bool]) -> list[tuple[str, str]]:
+        sel = [(m, r.recipient.lower()) for m, r in rows if pred(m, r)]
+        sel.sort(key=lambda x: x[1])  # within one message: recipient ascending (stable sorts)
+        sel.sort(key=lambda x: (x[0].request_time, x[0].email_id), reverse=True)  # newest first
+        return [(m.email_id, rcpt) for m, rcpt in sel]
+
+    assert await ids(StatusFilter(account_id=a)) == expect(lambda m, r: m.account_id == a)
+    assert await ids(StatusFilter(account_id=b)) == expect(lambda m, r: m.account_id == b)
+    assert await ids(StatusFilter()) == expect(lambda m, r: True)  # operator: all accounts
+    assert await ids(StatusFilter(account_id=a, recipient="P5@gmail.example")) == [("e005", "p5@gmail.example")]
+    assert await ids(StatusFilter(account_id=b, recipient="p5@gmail.example")) == []
+    assert await ids(StatusFilter(email_ids=("e007", "e014"))) == expect(lambda m, r: m.email_id in ("e007", "e014"))
+    assert await ids(StatusFilter(account_id=a, api_user="u2")) == expect(
+        lambda m, r: m.account_id == a and m.api_user == "u2"
+    )
+    assert await ids(StatusFilter(account_id=a, domain="QQ.example")) == expect(
+        lambda m, r: m.account_id == a and r.recipient.endswith("@qq.example")
+    )
+    assert await ids(StatusFilter(account_id=a, label="promo")) == expect(
+        lambda m, r: m.account_id == a and m.label == "promo"
+    )
+    assert await ids(StatusFilter(email_type=EmailType.TRANSACTIONAL)) == expect(
+        lambda m, r: m.email_type == EmailType.TRANSACTIONAL
+    )
+    assert await ids(StatusFilter(statuses=(Status.INVALID,))) == expect(lambda m, r: r.status == Status.INVALID)
+    assert await ids(StatusFilter(statuses=(Status.INVALID, Status.SENDING))) == expect(lambda m, r: True)
+    assert await ids(StatusFilter(sub_statuses=(SubStatus.UNSUBSCRIBE,))) == expect(
+        lambda m, r: r.sub_status == SubStatus.UNSUBSCRIBE
+    )
+    start, end = T0 + timedelta(days=2), T0 + timedelta(days=5)
+    assert await ids(StatusFilter(start=start, end=end)) == expect(lambda m, r: start <= m.request_time < end)
+    combo = StatusFilter(account_id=a, api_user="u1", email_type=EmailType.MARKETING, start=start)
+    assert await ids(combo) == expect(
+        lambda m, r: (
+            m.account_id == a and m.api_user == "u1" and m.email_type == EmailType.MARKETING and m.request_time >= start
+        )
+    )
+
+    # paging: concatenated pages == the full ordered result; total on every page
+    full = await ids(StatusFilter(account_id=a))
+    got: list[tuple[str, str]] = []
+    for offset in range(0, len(full) + 7, 7):
+        page = await storage.statuses.search(StatusFilter(account_id=a), limit=7, offset=offset)
+        assert page.total == len(full)
+        got += [(r.email_id, r.recipient) for r in page.items]
+        assert all(len(r.log) == 1 for r in page.items)  # log loaded with the page
+    assert got == full
+    times = [r.request_time for r in (await storage.statuses.search(StatusFilter(), limit=500)).items]
+    assert times == sorted(times, reverse=True)
+
+    capped = await SqlStatusRepo(storage.executor, count_cap=5).search(StatusFilter(account_id=a), limit=2)
+    assert capped.total == 5 and len(capped.items) == 2
+
+
+async def test_update_status_and_append_log(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    await storage.statuses.record_submissions([_sub(_message("u1", acct), "a@x.com", "b@x.com")])
+    st = storage.statuses
+    t1 = T0 + timedelta(minutes=1)
+    defer = LogEntry(t1, LogKind.ATTEMPT, "451 4.7.1 try later", 451, "4.7.1", "mx1.x.com", "198.51.100.1", 120)
+    assert await st.update_status("u1", "A@x.com", Status.SENDING, None, "451 4.7.1 try later", defer)
+    t2 = T0 + timedelta(minutes=6)
+    ok = LogEntry(t2, LogKind.ATTEMPT, "250 2.0.0 ok", 250, "2.0.0", "mx2.x.com", "198.51.100.2", 80, rule="2xx")
+    assert await st.update_status("u1", "a@x.com", Status.DELIVERED, None, "250 2.0.0 ok", ok, send_ip="203.0.113.5")
+    t3 = T0 + timedelta(hours=2)
+    fb = LogEntry(t3, LogKind.FEEDBACK, "dsn: 5.1.1 user unknown", enhanced="5.1.1", rule="dsn")
+    assert await st.update_status("u1", "a@x.com", Status.SOFT_BOUNCE, SubStatus.SB_NOT_EXIST, "user unknown", fb)
+    await st.append_log("u1", "a@x.com", LogEntry(t3 + ms, LogKind.FEEDBACK, "open"))
+    # a missing row: False and no orphan log line
+    assert not await st.update_status("u1", "ghost@x.com", Status.DELIVERED, None, "x", ok)
+    assert not await st.update_status("nope", "a@x.com", Status.DELIVERED, None, "x")
+
+    recs = await st.get_message("u1", acct)
+    assert [r.recipient for r in recs] == ["a@x.com", "b@x.com"]
+    a = recs[0]
+    assert (a.status, a.sub_status, a.reason) == (Status.SOFT_BOUNCE, SubStatus.SB_NOT_EXIST, "user unknown")
+    # the feedback entry did not overwrite the last attempt's facts
+    assert (a.send_time, a.mx_host, a.mx_ip, a.send_ip) == (t2, "mx2.x.com", "198.51.100.2", "203.0.113.5")
+    assert [(x.kind, x.code, x.text) for x in a.log] == [
+        (LogKind.ACCEPTED, None, ""),
+        (LogKind.ATTEMPT, 451, "451 4.7.1 try later"),
+        (LogKind.ATTEMPT, 250, "250 2.0.0 ok"),
+        (LogKind.FEEDBACK, None, "dsn: 5.1.1 user unknown"),
+        (LogKind.FEEDBACK, None, "open"),
+    ]
+    assert a.log[1] == defer and a.log[2] == ok
+    assert recs[1].status == Status.SENDING and len(recs[1].log) == 1
+    assert await st.get_message("u1", acct + 999) == []
+    assert len(await st.get_message("u1")) == 2
+
+
+async def test_naive_datetime_is_refused(storage: SqlStorage) -> None:
+    acct = (await storage.accounts.ensure_account("acme")).id
+    with pytest.raises(ValueError, match="naive"):
+        await storage.suppressions.hits(acct, "u", "a@x.com", "x.com", datetime(2026, 1, 1))
