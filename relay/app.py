@@ -1,0 +1,163 @@
+"""Composition root: builds every service from the Config, starts and stops them in order.
+
+Start: storage (refuse a schema that is behind) → spool (purge unfinished receptions) →
+reconcile spool and status rows → listeners → READY=1.
+Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
+grace period → spool worker drains → storage closes.
+Nothing else in the program wires objects together, and there is no module-level mutable state.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import ssl
+from dataclasses import dataclass, field
+
+from policies import default_chain
+from relay.config import Config, ListenerConfig, is_loopback, parse_duration, parse_hostport
+from relay.intake import Intake
+from relay.smtp.auth import ApiUserAuthenticator
+from relay.smtp.engine import ListenerOptions
+from relay.smtp.limits import MessageRateLimiter
+from relay.smtp.listener import Listener, start_listener
+from relay.smtp.submission import SubmissionHandler, SubmissionServices
+from relay.spool import Spool
+from relay.systemd import notify
+from relay.tls import server_context
+from storage import default_sqlite_url, open_storage
+from storage.errors import SchemaBehind
+from storage.protocols import Storage
+
+log = logging.getLogger("mailrelay.app")
+
+SHUTDOWN_GRACE = 30.0
+
+
+def storage_url(cfg: Config) -> str:
+    return os.environ.get("MAILRELAY_DATABASE_URL") or cfg.storage.url or default_sqlite_url(cfg.home)
+
+
+async def open_checked_storage(cfg: Config) -> Storage:
+    storage = await open_storage(storage_url(cfg))
+    state = await storage.schema_state()
+    if state.behind:
+        await storage.close()
+        raise SchemaBehind(
+            f"database schema is at version {state.current}, this program needs {state.latest}: "
+            "run `mailrelay db migrate`"
+        )
+    return storage
+
+
+@dataclass
+class App:
+    cfg: Config
+    storage: Storage | None = None
+    spool: Spool | None = None
+    listeners: list[Listener] = field(default_factory=list)
+    _stop: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def _listener_options(self, name: str, lc: ListenerConfig, tls: ssl.SSLContext | None,
+                          implicit: bool) -> ListenerOptions:
+        lim = self.cfg.limits
+        host, _ = parse_hostport(lc.listen, f"{name}.listen")
+        allow_plain_auth = lc.allow_auth_without_tls
+        if allow_plain_auth and not is_loopback(host):
+            log.warning("AUTH without TLS on a non-loopback listener",
+                        extra={"event": "config_insecure_auth", "listener": name})
+        return ListenerOptions(
+            name=name,
+            hostname=lc.hostname or socket.getfqdn(),
+            tls_context=tls,
+            implicit_tls=implicit,
+            auth_enabled=True,
+            auth_requires_tls=not allow_plain_auth,
+            require_auth=True,
+            max_message_size=lim.max_message_size,
+            max_recipients=lim.max_recipients,
+            max_protocol_errors=lim.max_protocol_errors,
+            command_timeout=parse_duration(lim.command_timeout),
+            data_timeout=parse_duration(lim.data_timeout),
+            data_idle_timeout=parse_duration(lim.data_idle_timeout),
+            normalize_bare_lf=lc.normalize_bare_lf,
+            max_connections_per_ip=lc.max_connections_per_ip,
+        )
+
+    def _tls_context(self) -> ssl.SSLContext | None:
+        cert, key = self.cfg.path(self.cfg.tls.cert_file), self.cfg.path(self.cfg.tls.key_file)
+        if cert.exists() and key.exists():
+            return server_context(cert, key)
+        log.warning("no TLS certificate; STARTTLS is off", extra={"event": "tls_missing", "cert": str(cert)})
+        return None
+
+    async def start(self) -> None:
+        cfg = self.cfg
+        self.storage = await open_checked_storage(cfg)
+        self.spool = Spool(cfg.path(cfg.node.spool_dir), fsync=cfg.spool.fsync,
+                           batch_max=cfg.spool.group_commit_max)
+        await self.spool.start()
+        intake = Intake(self.spool, self.storage.statuses)
+        await intake.reconcile()
+        lim = cfg.limits
+        services = SubmissionServices(
+            authenticator=ApiUserAuthenticator(
+                self.storage.accounts,
+                per_connection=lim.auth_failures_per_connection,
+                per_ip=lim.auth_failures_per_ip,
+                per_user=lim.auth_failures_per_user,
+                window=parse_duration(lim.auth_failure_window),
+                failure_delay=parse_duration(lim.auth_failure_delay),
+            ),
+            chain=default_chain(self.storage.suppressions),
+            intake=intake,
+            spool=self.spool,
+            rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
+            options=cfg.submission,
+            node=cfg.node_name,
+        )
+        tls = self._tls_context()
+
+        def factory() -> SubmissionHandler:
+            return SubmissionHandler(services)
+
+        for name, lc, implicit in (("smtp", cfg.smtp, False), ("submission_tls", cfg.submission_tls, True)):
+            if not lc.listen:
+                continue
+            if implicit and tls is None:
+                raise RuntimeError("submission_tls.listen is set but there is no TLS certificate")
+            host, port = parse_hostport(lc.listen, f"{name}.listen")
+            listener = await start_listener(self._listener_options(name, lc, tls, implicit), factory, host, port)
+            self.listeners.append(listener)
+            for bound_host, bound_port in listener.addresses:
+                addr = f"{bound_host}:{bound_port}"
+                log.info(f"listening ({name}) on {addr}", extra={"event": "listening", "listener": name,
+                                                                 "address": addr})
+        notify("READY=1\nSTATUS=accepting mail")
+
+    async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        notify("STOPPING=1")
+        log.info("stopping", extra={"event": "stopping"})
+        await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
+        self.listeners.clear()
+        if self.spool is not None:
+            await self.spool.stop()
+        if self.storage is not None:
+            await self.storage.close()
+        log.info("stopped", extra={"event": "stopped"})
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> None:
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            loop.add_signal_handler(sig, self.request_stop)
+        try:
+            await self.start()
+            await self._stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,94 @@
+"""The `mailrelay` command: argument parsing and dispatch.
+
+Each subcommand is a small function in one of the ``relay.commands`` modules; they call the same
+services the server uses. The data directory is ``--home``, else ``$MAILRELAY_HOME``, else
+``./var``; its ``mailrelay.toml`` is the configuration.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from relay.commands import db, init, status, suppression, users
+from relay.commands.common import CommandError
+from relay.config import ConfigError
+from storage.errors import StorageError
+
+
+def _home_default() -> str:
+    return os.environ.get("MAILRELAY_HOME") or "./var"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="mailrelay", description="mailrelay: an ESP's sending engine")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    def with_home(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        sp.add_argument("--home", default=None, help="data directory (default: $MAILRELAY_HOME or ./var)")
+        return sp
+
+    init.add_parser(with_home(sub.add_parser("init", help="write mailrelay.toml, a dev certificate, the database")))
+    sp = with_home(sub.add_parser("serve", help="run the relay until SIGTERM"))
+    sp.set_defaults(func=_serve)
+    sp = with_home(sub.add_parser("config", help="configuration"))
+    csub = sp.add_subparsers(dest="config_command", required=True)
+    with_home(csub.add_parser("check", help="validate and print the effective configuration")).set_defaults(
+        func=_config_check)
+    db.add_parser(sub.add_parser("db", help="database schema"), with_home)
+    users.add_parser(sub.add_parser("users", help="API users (SMTP AUTH / HTTP credentials)"), with_home)
+    suppression.add_parser(sub.add_parser("suppression", help="the five suppression lists"), with_home)
+    status.add_parser(sub.add_parser("status", help="per-recipient statuses"), with_home)
+    return p
+
+
+def _serve(args: argparse.Namespace) -> int:
+    from relay.app import App
+    from relay.commands.common import load_home_config
+    from relay.logging_setup import setup_logging
+
+    cfg = load_home_config(args.home)
+    setup_logging(cfg.log.level, cfg.log.format)
+    try:
+        import uvloop
+    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+        asyncio.run(App(cfg).run())
+    else:
+        uvloop.run(App(cfg).run())
+    return 0
+
+
+def _config_check(args: argparse.Namespace) -> int:
+    from relay.commands.common import load_home_config
+    from relay.config import iter_keys
+    from relay.config_render import toml_value
+
+    cfg = load_home_config(args.home)
+    for key, _default in iter_keys():
+        section, name = key.split(".", 1)
+        print(f"{key} = {toml_value(getattr(getattr(cfg, section), name))}")
+    return 0
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    if getattr(args, "home", None) is None and hasattr(args, "home"):
+        args.home = _home_default()
+    if isinstance(getattr(args, "home", None), str):
+        args.home = Path(args.home)
+    try:
+        rc: int = args.func(args)
+    except (CommandError, ConfigError, StorageError) as e:
+        print(f"mailrelay: {e}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        return 130
+    return rc
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,1 @@
+"""The `mailrelay` subcommands, one module per group."""

@@ -1,0 +1,69 @@
+"""Reading a block-list upload: CSV or one value per line, streamed, bad lines reported.
+
+Accepted line shapes: ``value`` or ``value,api_user`` (CSV, optionally quoted); an optional header
+row (``email_or_domain[,api_user]``), blank lines and ``#`` comments are skipped. A bad line yields
+the string ``"line N: <why>"`` instead of an entry, so the caller reports it and goes on.
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from collections.abc import Iterator
+from pathlib import Path
+
+from relay.commands.values import normalize_value
+from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, utcnow
+
+_HEADER_WORDS = {"email", "email_or_domain", "address", "domain", "value"}
+
+
+def parse_list_file(path: Path, kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,
+                    *, progress: bool = False) -> Iterator[SuppressionEntry | str]:
+    now = utcnow()
+    total = path.stat().st_size
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"import {kind.value}", mininterval=0.5)
+    done_bytes = 0
+    with open(path, "rb") as fb:
+        for lineno, raw in enumerate(fb, 1):
+            done_bytes += len(raw)
+            if bar is not None and lineno % 20000 == 0:
+                bar.update(done_bytes - bar.n)
+            try:
+                line = raw.decode("utf-8").strip()
+            except UnicodeDecodeError:
+                yield f"line {lineno}: not valid UTF-8"
+                continue
+            if not line or line.startswith("#"):
+                continue
+            if "," in line or '"' in line:
+                try:
+                    fields = next(csv.reader(io.StringIO(line)))
+                except (csv.Error, StopIteration):
+                    yield f"line {lineno}: malformed CSV"
+                    continue
+            else:
+                fields = [line]
+            fields = [f.strip() for f in fields]
+            if lineno == 1 and fields and fields[0].lower() in _HEADER_WORDS:
+                continue
+            if not fields or not fields[0]:
+                yield f"line {lineno}: empty value"
+                continue
+            if len(fields) > 2:
+                yield f"line {lineno}: expected 'value' or 'value,api_user', got {len(fields)} fields"
+                continue
+            value, err = normalize_value(fields[0], kind)
+            if err:
+                yield f"line {lineno}: {err}: {fields[0][:80]!r}"
+                continue
+            api_user = fields[1] if len(fields) == 2 and fields[1] else default_api_user
+            yield SuppressionEntry(account_id=account_id, kind=kind, value=value, api_user=api_user,
+                                   created_at=now)
+    if bar is not None:
+        bar.update(total - bar.n)
+        bar.close()

@@ -1,0 +1,116 @@
+"""`mailrelay status search`: per-recipient status records with their send logs."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from relay.commands.common import CommandError, account_or_fail, with_storage
+from storage.protocols import Storage
+from storage.records import EmailType, LogEntry, Status, StatusFilter, StatusRecord, SubStatus
+
+_STATUS_NAMES = {"sending": Status.SENDING, "delivered": Status.DELIVERED, "soft_bounce": Status.SOFT_BOUNCE,
+                 "invalid": Status.INVALID}
+
+
+def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.ArgumentParser],
+               argparse.ArgumentParser]) -> None:
+    sub = p.add_subparsers(dest="status_command", required=True)
+    sp = with_home(sub.add_parser("search", help="search status records (newest first)"))
+    sp.add_argument("--account", required=True)
+    sp.add_argument("--email", help="recipient address")
+    sp.add_argument("--email-id", action="append", default=[], help="message id (repeatable)")
+    sp.add_argument("--api-user")
+    sp.add_argument("--domain", help="receiving domain")
+    sp.add_argument("--label")
+    sp.add_argument("--type", choices=[t.value for t in EmailType])
+    sp.add_argument("--status", action="append", default=[],
+                    help="18|1|5|4 or sending|delivered|soft_bounce|invalid (repeatable)")
+    sp.add_argument("--sub-status", action="append", default=[], help="e.g. 401 (repeatable)")
+    sp.add_argument("--from", dest="start", help="request time from (ISO date/time, UTC)")
+    sp.add_argument("--to", dest="end", help="request time until, exclusive (ISO date/time, UTC)")
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--offset", type=int, default=0)
+    sp.add_argument("--json", action="store_true", help="one JSON object per record")
+    sp.set_defaults(func=search)
+
+
+def _time(text: str | None, flag: str) -> datetime | None:
+    if not text:
+        return None
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        raise CommandError(f"{flag}: expected an ISO date or date-time, got {text!r}") from None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t
+
+
+def _status(text: str) -> Status:
+    if text.lower() in _STATUS_NAMES:
+        return _STATUS_NAMES[text.lower()]
+    try:
+        return Status(int(text))
+    except ValueError:
+        raise CommandError(f"--status: unknown status {text!r}") from None
+
+
+def _sub_status(text: str) -> SubStatus:
+    try:
+        return SubStatus(int(text))
+    except ValueError:
+        raise CommandError(f"--sub-status: unknown sub-status {text!r}") from None
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+def log_json(e: LogEntry) -> dict[str, Any]:
+    return {"time": _iso(e.at), "kind": e.kind.value, "code": e.code, "enhanced": e.enhanced,
+            "text": e.text, "mx_host": e.mx_host, "mx_ip": e.mx_ip, "duration_ms": e.duration_ms,
+            "rule": e.rule}
+
+
+def record_json(r: StatusRecord) -> dict[str, Any]:
+    return {
+        "email_id": r.email_id, "recipient": r.recipient, "status": int(r.status),
+        "sub_status": int(r.sub_status) if r.sub_status is not None else None, "reason": r.reason,
+        "api_user": r.api_user, "sender": r.sender, "domain": r.domain, "subject": r.subject,
+        "label": r.label, "email_type": r.email_type.value if r.email_type else None,
+        "request_time": _iso(r.request_time), "request_ip": r.request_ip,
+        "send_time": _iso(r.send_time), "send_ip": r.send_ip, "mx_host": r.mx_host, "mx_ip": r.mx_ip,
+        "updated_at": _iso(r.updated_at), "log": [log_json(e) for e in r.log],
+    }
+
+
+def search(args: argparse.Namespace) -> int:
+    start, end = _time(args.start, "--from"), _time(args.end, "--to")
+    if start and end and end <= start:
+        raise CommandError("--to must be after --from")
+    if args.limit < 1:
+        raise CommandError("--limit must be at least 1")
+
+    async def run(storage: Storage) -> list[StatusRecord]:
+        acct = await account_or_fail(storage, args.account)
+        flt = StatusFilter(
+            account_id=acct.id, recipient=args.email.lower() if args.email else None,
+            email_ids=tuple(args.email_id), api_user=args.api_user,
+            domain=args.domain.lower() if args.domain else None, label=args.label,
+            email_type=EmailType(args.type) if args.type else None,
+            statuses=tuple(_status(s) for s in args.status),
+            sub_statuses=tuple(_sub_status(s) for s in args.sub_status),
+            start=start, end=end + timedelta(0) if end else None,
+        )
+        return (await storage.statuses.search(flt, limit=args.limit, offset=args.offset)).items
+
+    for r in with_storage(args.home, run):
+        if args.json:
+            print(json.dumps(record_json(r), ensure_ascii=False))
+        else:
+            sub = int(r.sub_status) if r.sub_status is not None else "-"
+            print(f"{r.request_time:%Y-%m-%d %H:%M:%S} {r.email_id} {r.recipient:36} {int(r.status):>2} {sub:>3} "
+                  f"{r.reason}")
+    return 0

@@ -1,0 +1,92 @@
+"""`mailrelay users add|list|revoke`: API users, the credentials for SMTP AUTH and the HTTP API."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import re
+from collections.abc import Callable
+
+from relay.commands.common import CommandError, account_or_fail, with_storage
+from relay.keys import generate_key, hash_key
+from storage.errors import Conflict
+from storage.protocols import Storage
+from storage.records import ALL_API_USERS, ApiUser, utcnow
+
+_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._@+-]{0,127}$")
+
+
+def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.ArgumentParser],
+               argparse.ArgumentParser]) -> None:
+    sub = p.add_subparsers(dest="users_command", required=True)
+    sp = with_home(sub.add_parser("add", help="create an API user; prints its key as the last line"))
+    sp.add_argument("api_user")
+    sp.add_argument("--account", required=True, help="account name (created if new)")
+    sp.add_argument("--key", help="use this key (e.g. moving a customer's existing key over)")
+    sp.set_defaults(func=add)
+    sp = with_home(sub.add_parser("list", help="list API users"))
+    sp.add_argument("--account", help="only this account")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=list_users)
+    sp = with_home(sub.add_parser("revoke", help="revoke an API user (its key stops working)"))
+    sp.add_argument("api_user")
+    sp.set_defaults(func=revoke)
+
+
+def add(args: argparse.Namespace) -> int:
+    name: str = args.api_user
+    if not _NAME.match(name) or name.lower() == ALL_API_USERS:
+        raise CommandError(f"invalid API_USER name {name!r} (letters, digits and ._@+-; not 'all')")
+    key: str = args.key or generate_key()
+    if len(key) < 8:
+        raise CommandError("a key must have at least 8 characters")
+
+    async def run(storage: Storage) -> ApiUser:
+        acct = await account_or_fail(storage, args.account, create=True)
+        key_hash = await asyncio.to_thread(hash_key, key)
+        try:
+            return await storage.accounts.add_api_user(name, acct.id, key_hash)
+        except Conflict:
+            raise CommandError(f"API_USER {name!r} already exists") from None
+
+    user = with_storage(args.home, run)
+    print(f"created API_USER {user.name} for account {user.account_name}; the key is shown only once:")
+    print(key)
+    return 0
+
+
+def _row(u: ApiUser) -> dict[str, object]:
+    return {
+        "api_user": u.name,
+        "account": u.account_name,
+        "created_at": u.created_at.isoformat(),
+        "revoked_at": u.revoked_at.isoformat() if u.revoked_at else None,
+        "active": u.active,
+    }
+
+
+def list_users(args: argparse.Namespace) -> int:
+    async def run(storage: Storage) -> list[ApiUser]:
+        acct_id = (await account_or_fail(storage, args.account)).id if args.account else None
+        return await storage.accounts.list_api_users(acct_id)
+
+    users = with_storage(args.home, run)
+    if args.json:
+        for u in users:
+            print(json.dumps(_row(u)))
+        return 0
+    print(f"{'API_USER':32} {'ACCOUNT':24} {'STATE':8} CREATED")
+    for u in users:
+        print(f"{u.name:32} {u.account_name:24} {'active' if u.active else 'revoked':8} {u.created_at:%Y-%m-%d %H:%M}")
+    return 0
+
+
+def revoke(args: argparse.Namespace) -> int:
+    async def run(storage: Storage) -> bool:
+        return await storage.accounts.revoke_api_user(args.api_user, utcnow())
+
+    if not with_storage(args.home, run):
+        raise CommandError(f"no active API_USER {args.api_user!r}")
+    print(f"revoked {args.api_user}")
+    return 0

@@ -1,0 +1,278 @@
+"""mailrelay.toml → frozen dataclasses, with strict validation.
+
+Every key has a default here, and ``deploy/mailrelay.toml.example`` (rendered by
+:func:`relay.config_render.render_config`) documents each one. An unknown key or a value of the
+wrong type is an error that names the key: a typo must never fall back to a default silently.
+Durations are strings like ``"30s"``, ``"5m"``, ``"3d"``; sizes are integers (bytes).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import re
+import socket
+import tomllib
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+
+class ConfigError(ValueError):
+    """The configuration file is invalid; the message names the key."""
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT_SECONDS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str | int | float, key: str = "duration") -> float:
+    """``"5m"`` → 300.0 seconds. Plain numbers are seconds."""
+    if isinstance(text, bool):
+        raise ConfigError(f"{key}: expected a duration like '30s', got {text!r}")
+    if isinstance(text, int | float):
+        return float(text)
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"{key}: expected a duration like '30s', '5m', '3d', got {text!r}")
+    return float(m.group(1)) * _UNIT_SECONDS[m.group(2)]
+
+
+def parse_hostport(text: str, key: str) -> tuple[str, int]:
+    """``"127.0.0.1:2525"`` or ``"[::1]:2525"`` → (host, port)."""
+    host, sep, port = text.rpartition(":")
+    if not sep or not port.isdigit() or not host:
+        raise ConfigError(f"{key}: expected HOST:PORT, got {text!r}")
+    host = host.strip("[]")
+    p = int(port)
+    if not 0 <= p <= 65535:
+        raise ConfigError(f"{key}: port out of range in {text!r}")
+    return host, p
+
+
+def is_loopback(host: str) -> bool:
+    return host == "localhost" or host.startswith("127.") or host == "::1"
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    name: str = ""  # this node's name in status records; empty = the host name
+    spool_dir: str = "spool"  # accepted messages until delivered (relative to the data directory)
+
+
+@dataclass(frozen=True)
+class StorageConfig:
+    url: str = ""  # empty = SQLite in the data dir; or postgresql://user@host/db ($MAILRELAY_DATABASE_URL wins)
+
+
+@dataclass(frozen=True)
+class TlsConfig:
+    cert_file: str = "tls/cert.pem"  # PEM certificate chain for STARTTLS and implicit TLS (relative to the data dir)
+    key_file: str = "tls/key.pem"  # private key of cert_file (PEM)
+
+
+@dataclass(frozen=True)
+class ListenerConfig:
+    listen: str = ""  # HOST:PORT; empty = this listener is off
+    hostname: str = ""  # greeting/EHLO name; empty = the machine's FQDN
+    allow_auth_without_tls: bool = False  # only sensible on loopback listeners
+    normalize_bare_lf: bool = False  # DATA: convert bare CR/LF to CRLF instead of rejecting
+    max_connections_per_ip: int = 50  # concurrent connections from one client IP; 421 above it
+
+
+@dataclass(frozen=True)
+class LimitsConfig:
+    max_message_size: int = 31457280  # bytes (30 MiB); SIZE and 552 above it
+    max_recipients: int = 1000  # per message; 452 above it (>= 100)
+    messages_per_second: float = 200.0  # per API_USER; 451 4.7.1 above it
+    messages_burst: int = 400  # token bucket depth for messages_per_second
+    max_protocol_errors: int = 20  # then 421 and close
+    command_timeout: str = "5m"  # idle time between commands
+    data_timeout: str = "10m"  # whole DATA phase
+    data_idle_timeout: str = "1m"  # no bytes inside DATA
+    auth_failures_per_connection: int = 3  # then 421 and close
+    auth_failures_per_ip: int = 20  # within auth_failure_window, then 421 at AUTH
+    auth_failures_per_user: int = 50  # within auth_failure_window, across all IPs
+    auth_failure_window: str = "15m"  # sliding window for the per-IP and per-user failure counts
+    auth_failure_delay: str = "1s"  # pause before answering a failed AUTH
+
+
+@dataclass(frozen=True)
+class SubmissionConfig:
+    label_headers: tuple[str, ...] = ("X-Label", "X-Label-Id", "X-Mailrelay-Label")  # the label; removed
+    type_headers: tuple[str, ...] = ("X-Email-Type", "X-Mailrelay-Email-Type")  # transactional|marketing; removed
+    max_header_bytes: int = 1048576  # header block scanned for label/type/subject
+
+
+@dataclass(frozen=True)
+class SpoolConfig:
+    fsync: bool = True  # never turn off in production: 250 means durable
+    group_commit_max: int = 256  # most messages made durable in one batch
+
+
+@dataclass(frozen=True)
+class FeedbackConfig:
+    listen: str = ""  # HOST:PORT of the bounce/complaint listener; empty = off
+    hostname: str = ""  # greeting name; empty = the machine's FQDN
+    domains: tuple[str, ...] = ()  # domains the feedback listener accepts; the first is the return-path domain
+
+
+@dataclass(frozen=True)
+class HttpConfig:
+    listen: str = ""  # HOST:PORT of the HTTP API; empty = off
+    admin_token: str = ""  # operators' bearer token (sees every account); empty = no admin access
+
+
+@dataclass(frozen=True)
+class LogConfig:
+    level: str = "info"  # debug, info, warning, error
+    format: str = "json"  # json or text
+
+
+@dataclass(frozen=True)
+class Config:
+    node: NodeConfig = field(default_factory=NodeConfig)
+    storage: StorageConfig = field(default_factory=StorageConfig)
+    tls: TlsConfig = field(default_factory=TlsConfig)
+    smtp: ListenerConfig = field(default_factory=ListenerConfig)
+    submission_tls: ListenerConfig = field(default_factory=ListenerConfig)
+    limits: LimitsConfig = field(default_factory=LimitsConfig)
+    submission: SubmissionConfig = field(default_factory=SubmissionConfig)
+    spool: SpoolConfig = field(default_factory=SpoolConfig)
+    feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
+    http: HttpConfig = field(default_factory=HttpConfig)
+    log: LogConfig = field(default_factory=LogConfig)
+    # Not a key: where relative paths resolve (the directory holding mailrelay.toml).
+    home: Path = field(default=Path("."), metadata={"internal": True})
+
+    def path(self, relative: str) -> Path:
+        p = Path(relative)
+        return p if p.is_absolute() else self.home / p
+
+    @property
+    def node_name(self) -> str:
+        return self.node.name or socket.gethostname()
+
+
+def _coerce(value: Any, typ: Any, key: str) -> Any:
+    origin = typing.get_origin(typ)
+    if typ is bool:
+        if not isinstance(value, bool):
+            raise ConfigError(f"{key}: expected true or false, got {value!r}")
+        return value
+    if typ is int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ConfigError(f"{key}: expected an integer, got {value!r}")
+        return value
+    if typ is float:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise ConfigError(f"{key}: expected a number, got {value!r}")
+        return float(value)
+    if typ is str:
+        if not isinstance(value, str):
+            raise ConfigError(f"{key}: expected a string, got {value!r}")
+        return value
+    if origin is tuple:
+        if not isinstance(value, list):
+            raise ConfigError(f"{key}: expected a list, got {value!r}")
+        (inner, _ellipsis) = typing.get_args(typ)
+        return tuple(_coerce(v, inner, f"{key}[{i}]") for i, v in enumerate(value))
+    if dataclasses.is_dataclass(typ) and isinstance(typ, type):
+        if not isinstance(value, dict):
+            raise ConfigError(f"[{key}]: expected a table, got {value!r}")
+        return _build(typ, value, key)
+    raise ConfigError(f"{key}: unsupported type {typ!r}")  # pragma: no cover - programming error
+
+
+def _build(cls: type, table: dict[str, Any], prefix: str) -> Any:
+    hints = typing.get_type_hints(cls)
+    fields = {f.name: f for f in dataclasses.fields(cls) if not f.metadata.get("internal")}
+    kwargs: dict[str, Any] = {}
+    for key, value in table.items():
+        full = f"{prefix}.{key}" if prefix else key
+        if key not in fields:
+            raise ConfigError(f"unknown key {full!r}")
+        kwargs[key] = _coerce(value, hints[key], full)
+    return cls(**kwargs)
+
+
+def _validate(cfg: Config) -> None:
+    for name in ("smtp", "submission_tls"):
+        lc: ListenerConfig = getattr(cfg, name)
+        if lc.listen:
+            parse_hostport(lc.listen, f"{name}.listen")
+        if lc.max_connections_per_ip < 1:
+            raise ConfigError(f"{name}.max_connections_per_ip: must be >= 1")
+    for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
+        if lst:
+            parse_hostport(lst, f"{name}.listen")
+    lim = cfg.limits
+    if lim.max_recipients < 100:
+        raise ConfigError("limits.max_recipients: must be >= 100 (RFC 5321 §4.5.3.1.8)")
+    if lim.max_message_size < 1024:
+        raise ConfigError("limits.max_message_size: must be >= 1024")
+    if lim.messages_per_second <= 0 or lim.messages_burst < 1:
+        raise ConfigError("limits.messages_per_second and messages_burst must be positive")
+    for key in ("command_timeout", "data_timeout", "data_idle_timeout", "auth_failure_window",
+                "auth_failure_delay"):
+        parse_duration(getattr(lim, key), f"limits.{key}")
+    if cfg.log.level not in ("debug", "info", "warning", "error"):
+        raise ConfigError("log.level: one of debug, info, warning, error")
+    if cfg.log.format not in ("json", "text"):
+        raise ConfigError("log.format: json or text")
+    if cfg.spool.group_commit_max < 1:
+        raise ConfigError("spool.group_commit_max: must be >= 1")
+
+
+def load_config(path: Path) -> Config:
+    """Read and validate ``path``; relative paths in it resolve against its directory."""
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: not found (run `mailrelay init --home DIR` first)") from None
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError(f"{path}: {e}") from None
+    return config_from_dict(data, home=path.parent.resolve())
+
+
+def config_from_dict(data: dict[str, Any], home: Path) -> Config:
+    cfg: Config = _build(Config, data, "")
+    cfg = dataclasses.replace(cfg, home=home)
+    _validate(cfg)
+    return cfg
+
+
+def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str, Any]]:
+    """Every documented key as (dotted name, default) — used by the example renderer and its test."""
+    hints = typing.get_type_hints(cls)
+    inst = cls()
+    for f in dataclasses.fields(cls):
+        if f.metadata.get("internal"):
+            continue
+        typ = hints[f.name]
+        full = f"{prefix}.{f.name}" if prefix else f.name
+        if dataclasses.is_dataclass(typ) and isinstance(typ, type):
+            yield from iter_keys(typ, full)
+        else:
+            yield full, getattr(inst, f.name)
+
+
+__all__ = [
+    "Config",
+    "ConfigError",
+    "FeedbackConfig",
+    "HttpConfig",
+    "LimitsConfig",
+    "ListenerConfig",
+    "LogConfig",
+    "NodeConfig",
+    "SpoolConfig",
+    "StorageConfig",
+    "SubmissionConfig",
+    "TlsConfig",
+    "is_loopback",
+    "iter_keys",
+    "load_config",
+    "parse_duration",
+    "parse_hostport",
+]

@@ -1,0 +1,88 @@
+"""Reading and removing the customer's control headers before spooling (SPEC §2).
+
+The label and email-type headers are read, then removed from the message, so they are never
+delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
+is touched; the body passes through unchanged.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from email.header import decode_header, make_header
+
+from storage.records import EmailType
+
+_HEADER_END = re.compile(rb"\r\n\r\n")
+
+
+@dataclass(frozen=True)
+class HeaderFacts:
+    subject: str
+    label: str | None
+    email_type: EmailType | None
+    type_error: str | None  # the email-type header held something else
+
+
+def find_header_end(buf: bytes | bytearray) -> int:
+    """Index just past the blank line that ends the header block, or -1 if not seen yet."""
+    if buf.startswith(b"\r\n"):
+        return 2
+    m = _HEADER_END.search(buf)
+    return m.end() if m else -1
+
+
+def _unfold(lines: list[bytes]) -> list[tuple[str, bytes, list[bytes]]]:
+    """Group header lines into (lower-case name, value, raw lines) fields."""
+    fields: list[tuple[str, bytes, list[bytes]]] = []
+    for line in lines:
+        if line[:1] in (b" ", b"\t") and fields:
+            prev_name, prev_value, prev_raw = fields[-1]
+            fields[-1] = (prev_name, prev_value + b" " + line.strip(), [*prev_raw, line])
+            continue
+        raw_name, sep, value = line.partition(b":")
+        if not sep:
+            fields.append(("", b"", [line]))
+            continue
+        fields.append((raw_name.strip().decode("ascii", "replace").lower(), value.strip(), [line]))
+    return fields
+
+
+def _decode(value: bytes) -> str:
+    text = value.decode("utf-8", "replace")
+    try:
+        return str(make_header(decode_header(text)))
+    except Exception:  # malformed encoded-words: keep the raw text rather than fail the message
+        return text
+
+
+def process_headers(
+    header_block: bytes, label_headers: tuple[str, ...], type_headers: tuple[str, ...]
+) -> tuple[bytes, HeaderFacts]:
+    """``header_block`` ends with the blank line. Returns (filtered block, facts)."""
+    body_sep = header_block.endswith(b"\r\n\r\n")
+    text = header_block[:-4] if body_sep else header_block.rstrip(b"\r\n")
+    lines = text.split(b"\r\n") if text else []
+    label_names = {h.lower() for h in label_headers}
+    type_names = {h.lower() for h in type_headers}
+    subject = ""
+    label: str | None = None
+    email_type: EmailType | None = None
+    type_error: str | None = None
+    kept: list[bytes] = []
+    for name, value, raw in _unfold(lines):
+        if name in label_names:
+            label = _decode(value)[:255] or None
+            continue
+        if name in type_names:
+            v = _decode(value).strip().lower()
+            try:
+                email_type = EmailType(v)
+            except ValueError:
+                type_error = v
+            continue
+        if name == "subject" and not subject:
+            subject = _decode(value)[:998]
+        kept.extend(raw)
+    out = b"\r\n".join(kept) + b"\r\n\r\n" if kept else b"\r\n"
+    return out, HeaderFacts(subject, label, email_type, type_error)

@@ -1,0 +1,43 @@
+"""Per-API_USER submission rate limits (token buckets), shared by every session of the process.
+
+Over the limit the client gets a 4xx at MAIL FROM and can retry: mail is never dropped silently.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+
+@dataclass
+class TokenBucket:
+    rate: float  # tokens per second
+    burst: float  # bucket depth
+    tokens: float
+    stamp: float
+
+    def take(self, now: float, n: float = 1.0) -> bool:
+        elapsed = now - self.stamp
+        if elapsed > 0:
+            self.tokens = min(self.burst, self.tokens + elapsed * self.rate)
+            self.stamp = now
+        if self.tokens >= n:
+            self.tokens -= n
+            return True
+        return False
+
+
+class MessageRateLimiter:
+    def __init__(self, rate: float, burst: int, clock: Callable[[], float] = time.monotonic) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.clock = clock
+        self._buckets: dict[str, TokenBucket] = {}
+
+    def allow(self, api_user: str) -> bool:
+        now = self.clock()
+        b = self._buckets.get(api_user)
+        if b is None:
+            b = self._buckets[api_user] = TokenBucket(self.rate, self.burst, self.burst, now)
+        return b.take(now)

@@ -1,0 +1,249 @@
+"""SubmissionHandler: the thin adapter between the SMTP engine and our services.
+
+One instance per connection. It owns the transaction (sender, recipients, refused recipients)
+and turns each SMTP event into a call on a service:
+
+- AUTH  → :class:`relay.smtp.auth.ApiUserAuthenticator`
+- MAIL  → per-API_USER rate limit; the email_id is allocated here
+- RCPT  → ``policies.PolicyChain.check`` (one storage round trip); a refused recipient is kept
+          and recorded as INVALID with its reason when the transaction ends
+- DATA  → :class:`IntakeSink`: label/type headers stripped, content streamed to the spool,
+          then :meth:`relay.intake.Intake.accept`; the 250 names the email_id
+
+It decides nothing itself beyond sequencing: reply texts live in ``replies.py``, policy order in
+``policies/chain.py``.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from datetime import datetime
+
+from policies import Decision, FormatError, PolicyChain, RecipientContext, parse_address
+from relay.config import SubmissionConfig
+from relay.headers import find_header_end, process_headers
+from relay.ids import new_email_id
+from relay.intake import Intake, IntakeError
+from relay.smtp import replies
+from relay.smtp.auth import ApiUserAuthenticator
+from relay.smtp.engine import AuthReply, DataSink, SessionInfo
+from relay.smtp.limits import MessageRateLimiter
+from relay.spool import Spool, SpoolWriter
+from storage.records import (
+    ApiUser,
+    EmailType,
+    MessageRecord,
+    RecipientOutcome,
+    Status,
+    SubmissionRecord,
+    utcnow,
+)
+
+log = logging.getLogger("mailrelay.submission")
+
+
+@dataclass
+class SubmissionServices:
+    """What every session shares; built once by the composition root."""
+
+    authenticator: ApiUserAuthenticator
+    chain: PolicyChain
+    intake: Intake
+    spool: Spool
+    rate_limiter: MessageRateLimiter
+    options: SubmissionConfig
+    node: str
+
+
+@dataclass
+class Transaction:
+    email_id: str
+    sender: str
+    smtputf8: bool
+    request_time: datetime
+    accepted: list[str] = field(default_factory=list)
+    accepted_keys: set[str] = field(default_factory=set)
+    refused: list[RecipientOutcome] = field(default_factory=list)
+
+
+class SubmissionHandler:
+    def __init__(self, services: SubmissionServices) -> None:
+        self.s = services
+        self.tx: Transaction | None = None
+        self.auth_failures = 0
+
+    # region session
+    async def on_connect(self, session: SessionInfo) -> str | None:
+        return None
+
+    async def authenticate(self, session: SessionInfo, mechanism: str, login: bytes, password: bytes) -> AuthReply:
+        d = await self.s.authenticator.authenticate(session.peer_ip, self.auth_failures, login, password)
+        if not d.ok:
+            self.auth_failures += 1
+        return AuthReply(ok=d.ok, reply=d.reply, principal=d.principal, close=d.close)
+
+    async def on_disconnect(self, session: SessionInfo) -> None:
+        return None
+
+    # endregion
+
+    def _user(self, session: SessionInfo) -> ApiUser | None:
+        p = session.principal
+        return p if isinstance(p, ApiUser) else None
+
+    async def on_mail(self, session: SessionInfo, sender: str, params: dict[str, str | bool]) -> str:
+        user = self._user(session)
+        if user is None:
+            return replies.NOT_AUTHENTICATED
+        smtputf8 = bool(params.get("SMTPUTF8"))
+        if sender:
+            parsed = parse_address(sender, smtputf8)
+            if isinstance(parsed, FormatError):
+                return replies.SENDER_SYNTAX + parsed.detail
+        if not self.s.rate_limiter.allow(user.name):
+            return replies.RATE_LIMITED
+        self.tx = Transaction(new_email_id(), sender, smtputf8, utcnow())
+        return replies.MAIL_OK
+
+    async def on_rcpt(self, session: SessionInfo, recipient: str, params: dict[str, str | bool]) -> str:
+        user = self._user(session)
+        tx = self.tx
+        if user is None or tx is None:
+            return "503 5.5.1 Need MAIL command"
+        ctx = RecipientContext(
+            account_id=user.account_id,
+            api_user=user.name,
+            sender=tx.sender,
+            raw_recipient=recipient,
+            smtputf8=tx.smtputf8,
+            now=utcnow(),
+        )
+        try:
+            result = await self.s.chain.check(ctx)
+        except Exception:
+            log.exception("suppression lookup failed", extra={"event": "rcpt_lookup_failed"})
+            return replies.LOOKUP_FAILED
+        v = result.verdict
+        if v.decision is Decision.REJECT:
+            reason = f"{v.reason}: {v.detail}" if v.detail else (v.reason or "")
+            tx.refused.append(
+                RecipientOutcome(recipient, Status.INVALID, v.sub_status, reason, rule=v.policy)
+            )
+            return replies.for_verdict(v)
+        assert result.address is not None
+        addr = result.address
+        if addr.key not in tx.accepted_keys:
+            tx.accepted_keys.add(addr.key)
+            tx.accepted.append(addr.address)
+        return replies.RCPT_OK
+
+    async def on_data(self, session: SessionInfo) -> DataSink | str:
+        tx = self.tx
+        user = self._user(session)
+        if tx is None or user is None or not tx.accepted:
+            return replies.NO_VALID_RECIPIENTS
+        return IntakeSink(self, session, user, tx, self.s.spool.new_writer(tx.email_id))
+
+    async def on_reset(self, session: SessionInfo) -> None:
+        """The transaction ended without a completed DATA: record the refused recipients."""
+        tx, self.tx = self.tx, None
+        user = self._user(session)
+        if tx is None or user is None or not tx.refused:
+            return
+        record = self._record(session, user, tx, subject="", label=None, email_type=None, size=0,
+                              accepted=False)
+        try:
+            await self.s.intake.record_intercepted(record)
+        except Exception:
+            log.exception("could not record refused recipients", extra={"event": "intercept_record_failed",
+                                                                         "email_id": tx.email_id})
+
+    def _record(
+        self, session: SessionInfo, user: ApiUser, tx: Transaction, *, subject: str,
+        label: str | None, email_type: EmailType | None, size: int, accepted: bool,
+    ) -> SubmissionRecord:
+        msg = MessageRecord(
+            email_id=tx.email_id,
+            account_id=user.account_id,
+            api_user=user.name,
+            sender=tx.sender,
+            subject=subject,
+            label=label,
+            email_type=email_type,
+            size=size,
+            request_time=tx.request_time,
+            request_ip=session.peer_ip,
+            node=self.s.node,
+        )
+        outcomes = [RecipientOutcome(r, Status.SENDING) for r in tx.accepted] if accepted else []
+        return SubmissionRecord(msg, tuple(outcomes + tx.refused))
+
+    def _finished(self) -> None:
+        self.tx = None
+
+
+class IntakeSink:
+    """Receives the unstuffed DATA stream: header scan, then straight to the spool writer."""
+
+    def __init__(
+        self, handler: SubmissionHandler, session: SessionInfo, user: ApiUser, tx: Transaction,
+        writer: SpoolWriter,
+    ) -> None:
+        self.h = handler
+        self.session = session
+        self.user = user
+        self.tx = tx
+        self.writer = writer
+        self.opts = handler.s.options
+        self.head: bytearray | None = bytearray()  # None once the header block was processed
+        self.subject = ""
+        self.label: str | None = None
+        self.email_type: EmailType | None = None
+        self.type_error: str | None = None
+
+    async def _flush_headers(self, end: int) -> None:
+        assert self.head is not None
+        block, rest = bytes(self.head[:end]), bytes(self.head[end:])
+        self.head = None
+        filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers)
+        self.subject, self.label = facts.subject, facts.label
+        self.email_type, self.type_error = facts.email_type, facts.type_error
+        await self.writer.write(filtered)
+        if rest:
+            await self.writer.write(rest)
+
+    async def write(self, chunk: bytes) -> None:
+        if self.head is None:
+            await self.writer.write(chunk)
+            return
+        self.head += chunk
+        end = find_header_end(self.head)
+        if end >= 0:
+            await self._flush_headers(end)
+        elif len(self.head) > self.opts.max_header_bytes:
+            # No end of headers in sight: pass it through untouched rather than hold it in memory.
+            data, self.head = bytes(self.head), None
+            await self.writer.write(data)
+
+    async def finish(self) -> str:
+        if self.head is not None:
+            await self._flush_headers(len(self.head))
+        if self.type_error is not None:
+            await self.writer.discard()
+            await self.h.on_reset(self.session)  # records the refused recipients, ends the transaction
+            return replies.BAD_EMAIL_TYPE
+        record = self.h._record(
+            self.session, self.user, self.tx, subject=self.subject, label=self.label,
+            email_type=self.email_type, size=self.writer.size, accepted=True,
+        )
+        try:
+            await self.h.s.intake.accept(self.writer, record)
+        except IntakeError:
+            self.h._finished()
+            return replies.STORE_FAILED
+        self.h._finished()
+        return replies.queued(self.tx.email_id)
+
+    async def abort(self, reason: str) -> None:
+        await self.writer.discard()

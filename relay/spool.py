@@ -1,0 +1,356 @@
+"""The durable spool: the ONLY code that fsyncs message files.
+
+Layout under the spool directory::
+
+    tmp/<email_id>.part     message being received (never delivered, purged at start-up)
+    queue/<email_id>.msg    committed message: content, then the envelope trailer
+
+A committed file is ``content || envelope-json || footer`` where the 16-byte footer is
+``b"MRSP1\\n"`` + the envelope length as 10 ASCII digits. The envelope is the whole
+:class:`storage.records.SubmissionRecord`, so the status table can be rebuilt from the spool
+(start-up reconciliation) and delivery needs nothing else.
+
+Guarantee: :meth:`Spool.commit` returns only after the file was written, fsync'd, renamed into
+``queue/`` and the ``queue/`` directory fsync'd. The 250 reply is sent only after it returns.
+Commits are group-committed: one worker thread takes every commit waiting at that moment, fsyncs
+each file and then the directory ONCE for the whole batch. Nothing here runs on the event loop
+except bookkeeping; file I/O is on the worker thread.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+import queue
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from storage.records import (
+    EmailType,
+    MessageRecord,
+    RecipientOutcome,
+    Status,
+    SubmissionRecord,
+    SubStatus,
+)
+
+log = logging.getLogger("mailrelay.spool")
+
+FOOTER_MAGIC = b"MRSP1\n"
+FOOTER_LEN = len(FOOTER_MAGIC) + 10
+#: Content is kept in memory up to this size, then streamed to the tmp file by the worker.
+MEMORY_CHUNK = 256 * 1024
+
+
+class SpoolError(Exception):
+    """The spool could not store or read a message."""
+
+
+# region envelope codec
+def _dt(ms: int) -> datetime:
+    return datetime.fromtimestamp(ms / 1000, UTC)
+
+
+def _ms(dt: datetime) -> int:
+    return int(dt.timestamp() * 1000)
+
+
+def encode_envelope(rec: SubmissionRecord) -> bytes:
+    m = rec.message
+    doc: dict[str, Any] = {
+        "v": 1,
+        "email_id": m.email_id,
+        "account_id": m.account_id,
+        "api_user": m.api_user,
+        "sender": m.sender,
+        "subject": m.subject,
+        "label": m.label,
+        "email_type": m.email_type.value if m.email_type else None,
+        "size": m.size,
+        "request_time": _ms(m.request_time),
+        "request_ip": m.request_ip,
+        "node": m.node,
+        "recipients": [
+            [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
+            for r in rec.recipients
+        ],
+    }
+    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def decode_envelope(raw: bytes) -> SubmissionRecord:
+    doc = json.loads(raw)
+    if doc.get("v") != 1:
+        raise SpoolError(f"unknown envelope version {doc.get('v')!r}")
+    msg = MessageRecord(
+        email_id=doc["email_id"],
+        account_id=int(doc["account_id"]),
+        api_user=doc["api_user"],
+        sender=doc["sender"],
+        subject=doc["subject"],
+        label=doc["label"],
+        email_type=EmailType(doc["email_type"]) if doc["email_type"] else None,
+        size=int(doc["size"]),
+        request_time=_dt(doc["request_time"]),
+        request_ip=doc["request_ip"],
+        node=doc.get("node", ""),
+    )
+    rcpts = tuple(
+        RecipientOutcome(
+            recipient=r[0],
+            status=Status(r[1]),
+            sub_status=SubStatus(r[2]) if r[2] is not None else None,
+            reason=r[3],
+            rule=r[4],
+        )
+        for r in doc["recipients"]
+    )
+    return SubmissionRecord(message=msg, recipients=rcpts)
+
+
+# endregion
+
+
+@dataclass
+class _Job:
+    kind: str  # "append" | "commit" | "discard"
+    writer: SpoolWriter
+    data: bytes = b""
+    done: Callable[[BaseException | None], None] | None = None
+
+
+@dataclass
+class SpoolWriter:
+    """One message being received. Not thread-safe; owned by one SMTP session."""
+
+    spool: Spool
+    email_id: str
+    tmp_path: Path
+    buffered: list[bytes] = field(default_factory=list)
+    buffered_len: int = 0
+    size: int = 0
+    fd: int | None = None  # opened lazily by the worker when content exceeds MEMORY_CHUNK
+    closed: bool = False
+
+    async def write(self, chunk: bytes) -> None:
+        if self.closed:
+            raise SpoolError("writer already closed")
+        self.buffered.append(chunk)
+        self.buffered_len += len(chunk)
+        self.size += len(chunk)
+        if self.buffered_len >= MEMORY_CHUNK:
+            data = b"".join(self.buffered)
+            self.buffered.clear()
+            self.buffered_len = 0
+            await self.spool._submit("append", self, data)
+
+    async def discard(self) -> None:
+        if not self.closed:
+            self.closed = True
+            self.buffered.clear()
+            await self.spool._submit("discard", self)
+
+
+class Spool:
+    """Node-local message store. Call :meth:`start` before use and :meth:`stop` at shutdown."""
+
+    def __init__(self, root: Path, *, fsync: bool = True, batch_max: int = 256) -> None:
+        self.root = root
+        self.tmp_dir = root / "tmp"
+        self.queue_dir = root / "queue"
+        self.fsync = fsync
+        self.batch_max = batch_max
+        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    # region lifecycle
+    def prepare(self) -> int:
+        """Create the directories and purge unfinished receptions. Returns how many were purged."""
+        self.tmp_dir.mkdir(parents=True, exist_ok=True)
+        self.queue_dir.mkdir(parents=True, exist_ok=True)
+        purged = 0
+        for p in self.tmp_dir.iterdir():
+            p.unlink(missing_ok=True)
+            purged += 1
+        return purged
+
+    async def start(self) -> None:
+        self._loop = asyncio.get_running_loop()
+        purged = await asyncio.to_thread(self.prepare)
+        if purged:
+            log.info("purged unfinished receptions", extra={"event": "spool_purge_tmp", "count": purged})
+        self._thread = threading.Thread(target=self._run, name="mailrelay-spool", daemon=True)
+        self._thread.start()
+
+    async def stop(self) -> None:
+        if self._thread is not None:
+            self._jobs.put(None)
+            await asyncio.to_thread(self._thread.join)
+            self._thread = None
+
+    # endregion
+
+    def new_writer(self, email_id: str) -> SpoolWriter:
+        return SpoolWriter(self, email_id, self.tmp_dir / f"{email_id}.part")
+
+    def path_of(self, email_id: str) -> Path:
+        return self.queue_dir / f"{email_id}.msg"
+
+    async def commit(self, writer: SpoolWriter, record: SubmissionRecord) -> None:
+        """Make the message durable. Returns only when it is fsync'd and renamed into queue/."""
+        if writer.closed:
+            raise SpoolError("writer already closed")
+        writer.closed = True
+        data = b"".join(writer.buffered)
+        writer.buffered.clear()
+        env = encode_envelope(record)
+        footer = FOOTER_MAGIC + b"%010d" % len(env)
+        await self._submit("commit", writer, data + env + footer)
+
+    async def remove(self, email_id: str) -> None:
+        await asyncio.to_thread(self.path_of(email_id).unlink, True)
+
+    # region reading
+    def enumerate(self) -> Iterator[str]:
+        """email_ids of committed messages, oldest first."""
+        names = sorted(p.name for p in self.queue_dir.iterdir() if p.name.endswith(".msg"))
+        for n in names:
+            yield n[: -len(".msg")]
+
+    def read_envelope_sync(self, email_id: str) -> SubmissionRecord:
+        with open(self.path_of(email_id), "rb") as f:
+            f.seek(0, os.SEEK_END)
+            end = f.tell()
+            if end < FOOTER_LEN:
+                raise SpoolError(f"{email_id}: truncated spool file")
+            f.seek(end - FOOTER_LEN)
+            footer = f.read(FOOTER_LEN)
+            if not footer.startswith(FOOTER_MAGIC):
+                raise SpoolError(f"{email_id}: bad spool footer")
+            env_len = int(footer[len(FOOTER_MAGIC):])
+            f.seek(end - FOOTER_LEN - env_len)
+            return decode_envelope(f.read(env_len))
+
+    def read_content_sync(self, email_id: str) -> bytes:
+        with open(self.path_of(email_id), "rb") as f:
+            raw = f.read()
+        env_len = int(raw[-10:])
+        return raw[: len(raw) - FOOTER_LEN - env_len]
+
+    async def read_envelope(self, email_id: str) -> SubmissionRecord:
+        return await asyncio.to_thread(self.read_envelope_sync, email_id)
+
+    async def read_content(self, email_id: str) -> bytes:
+        return await asyncio.to_thread(self.read_content_sync, email_id)
+
+    # endregion
+
+    # region worker
+    async def _submit(self, kind: str, writer: SpoolWriter, data: bytes = b"") -> None:
+        assert self._loop is not None, "Spool.start() was not called"
+        loop = self._loop
+        fut: asyncio.Future[None] = loop.create_future()
+
+        def done(exc: BaseException | None) -> None:
+            def settle() -> None:
+                if fut.done():
+                    return
+                if exc is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(exc)
+
+            loop.call_soon_threadsafe(settle)
+
+        self._jobs.put(_Job(kind, writer, data, done))
+        await fut
+
+    def _open(self, w: SpoolWriter) -> int:
+        if w.fd is None:
+            w.fd = os.open(w.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
+        return w.fd
+
+    def _write_all(self, fd: int, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = os.write(fd, view)
+            view = view[n:]
+
+    def _finish_one(self, job: _Job) -> None:
+        w = job.writer
+        fd = self._open(w)
+        try:
+            self._write_all(fd, job.data)
+            if self.fsync:
+                os.fsync(fd)
+        finally:
+            os.close(fd)
+            w.fd = None
+        os.rename(w.tmp_path, self.path_of(w.email_id))
+
+    def _fsync_dir(self) -> None:
+        fd = os.open(self.queue_dir, os.O_RDONLY | os.O_DIRECTORY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+
+    def _run(self) -> None:
+        while True:
+            first = self._jobs.get()
+            if first is None:
+                return
+            batch = [first]
+            while len(batch) < self.batch_max:
+                try:
+                    nxt = self._jobs.get_nowait()
+                except queue.Empty:
+                    break
+                if nxt is None:
+                    self._jobs.put(None)  # stop after this batch
+                    break
+                batch.append(nxt)
+            committed: list[_Job] = []
+            for job in batch:
+                try:
+                    if job.kind == "append":
+                        self._write_all(self._open(job.writer), job.data)
+                        self._settle(job, None)
+                    elif job.kind == "discard":
+                        if job.writer.fd is not None:
+                            os.close(job.writer.fd)
+                            job.writer.fd = None
+                        job.writer.tmp_path.unlink(missing_ok=True)
+                        self._settle(job, None)
+                    else:
+                        self._finish_one(job)
+                        committed.append(job)
+                except BaseException as e:
+                    log.error("spool write failed", extra={"event": "spool_error", "error": repr(e)})
+                    job.writer.tmp_path.unlink(missing_ok=True)
+                    self._settle(job, SpoolError(str(e)))
+            if committed:
+                err: BaseException | None = None
+                try:
+                    if self.fsync:
+                        self._fsync_dir()
+                except OSError as e:
+                    err = SpoolError(f"directory fsync failed: {e}")
+                    for job in committed:
+                        self.path_of(job.writer.email_id).unlink(missing_ok=True)
+                for job in committed:
+                    self._settle(job, err)
+
+    @staticmethod
+    def _settle(job: _Job, exc: BaseException | None) -> None:
+        if job.done is not None:
+            job.done(exc)
+
+    # endregion

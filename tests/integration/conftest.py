@@ -1,0 +1,77 @@
+"""Fixtures that start a real mailrelay on loopback (SQLite by default, PostgreSQL where asked)."""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import asyncpg
+import pytest
+
+from tests.integration.relay_fixture import RelayUnderTest, start_relay
+
+PG_DSN = os.environ.get("MAILRELAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+async def _create_pg_database() -> tuple[str, str]:
+    name = f"mr_it_{uuid.uuid4().hex[:12]}"
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'CREATE DATABASE "{name}"')
+    finally:
+        await conn.close()
+    base, _, _ = PG_DSN.rpartition("/")
+    return name, f"{base}/{name}"
+
+
+async def _drop_pg_database(name: str) -> None:
+    conn = await asyncpg.connect(PG_DSN)
+    try:
+        await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+    finally:
+        await conn.close()
+
+
+RelayFactory = Callable[..., Awaitable[RelayUnderTest]]
+
+
+@pytest.fixture
+async def relay_factory(tmp_path: Path) -> AsyncIterator[RelayFactory]:
+    started: list[RelayUnderTest] = []
+    databases: list[str] = []
+
+    async def make(overrides: dict[str, Any] | None = None, *, backend: str = "sqlite",
+                   allow_plain_auth: bool = True) -> RelayUnderTest:
+        home = tmp_path / f"home{len(started)}"
+        if backend == "postgres":
+            name, url = await _create_pg_database()
+            databases.append(name)
+        else:
+            url = f"sqlite:///{home / 'mailrelay.sqlite3'}"
+        relay = await start_relay(home, url, overrides=overrides, allow_plain_auth=allow_plain_auth)
+        started.append(relay)
+        return relay
+
+    yield make
+    for relay in started:
+        await relay.app.stop(grace=2)
+    for name in databases:
+        await _drop_pg_database(name)
+
+
+@pytest.fixture
+async def relay(relay_factory: RelayFactory) -> RelayUnderTest:
+    return await relay_factory()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def any_backend_relay(request: pytest.FixtureRequest, relay_factory: RelayFactory) -> RelayUnderTest:
+    return await relay_factory(backend=request.param)
+
+
+@pytest.fixture
+async def tls_relay(relay_factory: RelayFactory) -> RelayUnderTest:
+    return await relay_factory(allow_plain_auth=False)
