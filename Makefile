@@ -21,7 +21,7 @@ run: venv
 	$(BIN)/mailrelay serve --home $(HOME_DIR)
 
 lint: venv
-	$(BIN)/ruff check relay policies storage tests bench
+	$(BIN)/ruff check .
 	$(BIN)/mypy
 	$(BIN)/lint-imports
 
