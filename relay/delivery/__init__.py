@@ -1,0 +1,1 @@
+"""Delivery: scheduled queues per (API_USER, domain), site queues per MX host set, SMTP client."""

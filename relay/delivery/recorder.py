@@ -1,0 +1,63 @@
+"""OutcomeRecorder: the only writer of delivery outcomes to the shared database.
+
+Each attempt becomes a send-log line (time, MX, reply code, enhanced code, text, duration, the
+rule that classified it) and, when final, the recipient's new status. A "user unknown" also
+enters the account's bounce list with the SPEC §7 expiry (Tencent by domain or MX host).
+"""
+
+from __future__ import annotations
+
+import logging
+from datetime import UTC, datetime
+
+from policies import TencentRules, bounce_expiry, is_tencent
+from relay.delivery.state import DeliveryItem
+from relay.delivery.types import AttemptResult, Classified, Stage
+from storage.protocols import Storage
+from storage.records import LogEntry, LogKind, Status, SubStatus
+
+log = logging.getLogger("mailrelay.delivery.recorder")
+
+
+def _dt(epoch: float) -> datetime:
+    return datetime.fromtimestamp(epoch, UTC)
+
+
+class OutcomeRecorder:
+    def __init__(self, storage: Storage, tencent: TencentRules) -> None:
+        self.storage = storage
+        self.tencent = tencent
+
+    @staticmethod
+    def log_entry(result: AttemptResult, c: Classified | None, at: float) -> LogEntry:
+        return LogEntry(
+            at=_dt(at),
+            kind=LogKind.POLICY if result.stage is Stage.POLICY else LogKind.ATTEMPT,
+            text=result.text if result.stage is Stage.POLICY else f"{result.stage.value}: {result.text}",
+            code=result.code, enhanced=result.enhanced, mx_host=result.mx_host, mx_ip=result.mx_ip,
+            duration_ms=result.duration_ms, rule=c.rule if c else None,
+        )
+
+    async def delivered(self, item: DeliveryItem, result: AttemptResult, c: Classified, at: float) -> None:
+        await self.storage.statuses.update_status(
+            item.email_id, item.recipient, Status.DELIVERED, None, result.reply_line(),
+            self.log_entry(result, c, at), send_ip=result.local_ip,
+        )
+
+    async def retrying(self, item: DeliveryItem, result: AttemptResult, c: Classified, at: float) -> None:
+        await self.storage.statuses.append_log(item.email_id, item.recipient, self.log_entry(result, c, at))
+
+    async def invalid(self, item: DeliveryItem, result: AttemptResult, c: Classified | None,
+                      sub_status: SubStatus | None, reason: str, at: float) -> None:
+        await self.storage.statuses.update_status(
+            item.email_id, item.recipient, Status.INVALID, sub_status, reason,
+            self.log_entry(result, c, at), send_ip=result.local_ip,
+        )
+
+    async def not_exist(self, item: DeliveryItem, mx_hosts: tuple[str, ...], reason: str, at: float) -> None:
+        tencent = is_tencent(item.domain, mx_hosts, self.tencent)
+        entry = await self.storage.suppressions.report_not_exist(
+            item.account_id, item.recipient.lower(), _dt(at), lambda n: bounce_expiry(n, tencent), reason=reason,
+        )
+        log.info("bounce list entry", extra={"event": "bounce_list_add", "recipient": item.recipient,
+                                             "hits": entry.hit_count, "tencent": tencent})

@@ -1,0 +1,358 @@
+"""Scheduler: due times, routing to sites, and the only place outcomes change delivery state.
+
+- Accepted recipients (from intake, or from the spool at start-up) wait in one due-time heap as
+  small :class:`DeliveryItem` records; bodies stay in the spool.
+- A due item is routed: queue paused → held; MX resolved (in the background, per domain) →
+  NullMx/NXDOMAIN → invalid, temporary DNS failure → retry; otherwise offered to its site's
+  bounded ready deque (full → tried again in a second).
+- Sites run dispatcher tasks (``dispatcher.py``) that report every outcome to :meth:`report`:
+  delivered / invalid / retry with backoff until the maximum age; site-scope outcomes feed the
+  site's AIMD rate and pause; "user unknown" enters the bounce list.
+- Time comes from an injected clock; :meth:`tick` does one pass, so tests drive it without sleeps.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import heapq
+import itertools
+import logging
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
+from typing import Any
+
+from relay.delivery.dispatcher import DispatchContext, run_dispatcher
+from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, NullMx
+from relay.delivery.queue import ScheduledQueue
+from relay.delivery.recorder import OutcomeRecorder
+from relay.delivery.retry import RetryPolicy
+from relay.delivery.site import SiteLimits, SiteQueue
+from relay.delivery.state import DeliveryItem, MessageState, items_from_record, load_pending
+from relay.delivery.types import AttemptResult, Classified, Outcome, Scope, SiteKey, Stage
+from relay.spool import Spool
+from storage.records import SubmissionRecord, SubStatus
+
+log = logging.getLogger("mailrelay.delivery.scheduler")
+
+@dataclass
+class SchedulerDeps:
+    spool: Spool
+    recorder: OutcomeRecorder
+    plan_for: Callable[[str], object]  # async domain -> MxPlan | NullMx | DnsTempFail | DnsPermFail
+    retry: RetryPolicy
+    limits: SiteLimits
+    clock: Callable[[], float]
+    max_in_flight: int = 20000
+
+
+class Scheduler:
+    def __init__(self, deps: SchedulerDeps, dispatch: DispatchContext) -> None:
+        self.d = deps
+        self.ctx = dispatch
+        self.ctx.report = self.report
+        self.ctx.stopping = lambda: self._stopping
+        self.messages: dict[str, MessageState] = {}
+        self.queues: dict[tuple[str, str], ScheduledQueue] = {}
+        self.sites: dict[SiteKey, SiteQueue] = {}
+        self._heap: list[tuple[float, int, DeliveryItem]] = []
+        self._seq = itertools.count()
+        self._wake = asyncio.Event()
+        self._resolving: dict[str, list[DeliveryItem]] = {}
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._holding: set[ScheduledQueue] = set()
+        self._stopping = False
+        self._last_sample = 0.0
+
+    # region intake
+    def queue_for(self, item: DeliveryItem) -> ScheduledQueue:
+        q = self.queues.get(item.queue_key)
+        if q is None:
+            q = self.queues[item.queue_key] = ScheduledQueue.make(item.api_user, item.domain, self.d.clock)
+        return q
+
+    def _add_message(self, state: MessageState, *, arrived: bool) -> None:
+        self.messages[state.email_id] = state
+        for item in state.items.values():
+            q = self.queue_for(item)
+            q.pending += 1
+            if arrived:
+                q.meter.add("in")
+            self._push(item)
+
+    async def enqueue(self, record: SubmissionRecord) -> None:
+        """Intake hook: a message was just made durable."""
+        state = items_from_record(record)
+        now = self.d.clock()
+        for item in state.items.values():
+            item.next_at = now
+        if state.items:
+            self._add_message(state, arrived=True)
+            self._wake.set()
+
+    async def restore(self) -> int:
+        """Start-up: reschedule everything still pending in the spool. Returns recipients restored."""
+        states = await asyncio.to_thread(lambda: list(load_pending(self.d.spool)))
+        n = 0
+        for st in states:
+            self._add_message(st, arrived=False)
+            n += len(st.items)
+        if n:
+            log.info("restored pending deliveries", extra={"event": "delivery_restored", "recipients": n})
+        return n
+
+    def _push(self, item: DeliveryItem) -> None:
+        heapq.heappush(self._heap, (item.next_at, next(self._seq), item))
+
+    # endregion
+
+    # region the loop
+    def in_flight(self) -> int:
+        routing = sum(len(v) for v in self._resolving.values())
+        return routing + sum(len(s.ready) + s.in_flight for s in self.sites.values())
+
+    async def tick(self) -> None:
+        now = self.d.clock()
+        self._release_holds(now)
+        budget = self.d.max_in_flight - self.in_flight()
+        while self._heap and self._heap[0][0] <= now and budget > 0:
+            _, _, item = heapq.heappop(self._heap)
+            if item.done:
+                continue
+            budget -= 1
+            self._route(item, now)
+        self._spawn_dispatchers()
+        if now - self._last_sample >= 5.0:
+            self._last_sample = now
+            for q in self.queues.values():
+                q.meter.sample(now, q.pending)
+
+    def next_due(self) -> float | None:
+        return self._heap[0][0] if self._heap else None
+
+    async def run(self) -> None:
+        while not self._stopping:
+            await self.tick()
+            nxt = self.next_due()
+            timeout = 1.0 if nxt is None else min(1.0, max(0.0, nxt - self.d.clock()))
+            self._wake.clear()
+            try:
+                await asyncio.wait_for(self._wake.wait(), timeout)
+            except TimeoutError:
+                pass
+
+    async def drain(self, timeout: float = 30.0) -> None:
+        """Tests: wait until routing and dispatchers are idle."""
+        async with asyncio.timeout(timeout):
+            while self._tasks:
+                await asyncio.gather(*list(self._tasks), return_exceptions=True)
+                self._spawn_dispatchers()
+
+    async def stop(self, grace: float) -> None:
+        self._stopping = True
+        self._wake.set()
+        if self._tasks:
+            _, pending = await asyncio.wait(list(self._tasks), timeout=grace)
+            for t in pending:
+                t.cancel()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for site in self.sites.values():
+            for conn in site.idle:
+                await conn.close()
+            site.idle.clear()
+
+    def _track(self, coro: Coroutine[Any, Any, None]) -> None:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.error("delivery task failed", exc_info=task.exception(), extra={"event": "delivery_task_error"})
+        self._wake.set()
+
+    # endregion
+
+    # region routing
+    def _hold(self, q: ScheduledQueue, item: DeliveryItem) -> None:
+        q.held.append(item)
+        self._holding.add(q)
+
+    def _queue_blocked(self, q: ScheduledQueue) -> bool:
+        if q.admin_paused:
+            return True
+        site = self.sites.get(q.site) if q.site else None
+        return site is not None and site.paused()
+
+    def _release_holds(self, now: float) -> None:
+        for q in list(self._holding):
+            if self._queue_blocked(q):
+                continue
+            self._holding.discard(q)
+            for item in q.held:
+                item.next_at = now
+                self._push(item)
+            q.held.clear()
+
+    def _route(self, item: DeliveryItem, now: float) -> None:
+        q = self.queue_for(item)
+        if self._queue_blocked(q):
+            self._hold(q, item)
+            return
+        waiting = self._resolving.get(item.domain)
+        if waiting is not None:
+            waiting.append(item)
+            return
+        self._resolving[item.domain] = [item]
+        self._track(self._resolve(item.domain))
+
+    async def _resolve(self, domain: str) -> None:
+        try:
+            plan = await self.d.plan_for(domain)  # type: ignore[misc]
+        except Exception as e:  # a resolver bug must not lose items: treat as temporary
+            log.exception("resolver error", extra={"event": "dns_error", "domain": domain})
+            plan = DnsTempFail(domain, f"resolver error: {e}")
+        items = self._resolving.pop(domain, [])
+        now = self.d.clock()
+        if isinstance(plan, MxPlan):
+            site = self.sites.get(plan.site)
+            if site is None:
+                site = self.sites[plan.site] = SiteQueue.make(plan.site, plan, self.d.limits, self.d.clock)
+            site.plan = plan
+            for item in items:
+                q = self.queue_for(item)
+                q.site = plan.site
+                if q.max_rate is not None:
+                    site.set_operator_max_rate(q.max_rate)
+                if site.paused() or q.admin_paused:
+                    self._hold(q, item)
+                elif site.has_room:
+                    site.ready.append(item)
+                else:
+                    item.next_at = now + 1.0
+                    self._push(item)
+            self._spawn_dispatchers()
+            return
+        permanent = isinstance(plan, NullMx | DnsPermFail)
+        text = ("permanent: " if permanent else "") + str(getattr(plan, "why", plan))
+        result = AttemptResult(Stage.DNS, None, None, text)
+        c = self.ctx.rules.classify(result)
+        for item in items:
+            await self.report(item, result, c, None)
+
+    def _spawn_dispatchers(self) -> None:
+        if self._stopping:
+            return
+        for site in self.sites.values():
+            if not site.ready or site.paused():
+                continue
+            want = site.wanted_workers()
+            while len(site.workers) < want:
+                task = asyncio.ensure_future(run_dispatcher(site, self.ctx))
+                site.workers.add(task)
+                self._tasks.add(task)
+                task.add_done_callback(site.workers.discard)
+                task.add_done_callback(self._task_done)
+
+    # endregion
+
+    # region outcomes
+    async def report(self, item: DeliveryItem, result: AttemptResult, c: Classified | None,
+                     site: SiteQueue | None, policy_sub_status: SubStatus | None = None) -> None:
+        now = self.d.clock()
+        q = self.queue_for(item)
+        rec = self.d.recorder
+        if result.stage is Stage.POLICY or c is None:
+            await rec.invalid(item, result, None, policy_sub_status or SubStatus.BLACKLIST, result.text, now)
+            await self._done(item)
+            return
+        if result.stage is not Stage.DNS:
+            q.meter.add("try")
+        reply = result.reply_line() if result.code is not None else result.text
+        pause_end: float | None = None
+        if site is not None and c.scope is Scope.SITE and c.outcome is not Outcome.DELIVERED:
+            pause_end = site.feedback(c, reply, q.meter.rate("try", 5))
+            if pause_end is not None:
+                self._park_site(site)
+                log.warning("site paused", extra={"event": "site_paused", "site": site.key.name,
+                                                  "reason": str(c.pause), "reply": reply})
+        if c.outcome is Outcome.DELIVERED:
+            q.meter.add("out")
+            if site is not None:
+                site.on_delivered()
+            await rec.delivered(item, result, c, now)
+            await self._done(item)
+        elif c.outcome is Outcome.PERMFAIL:
+            await rec.invalid(item, result, c, c.sub_status, reply, now)
+            if c.adds_bounce:
+                hosts = site.key.hosts if site is not None else ()
+                await rec.not_exist(item, hosts, reply, now)
+            await self._done(item)
+        else:
+            item.attempts += 1
+            item.last_reason = reply
+            nxt = self.d.retry.next_time(now, item.attempts, item.first_seen)
+            if nxt is None:
+                await rec.invalid(item, result, c, c.sub_status, f"retries exhausted: {reply}", now)
+                await self._done(item)
+                return
+            await rec.retrying(item, result, c, now)
+            item.next_at = max(nxt, pause_end or 0.0)
+            self._push(item)
+            await self._save(item.email_id)
+
+    def _park_site(self, site: SiteQueue) -> None:
+        """The site paused: its ready items wait (held by their queues) until it resumes."""
+        while site.ready:
+            item = site.ready.popleft()
+            self._hold(self.queue_for(item), item)
+
+    async def _done(self, item: DeliveryItem) -> None:
+        item.done = True
+        self.queue_for(item).pending -= 1
+        state = self.messages.get(item.email_id)
+        if state is None:
+            return
+        if state.finished:
+            del self.messages[item.email_id]
+            await asyncio.to_thread(self.d.spool.remove_sync, item.email_id)
+        else:
+            await self._save(item.email_id)
+
+    async def _save(self, email_id: str) -> None:
+        state = self.messages.get(email_id)
+        if state is not None:
+            await asyncio.to_thread(self.d.spool.write_meta_sync, email_id, state.encode())
+
+    # endregion
+
+    # region operator controls (used by admin.py)
+    def find_queue(self, api_user: str, domain: str) -> ScheduledQueue | None:
+        return self.queues.get((api_user, domain.lower()))
+
+    def pause_queue(self, q: ScheduledQueue) -> None:
+        q.admin_paused = True
+
+    def resume_queue(self, q: ScheduledQueue) -> None:
+        q.admin_paused = False
+        self._wake.set()
+
+    def recover_queue(self, q: ScheduledQueue) -> None:
+        q.admin_paused = False
+        site = self.sites.get(q.site) if q.site else None
+        if site is not None:
+            site.pause.recover(self.d.clock())
+        self._release_holds(self.d.clock())
+        self._wake.set()
+
+    def set_queue_rate(self, q: ScheduledQueue, rate: float | None) -> None:
+        q.max_rate = rate if rate and rate > 0 else None
+        site = self.sites.get(q.site) if q.site else None
+        if site is not None:
+            site.set_operator_max_rate(q.max_rate)
+
+    def waiting_items(self, q: ScheduledQueue) -> list[DeliveryItem]:
+        items = [it for _, _, it in self._heap if not it.done and it.queue_key == (q.api_user, q.domain)]
+        return sorted([*items, *q.held], key=lambda i: i.next_at)
+
+    # endregion

@@ -1,0 +1,105 @@
+"""Build the delivery stage from the configuration (called by the composition root only)."""
+
+from __future__ import annotations
+
+import socket
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+from policies import PolicyChain
+from relay import verp
+from relay.config import Config, parse_duration, parse_hostport
+from relay.delivery.classify import ReplyRules
+from relay.delivery.client import ClientOptions
+from relay.delivery.dispatcher import DispatchContext
+from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, MxResolver, NullMx
+from relay.delivery.recorder import OutcomeRecorder
+from relay.delivery.retry import RetryPolicy
+from relay.delivery.routes import Routes, plan_for
+from relay.delivery.scheduler import Scheduler, SchedulerDeps
+from relay.delivery.site import SiteLimits
+from relay.delivery.state import DeliveryItem
+from relay.rules import load_tencent_rules
+from relay.spool import Spool
+from storage.protocols import Storage
+
+
+def routes_from(cfg: Config) -> Routes:
+    d = cfg.delivery
+    relayhost = parse_hostport(d.relayhost, "delivery.relayhost") if d.relayhost else None
+    transport = {}
+    for i, route in enumerate(d.transport):
+        dom, _, target = route.partition("=")
+        transport[dom.strip().lower()] = parse_hostport(target.strip(), f"delivery.transport[{i}]")
+    return Routes(relayhost=relayhost, transport=transport)
+
+
+def site_limits_from(cfg: Config) -> SiteLimits:
+    s = cfg.sites
+    return SiteLimits(
+        max_connections=s.max_connections, messages_per_connection=s.messages_per_connection,
+        max_rate=s.max_rate, min_rate=s.min_rate, rate_increase=s.rate_increase, rate_decrease=s.rate_decrease,
+        pause_initial=parse_duration(s.pause_initial), pause_max=parse_duration(s.pause_max),
+    )
+
+
+def read_verp_secret(path: Path) -> bytes:
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing return-path key (run `mailrelay init`)")
+    return bytes.fromhex(path.read_text().strip())
+
+
+def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyChain | None,
+                    clock: Callable[[], float] = time.time) -> Scheduler:
+    d = cfg.delivery
+    resolver = MxResolver(
+        nameservers=[parse_hostport(ns, "delivery.dns") for ns in d.dns] or None,
+        timeout=parse_duration(d.dns_timeout),
+    )
+    routes = routes_from(cfg)
+
+    async def plan(domain: str) -> MxPlan | NullMx | DnsTempFail | DnsPermFail:
+        return await plan_for(domain, resolver, routes, d.mx_port)
+
+    return_domain = cfg.feedback.domains[0] if cfg.feedback.domains else ""
+    secret = read_verp_secret(cfg.path(d.verp_secret_file)) if return_domain else b""
+
+    def return_path(item: DeliveryItem) -> str:
+        if not return_domain:
+            return item.sender
+        return verp.encode(item.email_id, item.recipient, return_domain, secret)
+
+    async def load_content(email_id: str) -> bytes:
+        return await spool.read_content(email_id)
+
+    ctx = DispatchContext(
+        client=ClientOptions(
+            ehlo_name=d.ehlo_name or socket.getfqdn(), source_ip=d.source_ip or None,
+            connect_timeout=parse_duration(d.connect_timeout), command_timeout=parse_duration(d.command_timeout),
+            data_timeout=parse_duration(d.data_timeout), starttls=d.starttls,
+        ),
+        rules=ReplyRules.load(),
+        chain=chain,
+        load_content=load_content,
+        return_path=return_path,
+        report=_unbound,
+        stopping=lambda: False,
+    )
+    deps = SchedulerDeps(
+        spool=spool,
+        recorder=OutcomeRecorder(storage, load_tencent_rules()),
+        plan_for=plan,
+        retry=RetryPolicy(
+            schedule=[parse_duration(x) for x in d.retry_schedule],
+            then_every=parse_duration(d.retry_then_every), max_age=parse_duration(d.max_age),
+        ),
+        limits=site_limits_from(cfg),
+        clock=clock,
+        max_in_flight=d.max_in_flight,
+    )
+    return Scheduler(deps, ctx)
+
+
+async def _unbound(*_args: object, **_kw: object) -> None:  # replaced by Scheduler.__init__
+    raise RuntimeError("dispatch context not bound to a scheduler")
