@@ -19,6 +19,10 @@ from dataclasses import dataclass, field
 
 from policies import default_chain
 from relay.config import Config, ListenerConfig, is_loopback, parse_duration, parse_hostport
+from relay.control import ControlServer
+from relay.delivery.admin import QueueAdmin
+from relay.delivery.scheduler import Scheduler
+from relay.delivery.setup import build_scheduler
 from relay.intake import Intake
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
@@ -59,6 +63,9 @@ class App:
     storage: Storage | None = None
     spool: Spool | None = None
     listeners: list[Listener] = field(default_factory=list)
+    scheduler: Scheduler | None = None
+    control: ControlServer | None = None
+    _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _listener_options(self, name: str, lc: ListenerConfig, tls: ssl.SSLContext | None,
@@ -102,6 +109,15 @@ class App:
         await self.spool.start()
         intake = Intake(self.spool, self.storage.statuses)
         await intake.reconcile()
+        chain = default_chain(self.storage.suppressions)
+        if cfg.delivery.enabled:
+            self.scheduler = build_scheduler(cfg, self.storage, self.spool, chain)
+            await self.scheduler.restore()
+            intake.on_accepted(self.scheduler.enqueue)
+            self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self.control = ControlServer(cfg.path(cfg.node.control_socket),
+                                     QueueAdmin(self.scheduler) if self.scheduler else None)
+        await self.control.start()
         lim = cfg.limits
         services = SubmissionServices(
             authenticator=ApiUserAuthenticator(
@@ -112,7 +128,7 @@ class App:
                 window=parse_duration(lim.auth_failure_window),
                 failure_delay=parse_duration(lim.auth_failure_delay),
             ),
-            chain=default_chain(self.storage.suppressions),
+            chain=chain,
             intake=intake,
             spool=self.spool,
             rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
@@ -143,6 +159,14 @@ class App:
         log.info("stopping", extra={"event": "stopping"})
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
+        if self.scheduler is not None:
+            await self.scheduler.stop(parse_duration(self.cfg.delivery.shutdown_grace))
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        if self.control is not None:
+            await self.control.stop()
         if self.spool is not None:
             await self.spool.stop()
         if self.storage is not None:

@@ -58,6 +58,7 @@ def is_loopback(host: str) -> bool:
 class NodeConfig:
     name: str = ""  # this node's name in status records; empty = the host name
     spool_dir: str = "spool"  # accepted messages until delivered (relative to the data directory)
+    control_socket: str = "control.sock"  # Unix socket the CLI uses to reach the running server (queues)
 
 
 @dataclass(frozen=True)
@@ -84,8 +85,8 @@ class ListenerConfig:
 class LimitsConfig:
     max_message_size: int = 31457280  # bytes (30 MiB); SIZE and 552 above it
     max_recipients: int = 1000  # per message; 452 above it (>= 100)
-    messages_per_second: float = 200.0  # per API_USER; 451 4.7.1 above it
-    messages_burst: int = 400  # token bucket depth for messages_per_second
+    messages_per_second: float = 1000.0  # per API_USER; 451 4.7.1 above it
+    messages_burst: int = 2000  # token bucket depth for messages_per_second
     max_protocol_errors: int = 20  # then 421 and close
     command_timeout: str = "5m"  # idle time between commands
     data_timeout: str = "10m"  # whole DATA phase
@@ -108,6 +109,40 @@ class SubmissionConfig:
 class SpoolConfig:
     fsync: bool = True  # never turn off in production: 250 means durable
     group_commit_max: int = 256  # most messages made durable in one batch
+
+
+@dataclass(frozen=True)
+class DeliveryConfig:
+    enabled: bool = True  # deliver accepted mail (false: accept and keep in the spool only)
+    ehlo_name: str = ""  # our EHLO name towards MX hosts; empty = the machine's FQDN
+    source_ip: str = ""  # local address to send from (the "send IP"); empty = the system's choice
+    dns: tuple[str, ...] = ()  # nameservers as HOST:PORT; empty = the system resolver
+    dns_timeout: str = "5s"  # one DNS lookup
+    mx_port: int = 25  # TCP port used to reach MX hosts
+    relayhost: str = ""  # HOST:PORT that receives ALL mail instead of the MX (Postfix relayhost)
+    transport: tuple[str, ...] = ()  # per-domain routes "example.com=HOST:PORT" (".example.com" = subdomains)
+    starttls: str = "opportunistic"  # opportunistic | never | required
+    retry_schedule: tuple[str, ...] = ("1m", "5m", "15m", "30m", "1h", "2h")  # waits after the 1st, 2nd... failure
+    retry_then_every: str = "2h"  # wait after the schedule is used up
+    max_age: str = "3d"  # then the recipient is invalid with the last reason
+    connect_timeout: str = "30s"  # TCP connect to an MX
+    command_timeout: str = "2m"  # one SMTP reply from an MX
+    data_timeout: str = "10m"  # reply after the final dot
+    max_in_flight: int = 20000  # recipients held in memory ready for sites; the rest wait in the scheduler
+    shutdown_grace: str = "20s"  # SIGTERM: attempts in flight may finish within this
+    verp_secret_file: str = "verp.key"  # HMAC key of the signed return path (created by init)
+
+
+@dataclass(frozen=True)
+class SitesConfig:
+    max_connections: int = 10  # per destination site (MX host set)
+    messages_per_connection: int = 100  # then the connection is closed and a new one opened
+    max_rate: float = 0.0  # messages/s per site before any feedback; 0 = unlimited until the site pushes back
+    min_rate: float = 0.2  # AIMD floor (messages/s)
+    rate_increase: float = 1.0  # AIMD additive increase (messages/s per second of accepted sending)
+    rate_decrease: float = 0.5  # AIMD multiplicative decrease on a rate/connection-limit reply
+    pause_initial: str = "1m"  # first pause when a site refuses us; doubles per consecutive pause
+    pause_max: str = "3d"  # longest pause
 
 
 @dataclass(frozen=True)
@@ -139,6 +174,8 @@ class Config:
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
+    delivery: DeliveryConfig = field(default_factory=DeliveryConfig)
+    sites: SitesConfig = field(default_factory=SitesConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
     log: LogConfig = field(default_factory=LogConfig)
@@ -220,6 +257,32 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("log.level: one of debug, info, warning, error")
     if cfg.log.format not in ("json", "text"):
         raise ConfigError("log.format: json or text")
+    d = cfg.delivery
+    for i, ns in enumerate(d.dns):
+        parse_hostport(ns, f"delivery.dns[{i}]")
+    if d.relayhost:
+        parse_hostport(d.relayhost, "delivery.relayhost")
+    for i, route in enumerate(d.transport):
+        dom, eq, target = route.partition("=")
+        if not eq or not dom.strip():
+            raise ConfigError(f"delivery.transport[{i}]: expected 'domain=HOST:PORT', got {route!r}")
+        parse_hostport(target.strip(), f"delivery.transport[{i}]")
+    if d.starttls not in ("opportunistic", "never", "required"):
+        raise ConfigError("delivery.starttls: opportunistic, never or required")
+    if not 0 < d.mx_port < 65536:
+        raise ConfigError("delivery.mx_port: 1-65535")
+    for key in ("dns_timeout", "retry_then_every", "max_age", "connect_timeout", "command_timeout",
+                "data_timeout", "shutdown_grace"):
+        parse_duration(getattr(d, key), f"delivery.{key}")
+    for i, step in enumerate(d.retry_schedule):
+        parse_duration(step, f"delivery.retry_schedule[{i}]")
+    st = cfg.sites
+    if st.max_connections < 1 or st.messages_per_connection < 1:
+        raise ConfigError("sites.max_connections and sites.messages_per_connection must be >= 1")
+    if st.max_rate < 0 or st.min_rate <= 0 or not 0 < st.rate_decrease < 1:
+        raise ConfigError("sites: max_rate >= 0, min_rate > 0, 0 < rate_decrease < 1")
+    parse_duration(st.pause_initial, "sites.pause_initial")
+    parse_duration(st.pause_max, "sites.pause_max")
     if cfg.spool.group_commit_max < 1:
         raise ConfigError("spool.group_commit_max: must be >= 1")
 
@@ -260,12 +323,14 @@ def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str
 __all__ = [
     "Config",
     "ConfigError",
+    "DeliveryConfig",
     "FeedbackConfig",
     "HttpConfig",
     "LimitsConfig",
     "ListenerConfig",
     "LogConfig",
     "NodeConfig",
+    "SitesConfig",
     "SpoolConfig",
     "StorageConfig",
     "SubmissionConfig",

@@ -4,6 +4,8 @@ Layout under the spool directory::
 
     tmp/<email_id>.part     message being received (never delivered, purged at start-up)
     queue/<email_id>.msg    committed message: content, then the envelope trailer
+    meta/<email_id>.json    delivery state (attempts, next attempt, done recipients), rewritten
+                            atomically (rename) after each attempt; owned by relay/delivery/state.py
 
 A committed file is ``content || envelope-json || footer`` where the 16-byte footer is
 ``b"MRSP1\\n"`` + the envelope length as 10 ASCII digits. The envelope is the whole
@@ -164,6 +166,7 @@ class Spool:
         self.root = root
         self.tmp_dir = root / "tmp"
         self.queue_dir = root / "queue"
+        self.meta_dir = root / "meta"
         self.fsync = fsync
         self.batch_max = batch_max
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -175,6 +178,7 @@ class Spool:
         """Create the directories and purge unfinished receptions. Returns how many were purged."""
         self.tmp_dir.mkdir(parents=True, exist_ok=True)
         self.queue_dir.mkdir(parents=True, exist_ok=True)
+        self.meta_dir.mkdir(parents=True, exist_ok=True)
         purged = 0
         for p in self.tmp_dir.iterdir():
             p.unlink(missing_ok=True)
@@ -215,7 +219,27 @@ class Spool:
         await self._submit("commit", writer, data + env + footer)
 
     async def remove(self, email_id: str) -> None:
-        await asyncio.to_thread(self.path_of(email_id).unlink, True)
+        await asyncio.to_thread(self.remove_sync, email_id)
+
+    def remove_sync(self, email_id: str) -> None:
+        """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""
+        self.path_of(email_id).unlink(missing_ok=True)
+        (self.meta_dir / f"{email_id}.json").unlink(missing_ok=True)
+
+    # region delivery state (not fsync'd: it survives a process crash via the page cache; after a
+    # machine crash an older state only means an earlier retry time or a repeated attempt)
+    def write_meta_sync(self, email_id: str, data: bytes) -> None:
+        tmp = self.meta_dir / f".{email_id}.json.tmp"
+        tmp.write_bytes(data)
+        os.replace(tmp, self.meta_dir / f"{email_id}.json")
+
+    def read_meta_sync(self, email_id: str) -> bytes | None:
+        try:
+            return (self.meta_dir / f"{email_id}.json").read_bytes()
+        except FileNotFoundError:
+            return None
+
+    # endregion
 
     # region reading
     def enumerate(self) -> Iterator[str]:

@@ -147,3 +147,39 @@ async def storage(storage_url: str) -> AsyncIterator[SqlStorage]:
         yield st
     finally:
         await st.close()
+
+
+# region network guard: tests may only talk to loopback (127.0.0.0/8, ::1) and Unix sockets.
+import ipaddress as _ipaddress  # noqa: E402
+import socket as _socket  # noqa: E402
+
+
+def _loopback_only(address: object) -> None:
+    if isinstance(address, tuple) and address and isinstance(address[0], str):
+        host = address[0]
+        try:
+            ip = _ipaddress.ip_address(host.split("%")[0])
+        except ValueError:
+            if host != "localhost":
+                raise OSError(f"test network guard: {host!r} is not a loopback address") from None
+            return
+        if not ip.is_loopback:
+            raise OSError(f"test network guard: {host} is not a loopback address")
+
+
+class _GuardedSocket(_socket.socket):
+    def connect(self, address):  # type: ignore[no-untyped-def]
+        _loopback_only(address)
+        return super().connect(address)
+
+    def connect_ex(self, address):  # type: ignore[no-untyped-def]
+        _loopback_only(address)
+        return super().connect_ex(address)
+
+    def sendto(self, *args):  # type: ignore[no-untyped-def]
+        _loopback_only(args[-1])
+        return super().sendto(*args)
+
+
+_socket.socket = _GuardedSocket  # type: ignore[misc]
+# endregion

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
+import secrets
 import socket
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,10 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feedback", default="", help="feedback (bounce/complaint) listener (HOST:PORT)")
     p.add_argument("--feedback-domain", action="append", default=[], help="feedback domain (repeatable)")
     p.add_argument("--http", default="", help="HTTP API listener (HOST:PORT)")
+    p.add_argument("--dns", action="append", default=[], help="nameserver HOST:PORT for MX lookups (repeatable)")
+    p.add_argument("--mx-port", type=int, default=None, help="TCP port of MX hosts (default 25)")
+    p.add_argument("--relayhost", default="", help="send ALL mail to this HOST:PORT instead of the MX")
+    p.add_argument("--no-delivery", action="store_true", help="accept and spool only (no delivery)")
     p.add_argument("--storage-url", default="", help="postgresql://... (default: SQLite in the data directory)")
     p.add_argument("--hostname", default="", help="greeting/EHLO name (default: this machine's FQDN)")
     p.add_argument("--allow-auth-without-tls", choices=["auto", "yes", "no"], default="auto",
@@ -56,6 +62,17 @@ def run(args: argparse.Namespace) -> int:
     if args.http:
         parse_hostport(args.http, "--http")
         settings["http.listen"] = args.http
+    for i, ns in enumerate(args.dns):
+        parse_hostport(ns, f"--dns[{i}]")
+    if args.dns:
+        settings["delivery.dns"] = list(args.dns)
+    if args.mx_port is not None:
+        settings["delivery.mx_port"] = args.mx_port
+    if args.relayhost:
+        parse_hostport(args.relayhost, "--relayhost")
+        settings["delivery.relayhost"] = args.relayhost
+    if args.no_delivery:
+        settings["delivery.enabled"] = False
     if args.storage_url:
         settings["storage.url"] = args.storage_url
     cfg_path = home / CONFIG_NAME
@@ -69,6 +86,11 @@ def run(args: argparse.Namespace) -> int:
         write_self_signed(cert, key_file, args.hostname or socket.getfqdn())
         print(f"wrote a self-signed development certificate: {cert}")
     cfg.path(cfg.node.spool_dir).mkdir(parents=True, exist_ok=True)
+    verp_key = cfg.path(cfg.delivery.verp_secret_file)
+    if not verp_key.exists():
+        fd = os.open(verp_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(secrets.token_hex(32) + "\n")
     url = storage_url(cfg)
 
     async def migrate() -> list[int]:

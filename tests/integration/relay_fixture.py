@@ -76,6 +76,7 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
         "storage.url": storage_url,
         "limits.auth_failure_delay": "0s",
         "log.format": "text",
+        "delivery.enabled": False,  # tests never query the system resolver (network: loopback only)
     }
     if implicit_tls:
         settings["submission_tls.listen"] = "127.0.0.1:0"

@@ -28,7 +28,7 @@ def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
 @pytest.fixture
 def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     h = tmp_path / "home"
-    rc, out, _ = run(capsys, "init", "--home", str(h), "--smtp", "127.0.0.1:0")
+    rc, out, _ = run(capsys, "init", "--home", str(h), "--smtp", "127.0.0.1:0", "--no-delivery")
     assert rc == 0, out
     return h
 
@@ -44,7 +44,7 @@ def test_init_writes_config_cert_and_database(home: Path) -> None:
 def test_home_defaults_to_env(tmp_path: Path, capsys: pytest.CaptureFixture[str],
                               monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setenv("MAILRELAY_HOME", str(tmp_path / "envhome"))
-    assert run(capsys, "init")[0] == 0
+    assert run(capsys, "init", "--no-delivery")[0] == 0
     assert (tmp_path / "envhome" / "mailrelay.toml").exists()
     rc, out, _ = run(capsys, "db", "status")
     assert rc == 0 and "up to date" in out
@@ -114,7 +114,7 @@ def _free_port() -> int:
 def test_serve_submit_and_status_search(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "served"
     port = _free_port()
-    assert run(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}")[0] == 0
+    assert run(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}", "--no-delivery")[0] == 0
     assert run(capsys, "users", "add", "app1", "--account", "acme", "--key", KEY, "--home", str(home))[0] == 0
     assert run(capsys, "suppression", "add", "--list", "complaint", "angry@example.com", "--home", str(home),
                "--account", "acme")[0] == 0
@@ -144,7 +144,8 @@ def test_serve_submit_and_status_search(tmp_path: Path, capsys: pytest.CaptureFi
     rc, out, _ = run(capsys, "status", "search", "--account", "acme", "--json", "--home", str(home))
     assert rc == 0
     rows = {json.loads(line)["recipient"]: json.loads(line) for line in out.splitlines()}
-    assert rows["happy@example.com"]["status"] == 18 and rows["happy@example.com"]["email_type"] == "transactional"
+    assert rows["happy@example.com"]["status"] == 18, rows["happy@example.com"]
+    assert rows["happy@example.com"]["email_type"] == "transactional"
     assert rows["angry@example.com"]["status"] == 4 and rows["angry@example.com"]["sub_status"] == 401
     assert rows["angry@example.com"]["reason"] == "Blacklist:complaint (worker:address in complaint list)"
     assert rows["happy@example.com"]["request_ip"] == "127.0.0.1" and rows["happy@example.com"]["log"]
@@ -166,7 +167,7 @@ def test_serve_refuses_a_schema_that_is_behind(home: Path, capsys: pytest.Captur
 def test_systemd_notify_ready_and_stopping(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "sd"
     port = _free_port()
-    assert run(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}")[0] == 0
+    assert run(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}", "--no-delivery")[0] == 0
     sock_path = tmp_path / "notify.sock"
     sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
     sock.bind(str(sock_path))

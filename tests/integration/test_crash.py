@@ -93,7 +93,7 @@ async def _stall_in_data(port: int, started: asyncio.Event) -> None:
 async def test_kill_dash_nine_loses_nothing_acknowledged(tmp_path: Path) -> None:
     home = tmp_path / "home"
     port = _free_port()
-    _cli(home, "init", "--smtp", f"127.0.0.1:{port}")
+    _cli(home, "init", "--smtp", f"127.0.0.1:{port}", "--no-delivery")
     _cli(home, "users", "add", "app1", "--account", "acme", "--key", KEY)
     log = tmp_path / "serve.log"
     proc = _serve(home, log)

@@ -1,0 +1,84 @@
+"""`mailrelay queues list|show|pause|resume|recover|rate`: the running server's delivery queues.
+
+Talks to `mailrelay serve` over its control socket (queue state lives in the server's memory).
+A queue is named by ``--api-user`` and ``--domain`` (the receiving domain).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+from collections.abc import Callable
+from typing import Any
+
+from relay.commands.common import CommandError, load_home_config
+from relay.control import call
+
+
+def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.ArgumentParser],
+               argparse.ArgumentParser]) -> None:
+    sub = p.add_subparsers(dest="queues_command", required=True)
+    sp = with_home(sub.add_parser("list", help="every queue with its status, pending count and rates"))
+    sp.add_argument("--api-user", help="only this API_USER's queues")
+    sp.add_argument("--json", action="store_true")
+    sp.set_defaults(func=list_queues)
+    for name, help_text in (("show", "one queue: status, rates, the messages waiting with their next attempt"),
+                            ("pause", "pause a queue (mail waits until resume)"),
+                            ("resume", "undo an operator's pause"),
+                            ("recover", "resume now, also from a pause caused by the receiving site"),
+                            ("rate", "set the queue's maximum rate in messages/s (0 or none: no cap)")):
+        sp = with_home(sub.add_parser(name, help=help_text))
+        sp.add_argument("--api-user", required=True)
+        sp.add_argument("--domain", required=True, help="receiving domain")
+        sp.add_argument("--json", action="store_true")
+        if name == "rate":
+            sp.add_argument("rate", help="messages per second, or 'none'")
+        if name == "show":
+            sp.add_argument("--limit", type=int, default=100)
+        sp.set_defaults(func=_control(name))
+
+
+def _call(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> Any:
+    cfg = load_home_config(args.home)
+    try:
+        return asyncio.run(call(cfg.path(cfg.node.control_socket), cmd, payload))
+    except RuntimeError as e:
+        raise CommandError(str(e)) from None
+
+
+def _line(v: dict[str, Any]) -> str:
+    pause = f" paused: {v['pause_reason']} until {v['next_send_time'] or '-'} ({v['pause_reply']})" \
+        if v["status"] == "paused" else ""
+    r = v["in_rate"]["5s"], v["try_rate"]["5s"], v["out_rate"]["5s"]
+    return (f"{v['api_user']:20} {v['domain']:28} {v['status']:7} pending={v['pending']:<7} "
+            f"in/try/out(5s)={r[0]}/{r[1]}/{r[2]}{pause}")
+
+
+def list_queues(args: argparse.Namespace) -> int:
+    views = _call(args, "queues.list", {"api_user": args.api_user} if args.api_user else {})
+    for v in views:
+        print(json.dumps(v) if args.json else _line(v))
+    return 0
+
+
+def _control(name: str) -> Callable[[argparse.Namespace], int]:
+    def run(args: argparse.Namespace) -> int:
+        payload: dict[str, Any] = {"api_user": args.api_user, "domain": args.domain.lower()}
+        if name == "rate":
+            payload["rate"] = None if args.rate.lower() in ("none", "0") else args.rate
+        if name == "show":
+            payload["limit"] = args.limit
+        result = _call(args, f"queues.{name}", payload)
+        if args.json:
+            print(json.dumps(result))
+        elif name == "show":
+            print(_line(result["queue"]))
+            for m in result["messages"]:
+                print(f"  {m['email_id']} {m['recipient']:36} attempts={m['attempts']} next={m['next_attempt']} "
+                      f"{m['last_reason']}")
+        else:
+            print(_line(result))
+        return 0
+
+    return run

@@ -1,0 +1,114 @@
+"""The local control socket: how `mailrelay queues ...` reaches the running server.
+
+A Unix stream socket in the data directory (mode 0600: only the server's user). One JSON
+request line in, one JSON response line out: ``{"cmd": "queues.list", "args": {...}}`` →
+``{"ok": true, "result": ...}`` or ``{"ok": false, "error": "..."}``. Queue state lives in the
+server's memory, so the CLI cannot read it from the database.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import os
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+from relay.delivery.admin import QueueAdmin, QueueError
+
+log = logging.getLogger("mailrelay.control")
+
+MAX_REQUEST = 64 * 1024
+
+
+def _rate(args: dict[str, Any]) -> float | None:
+    value = args.get("rate")
+    if value in (None, "", "none", 0):
+        return None
+    rate = float(value)
+    if rate < 0:
+        raise ValueError("rate must be >= 0")
+    return rate
+
+
+class ControlServer:
+    def __init__(self, path: Path, queues: QueueAdmin | None) -> None:
+        self.path = path
+        self.queues = queues
+        self._server: asyncio.AbstractServer | None = None
+
+    def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        q = self.queues
+        if q is None:
+            return {}
+        return {
+            "queues.list": lambda a: [v.to_json() for v in q.list(a.get("api_user"))],
+            "queues.show": lambda a: q.show(a["api_user"], a["domain"], int(a.get("limit", 100))),
+            "queues.pause": lambda a: q.pause(a["api_user"], a["domain"]).to_json(),
+            "queues.resume": lambda a: q.resume(a["api_user"], a["domain"]).to_json(),
+            "queues.recover": lambda a: q.recover(a["api_user"], a["domain"]).to_json(),
+            "queues.rate": lambda a: q.set_rate(a["api_user"], a["domain"], _rate(a)).to_json(),
+        }
+
+    def handle(self, request: dict[str, Any]) -> dict[str, Any]:
+        cmd = request.get("cmd")
+        fn = self._commands().get(str(cmd))
+        if fn is None:
+            return {"ok": False, "error": f"unknown command {cmd!r} (is delivery enabled?)"}
+        try:
+            return {"ok": True, "result": fn(dict(request.get("args") or {}))}
+        except QueueError as e:
+            return {"ok": False, "error": str(e)}
+        except (KeyError, ValueError, TypeError) as e:
+            return {"ok": False, "error": f"bad arguments: {e}"}
+
+    async def _client(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            line = await asyncio.wait_for(reader.readline(), 10)
+            if len(line) > MAX_REQUEST:
+                resp: dict[str, Any] = {"ok": False, "error": "request too large"}
+            else:
+                try:
+                    req = json.loads(line)
+                    resp = self.handle(req) if isinstance(req, dict) else {"ok": False, "error": "expected an object"}
+                except ValueError:
+                    resp = {"ok": False, "error": "request is not JSON"}
+            writer.write(json.dumps(resp).encode() + b"\n")
+            await writer.drain()
+        except (TimeoutError, ConnectionError):
+            pass
+        finally:
+            writer.close()
+
+    async def start(self) -> None:
+        self.path.unlink(missing_ok=True)
+        self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_REQUEST)
+        os.chmod(self.path, 0o600)
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        self.path.unlink(missing_ok=True)
+
+
+async def call(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
+    """Client side: send one command, return its result or raise RuntimeError with the error."""
+    try:
+        reader, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(path), limit=16 * 1024 * 1024),
+                                                timeout)
+    except (OSError, TimeoutError) as e:
+        raise RuntimeError(f"cannot reach the running server at {path} ({e}); is `mailrelay serve` running?") from e
+    try:
+        writer.write(json.dumps({"cmd": cmd, "args": args or {}}).encode() + b"\n")
+        await writer.drain()
+        line = await asyncio.wait_for(reader.readline(), timeout)
+    finally:
+        writer.close()
+    resp = json.loads(line)
+    if not resp.get("ok"):
+        raise RuntimeError(resp.get("error", "failed"))
+    return resp["result"]
