@@ -66,6 +66,7 @@ class App:
     scheduler: Scheduler | None = None
     control: ControlServer | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
     def _listener_options(self, name: str, lc: ListenerConfig, tls: ssl.SSLContext | None,
@@ -155,6 +156,9 @@ class App:
         notify("READY=1\nSTATUS=accepting mail")
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
+        if self._stopped:
+            return
+        self._stopped = True
         notify("STOPPING=1")
         log.info("stopping", extra={"event": "stopping"})
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
