@@ -101,7 +101,14 @@ async def run_dispatcher(site: SiteQueue, ctx: DispatchContext) -> None:
                             await ctx.report(item, opened, ctx.rules.classify(opened), site)
                             continue
                         conn = opened
-                content = await ctx.load_content(item.email_id)
+                try:
+                    content = await ctx.load_content(item.email_id)
+                except OSError as e:
+                    log.error("spool read failed", extra={"event": "spool_read_failed", "email_id": item.email_id,
+                                                          "error": str(e)})
+                    failed = AttemptResult(Stage.DATA, None, None, f"local error reading the spool: {e}")
+                    await ctx.report(item, failed, ctx.rules.classify(failed), None)
+                    continue
                 t0 = time.monotonic()
                 result = await conn.deliver(ctx.return_path(item), item.recipient, content,
                                             smtputf8=item.smtputf8, size=len(content))
