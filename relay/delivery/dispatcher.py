@@ -70,6 +70,55 @@ async def _connect(site: SiteQueue, opts: ClientOptions) -> SmtpConnection | Att
     return last or AttemptResult(Stage.CONNECT, None, None, "no MX address to connect to")
 
 
+async def _take_connection(site: SiteQueue, ctx: DispatchContext,
+                           conn: SmtpConnection | None) -> SmtpConnection | AttemptResult:
+    """The connection for the next message: this task's own, a pooled idle one, or a new one."""
+    if conn is not None and conn.usable and conn.messages_sent < site.limits.messages_per_connection:
+        return conn
+    if conn is not None:
+        await conn.close()
+    while site.idle:
+        pooled = site.idle.pop()
+        if pooled.usable:
+            return pooled
+        await pooled.close()
+    return await _connect(site, ctx.client)
+
+
+async def _attempt(site: SiteQueue, ctx: DispatchContext, item: DeliveryItem,
+                   conn: SmtpConnection | None) -> SmtpConnection | None:
+    """One item: re-check, connect, send, classify, report. Returns the connection to keep."""
+    stopped = await _recheck(ctx, item)
+    if stopped is not None:
+        await ctx.report(item, stopped[0], None, site, stopped[1])
+        return conn
+    taken = await _take_connection(site, ctx, conn)
+    if isinstance(taken, AttemptResult):
+        await ctx.report(item, taken, ctx.rules.classify(taken), site)
+        return None
+    conn = taken
+    try:
+        content = await ctx.load_content(item.email_id)
+    except OSError as e:
+        log.error("spool read failed", extra={"event": "spool_read_failed", "email_id": item.email_id,
+                                              "error": str(e)})
+        failed = AttemptResult(Stage.DATA, None, None, f"local error reading the spool: {e}")
+        await ctx.report(item, failed, ctx.rules.classify(failed), None)
+        return conn
+    t0 = time.monotonic()
+    result = await conn.deliver(ctx.return_path(item), item.recipient, content,
+                                smtputf8=item.smtputf8, size=len(content))
+    c = ctx.rules.classify(result)
+    if c.outcome is not Outcome.DELIVERED and c.scope is Scope.SITE:
+        await conn.close()
+        conn = None
+    log.debug("attempt", extra={"event": "delivery_attempt", "email_id": item.email_id, "site": site.key.name,
+                                "code": result.code, "scope": c.scope.value,
+                                "ms": int((time.monotonic() - t0) * 1000)})
+    await ctx.report(item, result, c, site)
+    return conn
+
+
 async def run_dispatcher(site: SiteQueue, ctx: DispatchContext) -> None:
     conn: SmtpConnection | None = None
     try:
@@ -81,45 +130,16 @@ async def run_dispatcher(site: SiteQueue, ctx: DispatchContext) -> None:
             item = site.ready.popleft()
             site.in_flight += 1
             try:
-                stopped = await _recheck(ctx, item)
-                if stopped is not None:
-                    await ctx.report(item, stopped[0], None, site, stopped[1])
-                    continue
-                if conn is None or not conn.usable or conn.messages_sent >= site.limits.messages_per_connection:
-                    if conn is not None:
-                        await conn.close()
-                        conn = None
-                    while site.idle and conn is None:
-                        pooled = site.idle.pop()
-                        if pooled.usable:
-                            conn = pooled
-                        else:
-                            await pooled.close()
-                    if conn is None:
-                        opened = await _connect(site, ctx.client)
-                        if isinstance(opened, AttemptResult):
-                            await ctx.report(item, opened, ctx.rules.classify(opened), site)
-                            continue
-                        conn = opened
-                try:
-                    content = await ctx.load_content(item.email_id)
-                except OSError as e:
-                    log.error("spool read failed", extra={"event": "spool_read_failed", "email_id": item.email_id,
-                                                          "error": str(e)})
-                    failed = AttemptResult(Stage.DATA, None, None, f"local error reading the spool: {e}")
-                    await ctx.report(item, failed, ctx.rules.classify(failed), None)
-                    continue
-                t0 = time.monotonic()
-                result = await conn.deliver(ctx.return_path(item), item.recipient, content,
-                                            smtputf8=item.smtputf8, size=len(content))
-                c = ctx.rules.classify(result)
-                if c.outcome is not Outcome.DELIVERED and c.scope is Scope.SITE:
+                conn = await _attempt(site, ctx, item, conn)
+            except Exception as e:  # a bug must cost one retry, never the item
+                log.exception("delivery attempt failed", extra={"event": "dispatcher_error",
+                                                                "email_id": item.email_id})
+                if conn is not None:
                     await conn.close()
                     conn = None
-                log.debug("attempt", extra={"event": "delivery_attempt", "email_id": item.email_id,
-                                            "site": site.key.name, "code": result.code, "scope": c.scope.value,
-                                            "ms": int((time.monotonic() - t0) * 1000)})
-                await ctx.report(item, result, c, site)
+                if not item.done:
+                    failed = AttemptResult(Stage.CONNECT, None, None, f"internal error: {type(e).__name__}")
+                    await ctx.report(item, failed, ctx.rules.classify(failed), None)
             finally:
                 site.in_flight -= 1
     finally:
