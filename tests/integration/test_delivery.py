@@ -13,6 +13,7 @@ import pytest
 
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.state import load_pending
+from relay.delivery.types import Signal
 from storage.protocols import Storage
 from storage.records import ListKind, LogKind, Status, SubStatus, SuppressionEntry
 from tests.helpers.dns_server import LoopbackDns
@@ -218,3 +219,31 @@ async def test_restart_resumes_without_second_delivery(tmp_path: Path, storage: 
         assert list(h2.spool.enumerate()) == []
     finally:
         await h2.close()
+
+
+async def test_domains_sharing_mx_hosts_share_one_site(h: DeliveryHarness, dns: LoopbackDns, mx: ScriptedMx) -> None:
+    dns.add_mx("vanity.test", [(10, "mx2.example.test"), (5, "mx1.example.test")])
+    await h.submit("a@example.test")
+    await h.submit("b@vanity.test")
+    await h.submit("c@vanity.test", api_user="app2")
+    await h.step()
+    assert len(h.scheduler.sites) == 1
+    assert sorted(h.scheduler.queues) == [("app1", "example.test"), ("app1", "vanity.test"), ("app2", "vanity.test")]
+    assert len(mx.connections) == 1 and len(mx.messages) == 3  # one connection budget, reused
+
+
+async def test_rate_limit_replies_cut_the_site_rate(h: DeliveryHarness, mx: ScriptedMx) -> None:
+    mx.set(hook=lambda stage, arg: "451 4.7.1 Rate limited, too many messages, slow down" if stage == "DOT"
+           and len(mx.messages) >= 2 else None)
+    for i in range(4):
+        await h.submit(f"r{i}@example.test")
+    await h.step()
+    site = next(iter(h.scheduler.sites.values()))
+    assert len(mx.messages) == 2
+    rate = site.aimd.rate
+    assert rate < 1_000_000.0  # the first push-back turned the unthrottled site into a measured rate
+    assert rate >= h.cfg.sites.min_rate
+    h.clock.advance(5)
+    site.aimd.on_signal(Signal.RATE_LIMIT)
+    assert site.aimd.rate <= rate  # multiplicative decrease, never below the floor
+    assert site.aimd.rate >= h.cfg.sites.min_rate
