@@ -19,6 +19,7 @@ _HEADER_END = re.compile(rb"\r\n\r\n")
 @dataclass(frozen=True)
 class HeaderFacts:
     subject: str
+    message_id: str | None
     label: str | None
     email_type: EmailType | None
     type_error: str | None  # the email-type header held something else
@@ -57,15 +58,20 @@ def _decode(value: bytes) -> str:
 
 
 def process_headers(
-    header_block: bytes, label_headers: tuple[str, ...], type_headers: tuple[str, ...]
+    header_block: bytes, label_headers: tuple[str, ...], type_headers: tuple[str, ...],
+    default_message_id: str | None = None,
 ) -> tuple[bytes, HeaderFacts]:
-    """``header_block`` ends with the blank line. Returns (filtered block, facts)."""
+    """``header_block`` ends with the blank line. Returns (filtered block, facts).
+
+    Without a Message-ID header, ``default_message_id`` is added (RFC 6409 §8.3: the submission
+    server may add it) — bounces whose return path was rewritten are matched by it."""
     body_sep = header_block.endswith(b"\r\n\r\n")
     text = header_block[:-4] if body_sep else header_block.rstrip(b"\r\n")
     lines = text.split(b"\r\n") if text else []
     label_names = {h.lower() for h in label_headers}
     type_names = {h.lower() for h in type_headers}
     subject = ""
+    message_id: str | None = None
     label: str | None = None
     email_type: EmailType | None = None
     type_error: str | None = None
@@ -83,6 +89,11 @@ def process_headers(
             continue
         if name == "subject" and not subject:
             subject = _decode(value)[:998]
+        if name == "message-id" and message_id is None:
+            message_id = value.decode("ascii", "replace").strip()[:998] or None
         kept.extend(raw)
+    if message_id is None and default_message_id:
+        message_id = default_message_id
+        kept.insert(0, b"Message-ID: " + default_message_id.encode("ascii"))
     out = b"\r\n".join(kept) + b"\r\n\r\n" if kept else b"\r\n"
-    return out, HeaderFacts(subject, label, email_type, type_error)
+    return out, HeaderFacts(subject, message_id, label, email_type, type_error)

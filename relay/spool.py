@@ -78,6 +78,7 @@ def encode_envelope(rec: SubmissionRecord) -> bytes:
         "request_time": _ms(m.request_time),
         "request_ip": m.request_ip,
         "node": m.node,
+        "message_id": m.message_id,
         "recipients": [
             [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
             for r in rec.recipients
@@ -102,6 +103,7 @@ def decode_envelope(raw: bytes) -> SubmissionRecord:
         request_time=_dt(doc["request_time"]),
         request_ip=doc["request_ip"],
         node=doc.get("node", ""),
+        message_id=doc.get("message_id"),
     )
     rcpts = tuple(
         RecipientOutcome(

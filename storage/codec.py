@@ -124,6 +124,7 @@ def message_params(m: MessageRecord) -> dict[str, Any]:
         "request_time": to_ms(m.request_time),
         "request_ip": m.request_ip,
         "node": m.node,
+        "message_id": m.message_id,
     }
 
 

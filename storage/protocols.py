@@ -153,11 +153,22 @@ class StatusRepo(Protocol):
 
     async def append_log(self, email_id: str, recipient: str, entry: LogEntry) -> None: ...
 
+    async def find_by_message_id(self, message_id: str) -> list[tuple[str, int]]:
+        """(email_id, account_id) of submitted messages with this Message-ID header."""
+        ...
+
+
+class FeedbackRepo(Protocol):
+    async def mark_seen(self, key: str, at: datetime) -> bool:
+        """True the first time ``key`` is marked; False if it was seen before (idempotent feedback)."""
+        ...
+
 
 class Storage(Protocol):
     accounts: AccountRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
+    feedback: FeedbackRepo
     url: str
 
     async def schema_state(self) -> SchemaState: ...

@@ -161,6 +161,7 @@ class MessageRecord:
     request_time: datetime
     request_ip: str
     node: str = ""
+    message_id: str | None = None  # the Message-ID header (bounce matching when the return path is lost)
 
 
 @dataclass(frozen=True, slots=True)

@@ -320,3 +320,16 @@ class SqlStatusRepo:
 
     async def append_log(self, email_id: str, recipient: str, entry: LogEntry) -> None:
         await self._ex.execute("log.insert", codec.log_params(email_id, recipient.strip().lower(), entry))
+
+    async def find_by_message_id(self, message_id: str) -> list[tuple[str, int]]:
+        rows = await self._ex.fetch("message.by_message_id", {"message_id": message_id})
+        return [(str(r["email_id"]), int(r["account_id"])) for r in rows]
+
+
+class SqlFeedbackRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def mark_seen(self, key: str, at: datetime) -> bool:
+        rows = await self._ex.write_batch([Op("feedback.mark_seen", [{"key": key, "seen_at": codec.to_ms(at)}])])
+        return rows[0] > 0

@@ -162,6 +162,7 @@ class SubmissionHandler:
     def _record(
         self, session: SessionInfo, user: ApiUser, tx: Transaction, *, subject: str,
         label: str | None, email_type: EmailType | None, size: int, accepted: bool,
+        message_id: str | None = None,
     ) -> SubmissionRecord:
         msg = MessageRecord(
             email_id=tx.email_id,
@@ -175,6 +176,7 @@ class SubmissionHandler:
             request_time=tx.request_time,
             request_ip=session.peer_ip,
             node=self.s.node,
+            message_id=message_id,
         )
         outcomes = [RecipientOutcome(r, Status.SENDING) for r in tx.accepted] if accepted else []
         return SubmissionRecord(msg, tuple(outcomes + tx.refused))
@@ -198,6 +200,7 @@ class IntakeSink:
         self.opts = handler.s.options
         self.head: bytearray | None = bytearray()  # None once the header block was processed
         self.subject = ""
+        self.message_id: str | None = None
         self.label: str | None = None
         self.email_type: EmailType | None = None
         self.type_error: str | None = None
@@ -206,8 +209,9 @@ class IntakeSink:
         assert self.head is not None
         block, rest = bytes(self.head[:end]), bytes(self.head[end:])
         self.head = None
-        filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers)
-        self.subject, self.label = facts.subject, facts.label
+        default_id = f"<{self.tx.email_id.lower()}@{self.h.s.node}>"
+        filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers, default_id)
+        self.subject, self.label, self.message_id = facts.subject, facts.label, facts.message_id
         self.email_type, self.type_error = facts.email_type, facts.type_error
         await self.writer.write(filtered)
         if rest:
@@ -235,7 +239,7 @@ class IntakeSink:
             return replies.BAD_EMAIL_TYPE
         record = self.h._record(
             self.session, self.user, self.tx, subject=self.subject, label=self.label,
-            email_type=self.email_type, size=self.writer.size, accepted=True,
+            email_type=self.email_type, size=self.writer.size, accepted=True, message_id=self.message_id,
         )
         try:
             await self.h.s.intake.accept(self.writer, record)

@@ -34,11 +34,11 @@ WHERE account_id = :account_id AND kind = :kind AND value = ANY(:values::text[])
 -- mode: columnar
 INSERT INTO messages
     (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
-     request_ip, node)
+     request_ip, node, message_id)
 SELECT * FROM unnest(
     :email_id::text[], :account_id::bigint[], :api_user::text[], :sender::text[], :subject::text[],
     :label::text[], :email_type::text[], :size::bigint[], :request_time::bigint[],
-    :request_ip::text[], :node::text[])
+    :request_ip::text[], :node::text[], :message_id::text[])
 ON CONFLICT (email_id) DO NOTHING
 
 -- name: recipient.insert

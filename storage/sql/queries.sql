@@ -151,11 +151,20 @@ WHERE account_id = :account_id AND value = :value AND kind = :kind
 -- name: message.insert
 INSERT INTO messages
     (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
-     request_ip, node)
+     request_ip, node, message_id)
 VALUES
     (:email_id, :account_id, :api_user, :sender, :subject, :label, :email_type, :size, :request_time,
-     :request_ip, :node)
+     :request_ip, :node, :message_id)
 ON CONFLICT (email_id) DO NOTHING
+
+-- name: message.by_message_id
+-- bounce matching when a forwarder rewrote the return path
+SELECT email_id, account_id FROM messages WHERE message_id = :message_id ORDER BY email_id LIMIT 10
+
+-- name: feedback.mark_seen
+-- changes one row only the first time a key is seen (the same feedback twice counts once)
+INSERT INTO feedback_seen (key, seen_at) VALUES (:key, :seen_at)
+ON CONFLICT (key) DO NOTHING
 
 -- name: recipient.insert
 INSERT INTO recipients

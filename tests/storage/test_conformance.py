@@ -571,3 +571,20 @@ async def test_naive_datetime_is_refused(storage: SqlStorage) -> None:
     acct = (await storage.accounts.ensure_account("acme")).id
     with pytest.raises(ValueError, match="naive"):
         await storage.suppressions.hits(acct, "u", "a@x.com", "x.com", datetime(2026, 1, 1))
+
+
+async def test_feedback_seen_is_idempotent(storage: SqlStorage) -> None:
+    now = T0
+    assert await storage.feedback.mark_seen("dsn:abc:x@example.com", now) is True
+    assert await storage.feedback.mark_seen("dsn:abc:x@example.com", now) is False
+    assert await storage.feedback.mark_seen("dsn:abc:y@example.com", now) is True
+
+
+async def test_find_by_message_id(storage: SqlStorage) -> None:
+    acct = await storage.accounts.ensure_account("mid")
+    msg = MessageRecord("01MIDTEST00000000000000000", acct.id, "u", "s@example.com", "", None, None, 1, T0,
+                        "127.0.0.1", "n", message_id="<abc@example.com>")
+    await storage.statuses.record_submissions([SubmissionRecord(msg, (RecipientOutcome("r@example.com",
+                                                                                         Status.SENDING),))])
+    assert await storage.statuses.find_by_message_id("<abc@example.com>") == [(msg.email_id, acct.id)]
+    assert await storage.statuses.find_by_message_id("<other@example.com>") == []

@@ -34,3 +34,10 @@ def test_header_end_detection() -> None:
 def test_no_headers_kept() -> None:
     out, facts = process_headers(b"X-Label: x\r\n\r\n", LABELS, TYPES)
     assert out == b"\r\n" and facts.label == "x"
+
+
+def test_message_id_kept_or_added() -> None:
+    out, facts = process_headers(b"Message-ID: <a@b>\r\nSubject: s\r\n\r\n", LABELS, TYPES, "<new@relay>")
+    assert facts.message_id == "<a@b>" and b"<new@relay>" not in out
+    out, facts = process_headers(b"Subject: s\r\n\r\n", LABELS, TYPES, "<new@relay>")
+    assert facts.message_id == "<new@relay>" and out.startswith(b"Message-ID: <new@relay>\r\n")
