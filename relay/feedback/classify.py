@@ -1,0 +1,169 @@
+"""Bounce diagnostic -> soft-bounce :class:`Category` (503/505/506/507/508/509), as data.
+
+What it does: :class:`BounceClassifier` matches a recipient row's diagnostic text, reply code and
+enhanced status against, in order:
+
+1. ``relay/rules/bounce_rules.toml`` — wording that only appears in bounce mail (queue expiry,
+   MTA-local failures, "Google tried to deliver your message", ...) and conditions whose meaning in
+   a bounce differs from a live reply (a full mailbox is a *server* condition here, SPEC §4 and the
+   corpus mapping). It is small and specific, so it sits first;
+2. the shared ``reply_rules.toml`` through :meth:`ReplyRules.match_text` (one rule set with
+   delivery, ending in the RFC 3463 status-code fallbacks);
+3. both again on the bounce's whole notice text when the per-recipient diagnostic said nothing;
+4. structural fallbacks: 4.x.x or ``Action: delayed`` -> server_error, the rest -> others.
+
+Then one Sisimai-style adjustment: "user unknown" answered to DATA (after the RCPT was
+accepted) is a content filter speaking, not a missing mailbox -> rejected, unless the enhanced
+code says x.1.1.
+
+Rules files use the reply-rules format and validation (:func:`compile_rules`); an error names the
+file and the rule, at start-up. No I/O after :meth:`BounceClassifier.load`.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+from relay.delivery.classify import ReplyRules, Rule, compile_rules
+from relay.delivery.types import Category
+from relay.rules import RulesError, packaged_path, read_toml
+
+__all__ = ["BOUNCE_RULES_FILE", "BounceClassifier", "Verdict"]
+
+BOUNCE_RULES_FILE = "bounce_rules.toml"
+
+
+@dataclass(frozen=True, slots=True)
+class Verdict:
+    category: Category
+    rule: str
+
+
+_CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s+)?")
+
+
+def _unfold_reply(text: str) -> str:
+    """Join a multi-line reply: "552-5.7.0 This message was ... 552-5.7.0 security issue" -> one text."""
+    return _CONTINUATION.sub(" ", text) if "-" in text else text
+
+
+def _fused(rules: Sequence[Rule]) -> ReplyRules:
+    """The same rules with each rule's patterns joined into one alternation: one regex search per
+    rule instead of one per pattern (same matches: ``search`` of ``a|b`` finds either)."""
+    out = []
+    for rule in rules:
+        if len(rule.patterns) > 1:
+            joined = "|".join(f"(?:{p.pattern})" for p in rule.patterns)
+            rule = replace(rule, patterns=(re.compile(joined, re.IGNORECASE),))
+        out.append(rule)
+    return ReplyRules(out)
+
+
+def _match_code(code: int | None, status: str | None, action: str | None) -> int | None:
+    """The reply code rules see: the real one, else one implied by the status class or action."""
+    if code is not None:
+        return code
+    if status and status[:1] in ("4", "5"):
+        return 450 if status[0] == "4" else 550
+    if action == "failed":
+        return 550
+    if action == "delayed":
+        return 450
+    return None
+
+
+# Rules that speak about the domain/host, not the mailbox: the SMTP stage does not change them.
+_DOMAIN_LEVEL_RULES = frozenset({"bounce-host-unknown", "bounce-has-moved"})
+_TOP_LEVEL = frozenset({"rule", "late"})
+
+
+def _compile_file(path: Path) -> tuple[list[Rule], list[Rule]]:
+    data = read_toml(path)
+    unknown = sorted(set(data) - _TOP_LEVEL)
+    if unknown:
+        raise RulesError(f"{path}: unknown top-level key(s) {', '.join(unknown)} (use [[rule]] and [[late]] tables)")
+    early = compile_rules({"rule": data.get("rule", [])}, str(path))
+    late = compile_rules({"rule": data.get("late", [])}, str(path))
+    dup = {r.name for r in early} & {r.name for r in late}
+    if dup:
+        raise RulesError(f"{path}: rule {sorted(dup)[0]!r} is defined twice")
+    return early, late
+
+
+class BounceClassifier:
+    def __init__(self, early: ReplyRules, reply_rules: ReplyRules, late: ReplyRules | None = None) -> None:
+        self._early = _fused(early.rules)
+        self._late = _fused(late.rules if late is not None else ())
+        self._reply = reply_rules
+        self._reply_text = _fused([r for r in reply_rules.rules if r.patterns])
+        self._reply_codes = ReplyRules([r for r in reply_rules.rules if not r.patterns])
+
+    @classmethod
+    def load(cls, reply_rules: ReplyRules | None = None, paths: Sequence[Path] | None = None) -> BounceClassifier:
+        """Operator bounce-rules files ``paths`` (in order) before the packaged ``bounce_rules.toml``.
+
+        An operator rule replaces the packaged rule of the same name. ``reply_rules`` defaults to the
+        packaged reply rules; pass the running delivery's instance so operator reply rules apply too.
+        """
+        early: list[Rule] = []
+        late: list[Rule] = []
+        names: dict[str, str] = {}
+        packaged = packaged_path(BOUNCE_RULES_FILE)
+        for path in [*(paths or ()), packaged]:
+            file_early, file_late = _compile_file(path)
+            for target, rules in ((early, file_early), (late, file_late)):
+                for rule in rules:
+                    if rule.name in names:
+                        if path == packaged:
+                            continue  # replaced by an operator rule
+                        raise RulesError(f"{path}: rule {rule.name!r} is already defined in {names[rule.name]}")
+                    names[rule.name] = str(path)
+                    target.append(rule)
+        return cls(ReplyRules(early), reply_rules if reply_rules is not None else ReplyRules.load(), ReplyRules(late))
+
+    @property
+    def rules(self) -> tuple[Rule, ...]:
+        """Every rule, in the order they are tried."""
+        return self._early.rules + self._reply_text.rules + self._late.rules + self._reply_codes.rules
+
+    def _text_match(self, text: str, code: int | None, status: str | None) -> Rule | None:
+        if not text:
+            return None
+        return (self._early.match_text(text, code, status) or self._reply_text.match_text(text, code, status)
+                or self._late.match_text(text, code, status))
+
+    def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
+                 action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
+        diagnostic = _unfold_reply(diagnostic)
+        mcode = _match_code(code, status, action)
+        rule = self._text_match(diagnostic, mcode, status)
+        if rule is None and context and context != diagnostic:
+            rule = self._text_match(context, mcode, status)
+        if rule is None and (status or mcode):
+            rule = self._reply_codes.match_text("", mcode, status)
+        if rule is None:
+            if (status or "").startswith("4") or action == "delayed" or (code is not None and 400 <= code < 500):
+                return Verdict(Category.SERVER_ERROR, "fallback-temporary")
+            return Verdict(Category.OTHERS, "fallback")
+        if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.name, status, command, code):
+            return Verdict(Category.REJECTED, f"{rule.name}+{(command or 'status').lower()}")
+        return Verdict(rule.category, rule.name)
+
+
+def _refused_not_missing(rule: str, status: str | None, command: str | None, code: int | None) -> bool:
+    """Sisimai's rule: "user unknown" relayed from a remote server counts only when it answered
+    RCPT TO (or gave an X.1.x address status). Said to MAIL FROM it is about our sender; said after
+    DATA, with a policy/mailbox status, or with no telling at all, it may be a content filter's
+    refusal — the address is not known to be gone (and must not enter the bounce list).
+    A report by the recipient's own mail server (no remote reply code, status or command: Exchange,
+    IMail, local delivery agents) is authoritative."""
+    if command == "MAIL":
+        return True
+    if rule in _DOMAIN_LEVEL_RULES:
+        return False
+    if command == "RCPT" or (status is not None and status.split(".")[1:2] == ["1"]):
+        return False
+    return command is not None or status is not None or code is not None

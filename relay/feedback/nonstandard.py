@@ -1,0 +1,266 @@
+"""Non-standard bounces (no RFC 3464 fields) -> recipient rows, or None ("not mine").
+
+What it does: real MTAs write their failure notices as prose — Exim ("The following address(es)
+failed:"), qmail ("<addr>:" then the remote reply), Sendmail v5/v8 transcripts, Postfix without
+DSN, Exchange 2003 ("did not reach the following recipient(s)"), Office 365, Gmail/Google Groups,
+Yahoo, Outlook.com, Tencent, NetEase, Mail.ru, OpenSMTPD, DragonFly, Notes, m-FILTER, ... Rather
+than one parser per product, one engine reads the layout they share:
+
+1. the notice is the human-readable text up to the returned message (cut at the markers MTAs
+   print: "This is a copy of the message", "Below this line is a copy", "Original message", ...);
+2. the failed recipients are, in order of trust: ``X-Failed-Recipients`` (Exim, Google), lines
+   that hold an address alone or with a reason ("addr: reason", "addr on <date>",
+   "<addr>... reason"), an address after a "recipient"/"to"/"undeliverable to" phrase, and at
+   last the first address that is not the sender's or the bounce's own;
+3. each recipient's diagnostic is the text that follows its line (or the nearest paragraph);
+   reply code, enhanced code and SMTP command are read from it.
+Amazon SES notifications (JSON over SNS) are read as JSON.
+
+Guarantees: never raises; None when the mail has no bounce signal in its headers or no recipient
+can be found. Rows are not classified here.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import dataclass
+
+from relay.feedback.autoreply import bounce_signals
+from relay.feedback.mime import Mail, parse_header_block
+from relay.feedback.notice import split_notice
+from relay.feedback.report import RecipientReport
+from relay.feedback.scan import (
+    ADDRESS,
+    clean_address,
+    find_addresses,
+    find_command,
+    find_enhanced,
+    find_reply_code,
+    one_line,
+    strip_diag_type,
+)
+
+__all__ = ["NonStandardResult", "parse_nonstandard"]
+
+_A = ADDRESS.pattern
+# (pattern, the reason is on the same line)
+_LINE_PATTERNS: tuple[tuple[re.Pattern[str], bool], ...] = tuple((re.compile(p, re.I), inline) for p, inline in (
+    (rf"^[\s>*-]*[<\"(\[]?(?P<a>{_A})[>\")\]]?\s*[:.,]?\s*$", False),  # the address alone (Exim, qmail, Gmail)
+    (rf"^[\s>]*<?(?P<a>{_A})>?\s+on\s+\S", False),  # Exchange 2003: "addr on <date>"
+    (rf"^[\s>]*<?(?P<a>{_A})>?\s*<mailto:", False),  # Office 365
+    (rf"^[\s>]*(?:\d{{3}}\s+)?<(?P<a>{_A})>\.\.\.\s*\S", True),  # Sendmail: "554 <addr>... reason"
+    (rf"^[\s>]*<?(?P<a>{_A})>?:\s+\S", True),  # OpenSMTPD: "addr: reason"
+    (rf"^\s*<?(?P<a>{_A})>?\s+[A-Z][a-z]+\s", True),  # Zoho and others: "addr Invalid Address, ..."
+))
+_CONTEXT = re.compile(
+    r"(?:(?<![a-z-])(?:to|rcpt to|recipient|recipients|undeliverable to|delivered to|failed recipient|"
+    r"could not be delivered to|unable to deliver (?:message |mail )?to|deliver(?:ing)? (?:your )?"
+    r"(?:mail |message )?to|address|user|userid|mailbox|destination))\s*(?:\(s\))?\s*:?\s*[(<\[\"]?"
+    rf"(?P<a>{_A})", re.I)
+_SENDER_CONTEXT = re.compile(rf"(?:mail from|from|sender|envelope-from|F=)\s*[:=]?\s*[<\[(\"]?(?P<a>{_A})", re.I)
+_LETTERS = re.compile(r"[^\W\d_]{3,}")
+_QUOTED = re.compile(r"^>\s?", re.M)
+MAX_RECIPIENTS = 200
+_FAMILIES: tuple[tuple[re.Pattern[str], str], ...] = tuple((re.compile(p, re.I), n) for p, n in (
+    (r"qmail-send program|does not like recipient", "qmail"),
+    (r"The following address\(es\) failed|Exim|mail delivery software", "exim"),
+    (r"Postfix program", "postfix"),
+    (r"Transcript of session follows|MAILER-DAEMON.*Sendmail|----- The following addresses", "sendmail"),
+    (r"did not reach the following recipient|MSEXCH", "exchange"),
+    (r"Delivery has failed to these recipients|outlook\.com|Office 365", "office365"),
+    (r"Google tried to deliver|Delivery to the following recipient|Google Groups", "gmail"),
+    (r"OpenSMTPD|This is the MAILER-DAEMON, please DO NOT REPLY", "opensmtpd"),
+    (r"DragonFly Mail Agent", "dragonfly"),
+    (r"Mail\.Ru", "mailru"),
+))
+
+
+@dataclass(frozen=True, slots=True)
+class NonStandardResult:
+    rows: tuple[RecipientReport, ...]
+    format: str
+    delivery_success: bool = False
+    complaint_type: str | None = None  # SES complaint notifications are complaints, not bounces
+    notice: str = ""  # the notice text, one line (classification context)
+
+
+def _excluded(mail: Mail, notice: str) -> set[str]:
+    out: set[str] = set()
+    for name in ("From", "To", "Return-Path", "Reply-To", "Sender", "Delivered-To"):
+        for value in mail.all_headers(name):
+            out.update(a.lower() for a in find_addresses(value))
+    for name in ("From", "Return-Path", "Sender", "Reply-To"):
+        out.update(a.lower() for a in find_addresses(mail.returned(name) or ""))
+    out.update(m.group("a").lower() for m in _SENDER_CONTEXT.finditer(notice))
+    return out
+
+
+def _candidates(lines: list[str]) -> list[tuple[int, str, bool]]:
+    found: list[tuple[int, str, bool]] = []
+    for i, line in enumerate(lines):
+        if len(line) > 400 or "@" not in line:
+            continue
+        for pattern, inline in _LINE_PATTERNS:
+            m = pattern.match(line)
+            if m:
+                found.append((i, m.group("a"), inline))
+                break
+    return found
+
+
+def _block(lines: list[str], idx: int, address: str, stops: set[int], inline: bool) -> str:
+    """The explanation that belongs to the recipient on line ``idx``."""
+    first = lines[idx]
+    if inline:  # "554 <addr>... reason": this line, plus its indented continuation lines
+        out = [first.strip()]
+        for line in lines[idx + 1:idx + 6]:
+            if not line[:1].isspace() or not line.strip():
+                break
+            out.append(line.strip())
+        return "\n".join(out)
+    pos = first.lower().find(address.lower())
+    rest = first[pos + len(address):].lstrip(">\"): ,.") if pos >= 0 else first
+    out = [rest] if _LETTERS.search(rest) and not re.match(r"\s*on\s", rest) else []
+    i = idx + 1
+    while i < len(lines) and i not in stops and len(out) < 14:
+        line = lines[i]
+        if not line.strip():
+            if out or i - idx > 3:
+                break
+        else:
+            out.append(line.strip())
+        i += 1
+    if any(_LETTERS.search(x) for x in out):
+        return "\n".join(out)
+    # the reason came before the address (au/EZweb, Notes): the previous paragraph
+    j = idx - 1
+    prev: list[str] = []
+    while j >= 0 and len(prev) < 6:
+        if not lines[j].strip():
+            if prev:
+                break
+        else:
+            prev.insert(0, lines[j].strip())
+        j -= 1
+    return "\n".join(prev)
+
+
+def _ses(mail: Mail) -> NonStandardResult | None:
+    text = mail.plain_text
+    start = text.find("{")
+    if start < 0 or "notificationType" not in text[:200000]:
+        return None
+    try:
+        obj, _ = json.JSONDecoder().raw_decode(text[start:])
+        if isinstance(obj, dict) and isinstance(obj.get("Message"), str):
+            obj = json.loads(obj["Message"])
+    except (ValueError, RecursionError):
+        return None
+    if not isinstance(obj, dict):
+        return None
+    kind = str(obj.get("notificationType") or obj.get("eventType") or "")
+    rows: list[RecipientReport] = []
+    if kind == "Bounce" and isinstance(obj.get("bounce"), dict):
+        for r in obj["bounce"].get("bouncedRecipients") or []:
+            if isinstance(r, dict) and clean_address(str(r.get("emailAddress", ""))):
+                diag = strip_diag_type(one_line(str(r.get("diagnosticCode") or "")))
+                rows.append(RecipientReport(
+                    recipient=clean_address(str(r["emailAddress"])) or "", action=str(r.get("action") or "failed"),
+                    status=find_enhanced(str(r.get("status") or "")) or find_enhanced(diag),
+                    smtp_code=find_reply_code(diag), diagnostic=diag, command=find_command(diag)))
+        return NonStandardResult(tuple(rows[:MAX_RECIPIENTS]), "amazonses") if rows else None
+    if kind == "Delivery" and isinstance(obj.get("delivery"), dict):
+        diag = strip_diag_type(one_line(str(obj["delivery"].get("smtpResponse") or "")))
+        for r in obj["delivery"].get("recipients") or []:
+            addr = clean_address(str(r))
+            if addr:
+                rows.append(RecipientReport(recipient=addr, action="delivered", status=find_enhanced(diag),
+                                            smtp_code=find_reply_code(diag), diagnostic=diag))
+        return NonStandardResult(tuple(rows), "amazonses", delivery_success=True) if rows else None
+    if kind == "Complaint" and isinstance(obj.get("complaint"), dict):
+        c = obj["complaint"]
+        for r in c.get("complainedRecipients") or []:
+            addr = clean_address(str(r.get("emailAddress", ""))) if isinstance(r, dict) else None
+            if addr:
+                rows.append(RecipientReport(recipient=addr, rule="arf-amazonses"))
+        ftype = str(c.get("complaintFeedbackType") or "abuse")
+        return NonStandardResult(tuple(rows), "amazonses", complaint_type=ftype) if rows else None
+    return None
+
+
+def parse_nonstandard(mail: Mail) -> NonStandardResult | None:
+    if not bounce_signals(mail):
+        return None
+    ses = _ses(mail)
+    if ses is not None:
+        return ses
+    text = mail.plain_text
+    if text.count("\n>") > 5:
+        text = _QUOTED.sub("", text)  # a forwarded bounce ("Begin forwarded message:")
+    notice, _returned = split_notice(text)
+    if not mail.returned_headers and _returned:
+        mail.returned_headers = parse_header_block(_returned.lstrip())
+    lines = notice.splitlines()
+    excluded = _excluded(mail, notice)
+
+    line_hits = _candidates(lines)
+    inline_at = {i: inline for i, _, inline in line_hits}
+    kept = [(i, a) for i, a, _ in line_hits if a.lower() not in excluded]
+    recipients: list[tuple[int, str]] = kept or [(i, a) for i, a, _ in line_hits]
+    failed_header = find_addresses(mail.header("X-Failed-Recipients") or "")
+    if failed_header and not kept:
+        # Exim, Google: the header names the failed recipients when the body has no address line
+        recipients = [(next((i for i, line in enumerate(lines) if a.lower() in line.lower()), -1), a)
+                      for a in failed_header]
+    if not recipients:
+        ctx = [(notice.count("\n", 0, m.start()), m.group("a")) for m in _CONTEXT.finditer(notice)]
+        recipients = [(i, a) for i, a in ctx if a.lower() not in excluded][:1]
+    if not recipients:
+        for i, line in enumerate(lines):
+            hit = next((a for a in find_addresses(line) if a.lower() not in excluded), None)
+            if hit:
+                recipients = [(i, hit)]
+                break
+    if not recipients:
+        returned_to = clean_address(mail.returned("To"))
+        if returned_to:
+            recipients = [(-1, returned_to)]
+    if not recipients:
+        return None
+
+    seen: set[str] = set()
+    unique: list[tuple[int, str]] = []
+    for i, a in recipients:
+        if a.lower() not in seen:
+            seen.add(a.lower())
+            unique.append((i, a))
+    unique = unique[:MAX_RECIPIENTS]
+    stops = {i for i, _, _ in line_hits}
+    whole = one_line(notice, 4000)
+    single = len(unique) == 1
+    rows = []
+    for idx, addr in unique:
+        block = _block(lines, idx, addr, stops - {idx}, inline_at.get(idx, False)) if idx >= 0 else ""
+        diag = strip_diag_type(one_line(block, 2000))
+        if inline_at.get(idx) and "..." in diag:
+            # Sendmail "554 <addr>... 550 Host unknown": the remote's reply follows the local one
+            inner = diag.split("...", 1)[1]
+            code = find_reply_code(inner, strict=True) or find_reply_code(diag, strict=True)
+        else:
+            code = find_reply_code(diag, strict=True)
+        if code is None and single:
+            code = find_reply_code(notice, strict=True)
+        status = find_enhanced(diag) or (find_enhanced(whole) if single else None)
+        rows.append(RecipientReport(
+            recipient=addr, action="failed", status=status, smtp_code=code,
+            diagnostic=diag or whole[:1000], command=find_command(block) or (find_command(notice) if single else None)))
+    return NonStandardResult(tuple(rows), _family(text, mail), notice=whole)
+
+
+def _family(text: str, mail: Mail) -> str:
+    head = text[:4000] + " " + (mail.header("From") or "")
+    for pattern, name in _FAMILIES:
+        if pattern.search(head):
+            return name
+    return "generic"
