@@ -23,6 +23,7 @@ from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
+from relay.feedback.listener import FeedbackHandler, FeedbackServices
 from relay.intake import Intake
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
@@ -65,6 +66,7 @@ class App:
     listeners: list[Listener] = field(default_factory=list)
     scheduler: Scheduler | None = None
     control: ControlServer | None = None
+    feedback: FeedbackServices | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -153,7 +155,48 @@ class App:
                 addr = f"{bound_host}:{bound_port}"
                 log.info(f"listening ({name}) on {addr}", extra={"event": "listening", "listener": name,
                                                                  "address": addr})
+        if cfg.feedback.listen:
+            await self._start_feedback(tls)
         notify("READY=1\nSTATUS=accepting mail")
+
+    async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
+        from relay.feedback.setup import build_ingestor  # the parser loads its rules at import
+
+        cfg = self.cfg
+        assert self.storage is not None
+        ingestor = build_ingestor(cfg, self.storage)
+
+        async def process(mid: str, raw: bytes, rcpts: tuple[str, ...]) -> None:
+            await ingestor.ingest(raw, f"smtp:{mid}", envelope_rcpts=rcpts, inbox_id=mid)
+
+        async def backlog() -> None:  # received before a crash or restart, not yet processed
+            for mid in list(ingestor.inbox.pending()):
+                raw = await asyncio.to_thread(ingestor.inbox.read_sync, mid)
+                await ingestor.ingest(raw, f"inbox:{mid}", inbox_id=mid)
+
+        self.feedback = FeedbackServices(frozenset(d.lower() for d in cfg.feedback.domains), ingestor.inbox,
+                                         process)
+        self._tasks.append(asyncio.create_task(backlog(), name="feedback-backlog"))
+        lim = cfg.limits
+        host, port = parse_hostport(cfg.feedback.listen, "feedback.listen")
+        options = ListenerOptions(
+            name="feedback", hostname=cfg.feedback.hostname or socket.getfqdn(), tls_context=tls,
+            auth_enabled=False, require_auth=False, max_message_size=lim.max_message_size,
+            max_recipients=100, max_protocol_errors=lim.max_protocol_errors,
+            command_timeout=parse_duration(lim.command_timeout), data_timeout=parse_duration(lim.data_timeout),
+            data_idle_timeout=parse_duration(lim.data_idle_timeout),
+        )
+        services = self.feedback
+
+        def factory() -> FeedbackHandler:
+            return FeedbackHandler(services)
+
+        listener = await start_listener(options, factory, host, port)
+        self.listeners.append(listener)
+        for bound_host, bound_port in listener.addresses:
+            addr = f"{bound_host}:{bound_port}"
+            log.info(f"listening (feedback) on {addr}", extra={"event": "listening", "listener": "feedback",
+                                                                 "address": addr})
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         if self._stopped:
@@ -163,6 +206,8 @@ class App:
         log.info("stopping", extra={"event": "stopping"})
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
+        if self.feedback is not None and self.feedback.tasks:
+            await asyncio.wait(list(self.feedback.tasks), timeout=grace)
         if self.scheduler is not None:
             await self.scheduler.stop(parse_duration(self.cfg.delivery.shutdown_grace))
         for task in self._tasks:

@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay.commands import db, init, queues, status, suppression, users
+from relay.commands import db, feedback, init, queues, status, suppression, users
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -44,6 +44,7 @@ def build_parser() -> argparse.ArgumentParser:
     suppression.add_parser(sub.add_parser("suppression", help="the five suppression lists"), with_home)
     status.add_parser(sub.add_parser("status", help="per-recipient statuses"), with_home)
     queues.add_parser(sub.add_parser("queues", help="delivery queues of the running server"), with_home)
+    feedback.add_parser(sub.add_parser("feedback", help="bounce and complaint mail: classify, ingest"), with_home)
     return p
 
 

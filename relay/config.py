@@ -240,6 +240,8 @@ def _validate(cfg: Config) -> None:
             parse_hostport(lc.listen, f"{name}.listen")
         if lc.max_connections_per_ip < 1:
             raise ConfigError(f"{name}.max_connections_per_ip: must be >= 1")
+    if cfg.feedback.listen and not cfg.feedback.domains:
+        raise ConfigError("feedback.listen is set but feedback.domains is empty (`init --feedback-domain D`)")
     for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
         if lst:
             parse_hostport(lst, f"{name}.listen")

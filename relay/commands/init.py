@@ -56,6 +56,8 @@ def run(args: argparse.Namespace) -> int:
         )
     if args.feedback:
         parse_hostport(args.feedback, "--feedback")
+        if not args.feedback_domain:
+            raise CommandError("--feedback needs at least one --feedback-domain (the domains it accepts mail for)")
         settings["feedback.listen"] = args.feedback
     if args.feedback_domain:
         settings["feedback.domains"] = [d.lower() for d in args.feedback_domain]

@@ -36,6 +36,7 @@ class RelayUnderTest:
     key: str
     port: int
     tls_port: int | None
+    feedback_port: int | None = None
 
     @property
     def host(self) -> str:
@@ -86,6 +87,7 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     (home / "mailrelay.toml").write_text(render_config(settings))
     cfg = config_from_dict(tomllib.loads((home / "mailrelay.toml").read_text()), home)
     write_self_signed(cfg.path(cfg.tls.cert_file), cfg.path(cfg.tls.key_file), "relay.test")
+    cfg.path(cfg.delivery.verp_secret_file).write_text("ab" * 32 + "\n")
     migrator = await open_storage(storage_url)
     await migrator.migrate()
     await migrator.close()
@@ -98,7 +100,7 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     ports = {lst.options.name: lst.port for lst in app.listeners}
     port = ports["smtp"]
     tls_port = ports.get("submission_tls")
-    return RelayUnderTest(app, cfg, home, app.storage, acct.id, "app1", key, port, tls_port)
+    return RelayUnderTest(app, cfg, home, app.storage, acct.id, "app1", key, port, tls_port, ports.get("feedback"))
 
 
 def replace_cfg(cfg: Config, **sections: Any) -> Config:

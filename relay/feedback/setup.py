@@ -1,0 +1,19 @@
+"""Build the feedback stage from the configuration (called by the composition root and the CLI)."""
+
+from __future__ import annotations
+
+from relay.config import Config
+from relay.delivery.setup import read_verp_secret
+from relay.feedback.inbox import FeedbackInbox
+from relay.feedback.ingest import FeedbackIngestor
+from relay.feedback.parse import parse
+from relay.rules import load_tencent_rules
+from storage.protocols import Storage
+
+
+def build_ingestor(cfg: Config, storage: Storage) -> FeedbackIngestor:
+    inbox = FeedbackInbox(cfg.path("feedback"), fsync=cfg.spool.fsync)
+    inbox.prepare()
+    key = cfg.path(cfg.delivery.verp_secret_file)
+    secrets = [read_verp_secret(key)] if key.exists() else []
+    return FeedbackIngestor(storage, secrets, load_tencent_rules(), inbox, parse)
