@@ -11,6 +11,8 @@ from typing import Any
 import asyncpg
 import pytest
 
+from tests.helpers.mx_sink import ScriptedMx
+from tests.integration.delivery_harness import free_port
 from tests.integration.relay_fixture import RelayUnderTest, start_relay
 
 PG_DSN = os.environ.get("MAILRELAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
@@ -75,3 +77,12 @@ async def any_backend_relay(request: pytest.FixtureRequest, relay_factory: Relay
 @pytest.fixture
 async def tls_relay(relay_factory: RelayFactory) -> RelayUnderTest:
     return await relay_factory(allow_plain_auth=False)
+
+
+@pytest.fixture
+async def sink() -> AsyncIterator[ScriptedMx]:
+    """A scripted MX on 127.0.0.2 that accepts everything (use as the relay host)."""
+    mx = ScriptedMx("127.0.0.2", free_port())
+    await mx.start()
+    yield mx
+    await mx.stop()

@@ -7,9 +7,13 @@ from the test template).
 
 from __future__ import annotations
 
+import asyncio
 import dataclasses
+import inspect
 import ssl
+import time
 import tomllib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -101,6 +105,19 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     port = ports["smtp"]
     tls_port = ports.get("submission_tls")
     return RelayUnderTest(app, cfg, home, app.storage, acct.id, "app1", key, port, tls_port, ports.get("feedback"))
+
+
+async def wait_until(pred: Callable[[], bool | Awaitable[bool]], timeout: float = 10.0) -> None:
+    """Poll ``pred`` (sync or async) until it is true; fail after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = pred()
+        if inspect.isawaitable(value):
+            value = await value
+        if value:
+            return
+        assert time.monotonic() < deadline, "condition not reached in time"
+        await asyncio.sleep(0.05)
 
 
 def replace_cfg(cfg: Config, **sections: Any) -> Config:

@@ -5,38 +5,20 @@ from __future__ import annotations
 
 import asyncio
 import smtplib
-import time
-from collections.abc import AsyncIterator
-
-import pytest
 
 from storage.records import ListKind, LogKind, Status, SubStatus
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
-from tests.integration.delivery_harness import free_port
-from tests.integration.relay_fixture import RelayUnderTest
+from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
 FB = "fb.relay.test"
 
-
-@pytest.fixture
-async def sink() -> AsyncIterator[ScriptedMx]:
-    mx = ScriptedMx("127.0.0.2", free_port())
-    await mx.start()
-    yield mx
-    await mx.stop()
 
 
 async def _relay(factory: RelayFactory, sink: ScriptedMx) -> RelayUnderTest:
     return await factory({"delivery.enabled": True, "delivery.relayhost": f"127.0.0.2:{sink.port}",
                           "feedback.listen": "127.0.0.1:0", "feedback.domains": [FB]})
 
-
-async def _until(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def _deliver_one(relay: RelayUnderTest, sink: ScriptedMx, rcpt: str) -> tuple[str, str]:
@@ -50,7 +32,7 @@ async def _deliver_one(relay: RelayUnderTest, sink: ScriptedMx, rcpt: str) -> tu
         rows = await relay.storage.statuses.get_message(email_id)
         return bool(rows) and rows[0].status == Status.DELIVERED
 
-    await _until(delivered)
+    await wait_until(delivered)
     return email_id, sink.messages[-1].mail_from
 
 
@@ -149,7 +131,7 @@ async def test_dsn_marks_soft_bounce_and_blocks_the_next_send(relay_factory: Rel
         rows = await relay.storage.statuses.get_message(email_id)
         return rows[0].status == Status.SOFT_BOUNCE
 
-    await _until(bounced)
+    await wait_until(bounced)
     row = (await relay.storage.statuses.get_message(email_id))[0]
     assert row.sub_status == SubStatus.SB_NOT_EXIST
     assert any(e.kind is LogKind.FEEDBACK and "5.1.1" in e.text for e in row.log)
@@ -173,7 +155,7 @@ async def test_arf_adds_complaint_and_blocks_the_next_send(relay_factory: RelayF
         page = await relay.storage.suppressions.list(relay.account_id, ListKind.COMPLAINT, value="angry@example.com")
         return bool(page.items)
 
-    await _until(complained)
+    await wait_until(complained)
     row = (await relay.storage.statuses.get_message(email_id))[0]
     assert any(e.kind is LogKind.FEEDBACK and "complaint" in e.text for e in row.log)
     assert await _refused_reply(relay, "angry@example.com") == (
@@ -203,10 +185,7 @@ async def test_forged_return_path_changes_nothing_and_is_quarantined(relay_facto
     forged = local[:-4] + ("aaaa" if not local.endswith("aaaa") else "bbbb") + "@" + domain
     await asyncio.to_thread(_send, relay, forged, _dsn(forged, "victim@example.com"))
     qdir = relay.cfg.path("feedback") / "quarantine"
-    await _until(lambda: _value(any(qdir.glob("*.json"))))
+    await wait_until(lambda: (any(qdir.glob("*.json"))))
     assert "signature" in next(qdir.glob("*.json")).read_text()
     assert (await relay.storage.statuses.get_message(email_id))[0].status == Status.DELIVERED
 
-
-async def _value(v: bool) -> bool:
-    return v

@@ -4,8 +4,6 @@ queue control over the control socket, as `mailrelay queues` uses it."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import AsyncIterator
 
 import pytest
 
@@ -14,28 +12,13 @@ from storage import open_storage
 from storage.records import LogKind, Status
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
-from tests.integration.delivery_harness import free_port
-from tests.integration.relay_fixture import RelayUnderTest
-
-
-@pytest.fixture
-async def sink() -> AsyncIterator[ScriptedMx]:
-    mx = ScriptedMx("127.0.0.2", free_port())
-    await mx.start()
-    yield mx
-    await mx.stop()
+from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
 
 async def _relay(factory: RelayFactory, sink: ScriptedMx) -> RelayUnderTest:
     return await factory({"delivery.enabled": True, "delivery.relayhost": f"127.0.0.2:{sink.port}",
                           "delivery.ehlo_name": "relay.test"})
 
-
-async def _wait_for(pred, timeout: float = 10.0) -> None:  # type: ignore[no-untyped-def]
-    deadline = time.monotonic() + timeout
-    while not await pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.05)
 
 
 async def test_submitted_mail_is_delivered_and_recorded(relay_factory: RelayFactory, sink: ScriptedMx) -> None:
@@ -50,7 +33,7 @@ async def test_submitted_mail_is_delivered_and_recorded(relay_factory: RelayFact
         rows = await relay.storage.statuses.get_message(email_id)
         return len(rows) == 2 and all(r.status == Status.DELIVERED for r in rows)
 
-    await _wait_for(both_delivered)
+    await wait_until(both_delivered)
     assert sorted(m.rcpt for m in sink.messages) == ["one@example.com", "two@example.org"]
     content = sink.messages[0].content
     assert b"X-Label" not in content and b"\r\n.dot line\r\n" in content
@@ -60,11 +43,8 @@ async def test_submitted_mail_is_delivered_and_recorded(relay_factory: RelayFact
         assert attempts[-1].code == 250 and attempts[-1].mx_ip == "127.0.0.2"
         assert r.send_ip == "127.0.0.1"
     assert relay.app.spool is not None
-    await _wait_for(lambda: _async(not list(relay.app.spool.enumerate())))  # type: ignore[union-attr]
+    await wait_until(lambda: (not list(relay.app.spool.enumerate())))  # type: ignore[union-attr]
 
-
-async def _async(value: bool) -> bool:
-    return value
 
 
 async def test_queue_control_over_the_socket(relay_factory: RelayFactory, sink: ScriptedMx) -> None:
@@ -72,7 +52,7 @@ async def test_queue_control_over_the_socket(relay_factory: RelayFactory, sink: 
     sock = relay.cfg.path(relay.cfg.node.control_socket)
     c = await relay.client()
     await c.sendmail("app@acme.example", ["a@example.com"], "Subject: 1\r\n\r\nx\r\n")
-    await _wait_for(lambda: _async(len(sink.messages) == 1))
+    await wait_until(lambda: (len(sink.messages) == 1))
     views = await call(sock, "queues.list")
     assert [(v["api_user"], v["domain"]) for v in views] == [("app1", "example.com")]
     assert views[0]["try_rate"]["5s"] > 0 and views[0]["out_rate"]["30s"] > 0
@@ -87,7 +67,7 @@ async def test_queue_control_over_the_socket(relay_factory: RelayFactory, sink: 
     rated = await call(sock, "queues.rate", {"api_user": "app1", "domain": "example.com", "rate": 5})
     assert rated["max_rate"] == 5
     await call(sock, "queues.recover", {"api_user": "app1", "domain": "example.com"})
-    await _wait_for(lambda: _async(len(sink.messages) == 2))
+    await wait_until(lambda: (len(sink.messages) == 2))
     await c.quit()
     with pytest.raises(RuntimeError, match="no queue"):
         await call(sock, "queues.pause", {"api_user": "app1", "domain": "nope.example"})
@@ -100,7 +80,7 @@ async def test_sigterm_finishes_attempts_in_flight(relay_factory: RelayFactory, 
     _, msg = await c.sendmail("app@acme.example", ["slow@example.com"], "Subject: s\r\n\r\nx\r\n")
     await c.quit()
     email_id = msg.rsplit(" ", 1)[1]
-    await _wait_for(lambda: _async(bool(sink.connections)))
+    await wait_until(lambda: (bool(sink.connections)))
     await asyncio.sleep(0.2)
     await relay.app.stop(grace=5)  # the attempt in flight completes and is recorded
     assert len(sink.messages) == 1
