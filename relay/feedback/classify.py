@@ -77,6 +77,15 @@ def _match_code(code: int | None, status: str | None, action: str | None) -> int
 
 # Rules that speak about the domain/host, not the mailbox: the SMTP stage does not change them.
 _DOMAIN_LEVEL_RULES = frozenset({"bounce-host-unknown", "bounce-has-moved"})
+# Verdicts stated by the recipient's own system (local delivery agents, Google's "Address not
+# found" notice): authoritative whatever the status summary or SMTP stage says.
+_AUTHORITATIVE_RULES = frozenset({"bounce-local-user-unknown", "bounce-google-address-not-found"})
+# Rules that match only a generic refusal word ("rejected", "denied", "policy") or an X.7.x code.
+_GENERIC_REFUSALS = frozenset({"rejected-generic", "bounce-policy", "status-policy"})
+# Postfix's fixed prefix of every smtpd_recipient_restrictions refusal ("<addr>: Recipient address
+# rejected: <reason>"): the refusal word belongs to the prefix, the reason is the text after it.
+_RCPT_REJECTED = re.compile(r"recipient address rejected\b:?", re.IGNORECASE)
+_SECURITY_STATUS = re.compile(r"^[45]\.7\.")
 _TOP_LEVEL = frozenset({"rule", "late"})
 
 
@@ -135,15 +144,33 @@ class BounceClassifier:
         return (self._early.match_text(text, code, status) or self._reply_text.match_text(text, code, status)
                 or self._late.match_text(text, code, status))
 
-    def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
-                 action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
-        diagnostic = _unfold_reply(diagnostic)
-        mcode = _match_code(code, status, action)
+    def _match(self, diagnostic: str, context: str, mcode: int | None, status: str | None) -> Rule | None:
         rule = self._text_match(diagnostic, mcode, status)
         if rule is None and context and context != diagnostic:
             rule = self._text_match(context, mcode, status)
         if rule is None and (status or mcode):
             rule = self._reply_codes.match_text("", mcode, status)
+        return rule
+
+    def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
+                 action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
+        diagnostic = _unfold_reply(diagnostic)
+        mcode = _match_code(code, status, action)
+        rule = self._match(diagnostic, context, mcode, status)
+        if rule is not None and rule.name in _GENERIC_REFUSALS and (
+                _RCPT_REJECTED.search(diagnostic) or _RCPT_REJECTED.search(context)):
+            # Postfix "Recipient address rejected: On hold": the generic word came from the prefix;
+            # judge the reason after it (unknown wording then falls to the status code: 5.0.0 ->
+            # others, Sisimai's "onhold" — no verdict could be made).
+            rule = self._match(_RCPT_REJECTED.sub(" ", diagnostic), _RCPT_REJECTED.sub(" ", context),
+                               mcode, status)
+        if (rule is not None and rule.name in _GENERIC_REFUSALS and command != "MAIL"
+                and _SECURITY_STATUS.match(status or "")):
+            # RFC 3463 X.7.x is "security or policy status": with nothing but a generic "denied" /
+            # "policy violation" it says no more than that, so no receiver verdict on the address
+            # or content can be read (Sisimai: securityerror). Refused at MAIL FROM it is our
+            # sender that was refused (rejected, Sisimai's rule for the MAIL command).
+            return Verdict(Category.OTHERS, "bounce-security-unspecified")
         if rule is None:
             if (status or "").startswith("4") or action == "delayed" or (code is not None and 400 <= code < 500):
                 return Verdict(Category.SERVER_ERROR, "fallback-temporary")
@@ -162,7 +189,7 @@ def _refused_not_missing(rule: str, status: str | None, command: str | None, cod
     IMail, local delivery agents) is authoritative."""
     if command == "MAIL":
         return True
-    if rule in _DOMAIN_LEVEL_RULES:
+    if rule in _DOMAIN_LEVEL_RULES or rule in _AUTHORITATIVE_RULES:
         return False
     if command == "RCPT" or (status is not None and status.split(".")[1:2] == ["1"]):
         return False

@@ -171,9 +171,18 @@ def parse_dsn(mail: Mail) -> DsnResult | None:
             detail = find_enhanced(block)
             if detail and not detail.endswith(".0.0") and (status is None or detail[0] == status[0]):
                 status = detail
+        alone = len(groups) == 1 and notice and notice != block
+        if alone and (status is None or status.endswith(".0.0")):
+            # Sendmail writes the precise reply ("554 5.3.0 unknown mailer error 255") only in the
+            # transcript of the notice; its Status field is the 5.0.0 summary (RFC 3464 2.3.4).
+            detail = find_enhanced(notice)
+            if detail and not detail.endswith(".0.0") and (status is None or detail[0] == status[0]):
+                status = detail
         code = find_reply_code(diag, strict=True)
         if code is None and block:
             code = find_reply_code(block, strict=True)
+        if code is None and alone:
+            code = find_reply_code(notice, strict=True)
         if not diag and block:
             diag = one_line(block, 2000)
         command = find_command(diag) or (find_command(block) if block else None)

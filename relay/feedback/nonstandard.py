@@ -85,8 +85,22 @@ class NonStandardResult:
     notice: str = ""  # the notice text, one line (classification context)
 
 
-def _excluded(mail: Mail, notice: str) -> set[str]:
+# RFC 2369 list-command headers of the bounce itself: a list manager's refusal (fml, ezmlm,
+# Mailman "you are not a member") tells where to send "guide"/"subscribe" — the list's own
+# control addresses, never the recipient that failed.
+_LIST_HEADERS = ("List-Subscribe", "List-Unsubscribe", "List-Help", "List-Owner", "List-Post")
+
+
+def _list_addresses(mail: Mail) -> set[str]:
     out: set[str] = set()
+    for name in _LIST_HEADERS:
+        for value in mail.all_headers(name):
+            out.update(a.lower() for a in find_addresses(value))
+    return out
+
+
+def _excluded(mail: Mail, notice: str) -> set[str]:
+    out: set[str] = _list_addresses(mail)
     for name in ("From", "To", "Return-Path", "Reply-To", "Sender", "Delivered-To"):
         for value in mail.all_headers(name):
             out.update(a.lower() for a in find_addresses(value))
@@ -204,7 +218,8 @@ def parse_nonstandard(mail: Mail) -> NonStandardResult | None:
     lines = notice.splitlines()
     excluded = _excluded(mail, notice)
 
-    line_hits = _candidates(lines)
+    list_addresses = _list_addresses(mail)
+    line_hits = [h for h in _candidates(lines) if h[1].lower() not in list_addresses]
     inline_at = {i: inline for i, _, inline in line_hits}
     kept = [(i, a) for i, a, _ in line_hits if a.lower() not in excluded]
     recipients: list[tuple[int, str]] = kept or [(i, a) for i, a, _ in line_hits]

@@ -21,7 +21,8 @@ _CODE = re.compile(r"(?:^|(?<=[\s:;(\[\"'<>#]))([245][0-9][0-9])(?=[ \t\-:,.)\]\
 _CODE_STRICT = re.compile(
     r"(?:(?:^[\s>]*|said:?\s*|<<<\s*|response:?\s*|error:?\s*|reason:?\s*|returned was:\s*|returned '|\]:\s*)"
     r"([245][0-9][0-9])(?:[ \t-]+|:\s)(?=\S))|(?:(?<![\d.])([245][0-9][0-9])[ \t-]+[245]\.\d{1,3}\.\d{1,3}(?!\d))"
-    r"|(?:(?<=:)\s*([45][0-9][0-9])\s+(?=[A-Za-z]))|(?:ERROR_CODE\s*:\s*([45][0-9][0-9])\b)",
+    r"|(?:(?<=:)\s*([45][0-9][0-9])\s+(?=[A-Za-z]))|(?:ERROR_CODE\s*:\s*([45][0-9][0-9])\b)"
+    r"|(?:ResponseCode\s*:?\s*([45][0-9][0-9])\b)",  # Zoho: "[Status: Error, ..., ResponseCode 421, ...]"
     re.M | re.I)
 _DIAG_TYPE = re.compile(r"^\s*(?:smtp|x-[a-z0-9-]+|x-unix|unix|mail|ldap|dns)\s*;\s*", re.I)
 _WS = re.compile(r"\s+")

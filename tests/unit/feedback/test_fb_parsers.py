@@ -156,3 +156,24 @@ def test_cli_json_in_order_and_unreadable_file(tmp_path: Path, capsys: pytest.Ca
     args.func(args)
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and "soft_bounce/not_exist (506)" in out[0] and "error" in out[1]
+
+
+@pytest.mark.parametrize(("diag", "code", "status", "command", "category"), [
+    # Postfix "Recipient address rejected:" prefix alone is no reason: the text after it decides
+    ("550 5.0.0 <a@example.net>: Recipient address rejected: On hold", 550, "5.0.0", "RCPT", Category.OTHERS),
+    ("550 5.1.1 <a@example.net>: Recipient address rejected: User unknown", 550, "5.1.1", "RCPT",
+     Category.NOT_EXIST),
+    # X.7.x with a generic refusal only: no verdict (Sisimai securityerror) unless said to MAIL FROM
+    ("550 5.7.0 <a@example.net>: Recipient address rejected: Policy violation", 550, "5.7.0", "RCPT",
+     Category.OTHERS),
+    ("550 5.7.1 Access denied", 550, "5.7.1", "MAIL", Category.REJECTED),
+    # KDDI au's filter answer vs a missing mailbox
+    ("550 5.1.351 Remote server returned unknown recipient -> 550 : User unknown", 550, "5.1.351", None,
+     Category.REJECTED),
+    # a local delivery agent is authoritative even under Sendmail's "Service unavailable" summary
+    ("mail.local: unknown user: neko 554 <neko@example.net>... Service unavailable", 554, "5.5.0", None,
+     Category.NOT_EXIST),
+])
+def test_bounce_reason_rules(diag: str, code: int, status: str, command: str | None, category: Category) -> None:
+    verdict = BounceClassifier.load().classify(diag, code, status, "failed", command)
+    assert verdict.category is category, verdict
