@@ -1,7 +1,7 @@
 """Composition root: builds every service from the Config, starts and stops them in order.
 
 Start: storage (refuse a schema that is behind) → spool (purge unfinished receptions) →
-reconcile spool and status rows → listeners → READY=1.
+reconcile spool and status rows → listeners (SMTP, feedback, HTTP) → READY=1.
 Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
 grace period → spool worker drains → storage closes.
 Nothing else in the program wires objects together, and there is no module-level mutable state.
@@ -17,6 +17,8 @@ import socket
 import ssl
 from dataclasses import dataclass, field
 
+from aiohttp import web
+
 from policies import default_chain
 from relay.config import Config, ListenerConfig, is_loopback, parse_duration, parse_hostport
 from relay.control import ControlServer
@@ -24,6 +26,8 @@ from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
 from relay.feedback.listener import FeedbackHandler, FeedbackServices
+from relay.http.app import start_http
+from relay.http.services import HttpServices
 from relay.intake import Intake
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
@@ -67,6 +71,7 @@ class App:
     scheduler: Scheduler | None = None
     control: ControlServer | None = None
     feedback: FeedbackServices | None = None
+    http: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -122,15 +127,17 @@ class App:
                                      QueueAdmin(self.scheduler) if self.scheduler else None)
         await self.control.start()
         lim = cfg.limits
+        # One authenticator for SMTP AUTH and the HTTP API: same keys, one failure throttle.
+        authenticator = ApiUserAuthenticator(
+            self.storage.accounts,
+            per_connection=lim.auth_failures_per_connection,
+            per_ip=lim.auth_failures_per_ip,
+            per_user=lim.auth_failures_per_user,
+            window=parse_duration(lim.auth_failure_window),
+            failure_delay=parse_duration(lim.auth_failure_delay),
+        )
         services = SubmissionServices(
-            authenticator=ApiUserAuthenticator(
-                self.storage.accounts,
-                per_connection=lim.auth_failures_per_connection,
-                per_ip=lim.auth_failures_per_ip,
-                per_user=lim.auth_failures_per_user,
-                window=parse_duration(lim.auth_failure_window),
-                failure_delay=parse_duration(lim.auth_failure_delay),
-            ),
+            authenticator=authenticator,
             chain=chain,
             intake=intake,
             spool=self.spool,
@@ -157,6 +164,11 @@ class App:
                                                                  "address": addr})
         if cfg.feedback.listen:
             await self._start_feedback(tls)
+        if cfg.http.listen:
+            self.http = await start_http(cfg.http, HttpServices(
+                storage=self.storage, authenticator=authenticator,
+                queues=QueueAdmin(self.scheduler) if self.scheduler else None,
+                admin_token=cfg.http.admin_token))
         notify("READY=1\nSTATUS=accepting mail")
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
@@ -204,6 +216,9 @@ class App:
         self._stopped = True
         notify("STOPPING=1")
         log.info("stopping", extra={"event": "stopping"})
+        if self.http is not None:
+            await self.http.cleanup()
+            self.http = None
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
         if self.feedback is not None and self.feedback.tasks:

@@ -6,11 +6,11 @@ import argparse
 import json
 from collections.abc import Callable
 from datetime import UTC, datetime, timedelta
-from typing import Any
 
 from relay.commands.common import CommandError, account_or_fail, with_storage
+from relay.status_json import record_json
 from storage.protocols import Storage
-from storage.records import EmailType, LogEntry, Status, StatusFilter, StatusRecord, SubStatus
+from storage.records import EmailType, Status, StatusFilter, StatusRecord, SubStatus
 
 _STATUS_NAMES = {"sending": Status.SENDING, "delivered": Status.DELIVERED, "soft_bounce": Status.SOFT_BOUNCE,
                  "invalid": Status.INVALID}
@@ -62,28 +62,6 @@ def _sub_status(text: str) -> SubStatus:
         return SubStatus(int(text))
     except ValueError:
         raise CommandError(f"--sub-status: unknown sub-status {text!r}") from None
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None
-
-
-def log_json(e: LogEntry) -> dict[str, Any]:
-    return {"time": _iso(e.at), "kind": e.kind.value, "code": e.code, "enhanced": e.enhanced,
-            "text": e.text, "mx_host": e.mx_host, "mx_ip": e.mx_ip, "duration_ms": e.duration_ms,
-            "rule": e.rule}
-
-
-def record_json(r: StatusRecord) -> dict[str, Any]:
-    return {
-        "email_id": r.email_id, "recipient": r.recipient, "status": int(r.status),
-        "sub_status": int(r.sub_status) if r.sub_status is not None else None, "reason": r.reason,
-        "api_user": r.api_user, "sender": r.sender, "domain": r.domain, "subject": r.subject,
-        "label": r.label, "email_type": r.email_type.value if r.email_type else None,
-        "request_time": _iso(r.request_time), "request_ip": r.request_ip,
-        "send_time": _iso(r.send_time), "send_ip": r.send_ip, "mx_host": r.mx_host, "mx_ip": r.mx_ip,
-        "updated_at": _iso(r.updated_at), "log": [log_json(e) for e in r.log],
-    }
 
 
 def search(args: argparse.Namespace) -> int:

@@ -1,0 +1,1 @@
+"""The HTTP data API (aiohttp): see ``relay/http/app.py``."""

@@ -1,0 +1,80 @@
+"""The HTTP data API: ``create_app(services)`` builds it, ``start_http(cfg, services)`` serves it.
+
+aiohttp (aio-libs, the family of aiosmtpd): a server that runs in the process's own asyncio loop
+next to the SMTP listeners with no extra thread or ASGI adapter, with request body limits,
+keep-alive handling and graceful shutdown built in, and a mature client for the tests.
+
+Every response is JSON (``envelope.py``). Bodies are limited to :data:`MAX_BODY`; each request
+has :attr:`HttpServices.handler_timeout` seconds. Middlewares, outermost first: errors → JSON,
+then authentication (everything except ``/openapi.json``).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable
+
+from aiohttp import web
+
+from relay.config import HttpConfig, parse_hostport
+from relay.http import api_users, openapi, queues, v1_email_status, v1_suppressions
+from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
+from relay.http.envelope import error_middleware
+from relay.http.services import HttpServices
+
+log = logging.getLogger("mailrelay.http")
+
+MAX_BODY = 1024 * 1024  # JSON bodies
+MAX_LINE = 8190
+MAX_FIELD = 8190
+
+Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
+
+
+def routes() -> list[Route]:
+    out: list[Route] = [
+        ("GET", "/openapi.json", openapi.serve),
+        ("GET", "/v1/email_status", v1_email_status.email_status),
+        ("GET", "/v1/messages/{email_id}", v1_email_status.message),
+    ]
+    out += [(m, path, h) for m, path, h, _ in v1_suppressions.routes()]
+    out += [
+        ("GET", "/v1/queues", queues.list_queues),
+        ("GET", "/v1/queues/{api_user}/{domain}", queues.show_queue),
+        ("POST", "/v1/queues/{api_user}/{domain}/pause", queues.pause_queue),
+        ("POST", "/v1/queues/{api_user}/{domain}/resume", queues.resume_queue),
+        ("POST", "/v1/queues/{api_user}/{domain}/recover", queues.recover_queue),
+        ("PUT", "/v1/queues/{api_user}/{domain}/rate", queues.set_rate),
+        ("GET", "/v1/api_users", api_users.list_users),
+        ("POST", "/v1/api_users", api_users.create_user),
+        ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),
+    ]
+    return out
+
+
+def create_app(services: HttpServices) -> web.Application:
+    app = web.Application(
+        client_max_size=MAX_BODY,
+        middlewares=[error_middleware(services.handler_timeout), auth_middleware],
+        handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD},
+    )
+    app[SERVICES_KEY] = services
+    app[SEARCH_LIMITER_KEY] = RateLimiter(services.search_per_minute)
+    for method, path, handler in routes():
+        app.router.add_route(method, path, handler)
+    return app
+
+
+async def start_http(cfg: HttpConfig, services: HttpServices) -> web.AppRunner:
+    """Serve on ``cfg.listen`` in the running loop. Stop with ``await runner.cleanup()``.
+    ``runner.addresses`` holds the bound (host, port) pairs (port 0 picks a free one)."""
+    host, port = parse_hostport(cfg.listen, "http.listen")
+    runner = web.AppRunner(create_app(services), access_log=None, handle_signals=False,
+                           keepalive_timeout=75.0, shutdown_timeout=5.0)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port, backlog=512, reuse_address=True)
+    await site.start()
+    for addr in runner.addresses:
+        bound = f"{addr[0]}:{addr[1]}"
+        log.info(f"listening (http) on {bound}", extra={"event": "listening", "listener": "http", "address": bound})
+    return runner

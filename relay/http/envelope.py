@@ -1,0 +1,95 @@
+"""The JSON edge of the HTTP API: success envelopes, the error shape, and the error middleware.
+
+- Lists answer ``{"result": [...], "count": n, "total": n}`` (EngageLab's shape): ``count`` is the
+  length of this page, ``total`` the number of matches (capped by storage for huge results).
+- Every error is ``{"code": n, "message": "..."}`` with ``code`` equal to the HTTP status.
+- Nothing below ever answers HTML or a bare text body: unknown routes, wrong methods, oversize
+  bodies and handler timeouts become the JSON error shape too. An unexpected exception is logged
+  and answered 500 (a bug, never a reaction to input: every parameter is validated first).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
+
+from aiohttp import web
+from aiohttp.typedefs import Middleware
+
+log = logging.getLogger("mailrelay.http")
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+class ApiError(Exception):
+    """Raised by handlers and validators; becomes ``{"code": status, "message": message}``."""
+
+    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.headers = headers or {}
+
+
+def _dumps(obj: Any) -> str:
+    return json.dumps(obj, ensure_ascii=False)
+
+
+def ok(obj: Any, status: int = 200) -> web.Response:
+    return web.json_response(obj, status=status, dumps=_dumps)
+
+
+def page(items: Sequence[Any], total: int) -> web.Response:
+    return ok({"result": list(items), "count": len(items), "total": total})
+
+
+def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
+    return web.json_response({"code": status, "message": message}, status=status, headers=headers, dumps=_dumps)
+
+
+_HTTP_MESSAGES = {
+    404: "no such route",
+    405: "method not allowed on this route",
+    413: "request body too large",
+}
+
+
+def error_middleware(handler_timeout: float) -> Middleware:
+    @web.middleware
+    async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
+        try:
+            async with asyncio.timeout(handler_timeout):
+                return await handler(request)
+        except ApiError as e:
+            return error(e.status, e.message, e.headers)
+        except web.HTTPException as e:
+            if e.status < 400:
+                raise
+            headers = {"Allow": e.headers["Allow"]} if "Allow" in e.headers else None
+            return error(e.status, _HTTP_MESSAGES.get(e.status, e.reason), headers)
+        except TimeoutError:
+            log.warning("request timed out", extra={"event": "http_timeout", "path": request.path})
+            return error(503, "the request took too long; narrow the query and try again")
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception("http handler failed", extra={"event": "http_error", "path": request.path})
+            return error(500, "internal error")
+
+    return middleware
+
+
+async def json_body(request: web.Request) -> dict[str, Any]:
+    """The request body as a JSON object (400 if it is not one)."""
+    if request.content_type != "application/json":
+        raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
+    try:
+        body = await request.json(loads=json.loads)
+    except (ValueError, UnicodeDecodeError):
+        raise ApiError(400, "the body is not valid JSON") from None
+    if not isinstance(body, dict):
+        raise ApiError(400, "the body must be a JSON object")
+    return body

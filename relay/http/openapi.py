@@ -1,0 +1,212 @@
+"""``GET /openapi.json``: the OpenAPI 3 document of exactly what ``app.routes()`` serves.
+
+``tests/integration/test_http_api.py`` checks that every route of the application is in this
+document and that the document names no route the application lacks.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from aiohttp import web
+
+from relay.http.envelope import ok
+
+J = dict[str, Any]
+
+_STR: J = {"type": "string"}
+_NSTR: J = {"type": ["string", "null"]}
+_TIME: J = {"type": ["string", "null"], "format": "date-time"}
+_INT: J = {"type": "integer"}
+_NINT: J = {"type": ["integer", "null"]}
+_RATES: J = {"type": "object", "properties": {w: {"type": "number"} for w in ("5s", "15s", "30s")},
+             "required": ["5s", "15s", "30s"]}
+
+
+def _obj(props: J, required: list[str] | None = None) -> J:
+    return {"type": "object", "properties": props, "required": required if required is not None else list(props)}
+
+
+def _ref(name: str) -> J:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _list_of(item: J) -> J:
+    return _obj({"result": {"type": "array", "items": item}, "count": _INT, "total": _INT})
+
+
+def _q(name: str, desc: str, schema: J | None = None, required: bool = False) -> J:
+    return {"name": name, "in": "query", "required": required, "description": desc, "schema": schema or _STR}
+
+
+def _p(name: str) -> J:
+    return {"name": name, "in": "path", "required": True, "schema": {"type": "string", "minLength": 1}}
+
+
+_LOG = _obj({"time": _TIME, "kind": {"type": "string", "enum": ["accepted", "policy", "attempt", "feedback"]},
+             "code": _NINT, "enhanced": _NSTR, "text": _STR, "mx_host": _NSTR, "mx_ip": _NSTR,
+             "duration_ms": _NINT, "rule": _NSTR})
+SCHEMAS: J = {
+    "Error": _obj({"code": _INT, "message": _STR}),
+    "LogLine": _LOG,
+    "StatusRecord": _obj({
+        "email_id": _STR, "recipient": _STR, "status": {"type": "integer", "enum": [18, 1, 5, 4]},
+        "sub_status": _NINT, "reason": _STR, "api_user": _STR, "sender": _STR, "domain": _STR, "subject": _STR,
+        "label": _NSTR, "email_type": _NSTR, "request_time": _TIME, "request_ip": _STR, "send_time": _TIME,
+        "send_ip": _NSTR, "mx_host": _NSTR, "mx_ip": _NSTR, "updated_at": _TIME,
+        "log": {"type": "array", "items": _ref("LogLine")}, "events": {"type": "array", "items": _ref("LogLine")},
+    }),
+    "Complaint": _obj({"email": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME, "expire_time": _TIME}),
+    "Block": _obj({"email_or_domain": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME,
+                   "expire_time": _TIME}),
+    "Bounce": _obj({"email": _STR, "reason": _STR, "bounce_time": _TIME, "expire_time": _TIME, "count": _INT}),
+    "Unsubscribe": _obj({"email": _STR, "api_user": _STR, "type": {"type": "integer", "enum": [0, 1, 2, 3]},
+                         "reason": _STR, "unsubscribe_time": _TIME}),
+    "NoInterception": _obj({"email_or_domain": _STR, "api_user": _STR, "create_time": _TIME}),
+    "Count": _obj({"count": _INT, "warning": _STR}, ["count"]),
+    "Queue": _obj({
+        "api_user": _STR, "domain": _STR, "status": {"type": "string", "enum": ["active", "paused", "idle"]},
+        "pending": _INT, "in_rate": _RATES, "try_rate": _RATES, "out_rate": _RATES, "pause_reason": _NSTR,
+        "pause_reply": _NSTR, "next_send_time": _TIME, "long_pause": {"type": "boolean"},
+        "max_rate": {"type": ["number", "null"]}, "current_rate": {"type": ["number", "null"]}, "site": _NSTR,
+    }),
+    "QueueDetail": _obj({
+        "queue": _ref("Queue"),
+        "messages": {"type": "array", "items": _obj({"email_id": _STR, "recipient": _STR, "attempts": _INT,
+                                                     "next_attempt": _TIME, "last_reason": _NSTR})},
+        "series": {"type": "array", "description": "5 s samples: [unix time, in, try, out]",
+                   "items": {"type": "array", "items": {"type": "number"}}},
+    }),
+    "ApiUser": _obj({"api_user": _STR, "account": _STR, "active": {"type": "boolean"}, "create_time": _TIME,
+                     "revoke_time": _TIME}),
+    "NewApiUser": _obj({"api_user": _STR, "account": _STR, "active": {"type": "boolean"}, "create_time": _TIME,
+                        "revoke_time": _TIME, "api_key": {"type": "string", "description": "shown only once"}}),
+}
+
+_ERRORS = {str(c): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
+           for c, d in ((400, "invalid parameter"), (401, "authentication failed"), (403, "not allowed"),
+                        (404, "not found"), (429, "rate limit or authentication throttle"))}
+
+
+def _resp(schema: J, code: str = "200", extra: tuple[str, ...] = ()) -> J:
+    out: J = {code: {"description": "success", "content": {"application/json": {"schema": schema}}}}
+    for c in ("400", "401", "403", "429", *extra):
+        out[c] = _ERRORS.get(c, {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}})
+    return out
+
+
+def _body(schema: J) -> J:
+    return {"required": True, "content": {"application/json": {"schema": schema}}}
+
+
+_ACCOUNT = _q("account", "operators only: the account name to act on (customers: their own, implied)")
+_PAGING = [_q("offset", "records to skip", {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0}),
+           _q("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10})]
+_PERIOD = [_q("start_time", "created at or after (YYYY-MM-DD or ISO date-time, UTC)"),
+           _q("end_time", "created before (YYYY-MM-DD or ISO date-time, UTC)")]
+_VALUES = _obj({"email_or_domain": {"oneOf": [_STR, {"type": "array", "items": _STR, "maxItems": 1000}]}})
+_API_USER_BODY = {"type": "string", "description": "one API_USER of the account, or 'all' (default)"}
+
+
+def _list_ops(path: str, value_field: str, item: str, methods: tuple[str, ...], post_extra: J) -> J:
+    ops: J = {}
+    if "GET" in methods:
+        ops["get"] = {"summary": f"list {path}", "parameters": [*_PAGING, _q(value_field, "only this value"),
+                                                                 *_PERIOD, _ACCOUNT],
+                      "responses": _resp(_list_of(_ref(item)))}
+    if "POST" in methods:
+        props: J = {value_field: {"oneOf": [_STR, {"type": "array", "items": _STR, "minItems": 1, "maxItems": 1000}]},
+                    "api_user": _API_USER_BODY, "reason": _STR, **post_extra}
+        ops["post"] = {"summary": f"add to {path}", "parameters": [_ACCOUNT],
+                       "requestBody": _body(_obj(props, [value_field])), "responses": _resp(_ref("Count"))}
+    if "DELETE" in methods:
+        params = [_q(value_field, "comma-separated values to delete", required=True), _ACCOUNT]
+        if value_field == "email_or_domain" or path.endswith("unsubscribes"):
+            params.append(_q("api_user", "only the entries of this scope (default: every scope)"))
+        ops["delete"] = {"summary": f"delete from {path}", "parameters": params, "responses": _resp(_ref("Count"))}
+    return ops
+
+
+def _queue_path() -> list[J]:
+    return [_p("api_user"), _p("domain")]
+
+
+def document() -> J:
+    from relay.http.v1_suppressions import LISTS
+
+    items = {"/v1/complaints": "Complaint", "/v1/blocks": "Block", "/v1/bounces": "Bounce",
+             "/v1/unsubscribes": "Unsubscribe", "/v1/no_interceptions": "NoInterception"}
+    post_extra: dict[str, J] = {
+        "/v1/blocks": {"expire_time": {"type": "string", "description": "ISO date-time; default never"}},
+        "/v1/unsubscribes": {"type": {"type": "integer", "enum": [0, 1, 2, 3], "default": 0}}}
+    paths: J = {
+        "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {
+            "description": "OpenAPI 3.1 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        "/v1/email_status": {"get": {
+            "summary": "search per-recipient status records (at most 30 consecutive days per query)",
+            "parameters": [
+                *_PAGING,
+                _q("send_date", "one day, YYYY-MM-DD (UTC)"),
+                _q("start_date", "first day, YYYY-MM-DD (with end_date)"),
+                _q("end_date", "last day, inclusive, YYYY-MM-DD; at most 30 days after start_date"),
+                _q("email", "recipient address"), _q("email_ids", "comma-separated message ids (at most 100)"),
+                _q("api_user", "only this API_USER (of your account)"), _q("domain_name", "receiving domain"),
+                _q("label_id", "label"), _q("email_type", "transactional or marketing",
+                                            {"type": "string", "enum": ["transactional", "marketing"]}),
+                _q("status", "comma list of 18 (sending), 1 (delivered), 5 (soft bounce), 4 (invalid)"),
+                _q("sub_status", "comma list of sub-status codes (401-409, 503-509)"), _ACCOUNT],
+            "responses": _resp(_list_of(_ref("StatusRecord")))}},
+        "/v1/messages/{email_id}": {"get": {"summary": "every recipient of one message with send logs",
+                                            "parameters": [_p("email_id"), _ACCOUNT],
+                                            "responses": _resp(_list_of(_ref("StatusRecord")), extra=("404",))}},
+    }
+    for spec in LISTS:
+        paths[spec.path] = _list_ops(spec.path, spec.value_field, items[spec.path], spec.methods,
+                                     post_extra.get(spec.path, {}))
+    base = "/v1/queues/{api_user}/{domain}"
+    q_errors = ("404", "503")
+    paths["/v1/queues"] = {"get": {"summary": "this node's queues",
+                                   "parameters": [_q("api_user", "only this API_USER")],
+                                   "responses": _resp(_list_of(_ref("Queue")), extra=("503",))}}
+    paths[base] = {"get": {"summary": "one queue: rates, 5 s series, waiting messages",
+                           "parameters": [*_queue_path(), _q("limit", "waiting messages to show",
+                                                             {"type": "integer", "minimum": 1, "maximum": 1000})],
+                           "responses": _resp(_ref("QueueDetail"), extra=q_errors)}}
+    for action in ("pause", "resume", "recover"):
+        paths[f"{base}/{action}"] = {"post": {"summary": f"{action} the queue", "parameters": _queue_path(),
+                                              "responses": _resp(_ref("Queue"), extra=q_errors)}}
+    paths[f"{base}/rate"] = {"put": {
+        "summary": "set the queue's maximum rate", "parameters": _queue_path(),
+        "requestBody": _body(_obj({"max_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1000000,
+                                                "description": "messages/s; 0 or null: no cap"}}, [])),
+        "responses": _resp(_ref("Queue"), extra=q_errors)}}
+    paths["/v1/api_users"] = {
+        "get": {"summary": "operators: list API users", "parameters": [_q("account", "only this account")],
+                "responses": _resp(_list_of(_ref("ApiUser")), extra=("404",))},
+        "post": {"summary": "operators: create an API user (the key is shown once)",
+                 "requestBody": _body(_obj({"api_user": _STR, "account": _STR})),
+                 "responses": _resp(_ref("NewApiUser"), code="201", extra=("409",))}}
+    paths["/v1/api_users/{name}"] = {"delete": {"summary": "operators: revoke an API user",
+                                                "parameters": [_p("name")],
+                                                "responses": _resp(_ref("ApiUser"), extra=("404",))}}
+    return {
+        "openapi": "3.1.0",
+        "info": {"title": "mailrelay data API", "version": "1",
+                 "description": "EngageLab-compatible status and suppression endpoints, plus queues and API users. "
+                                "Errors: {\"code\": <HTTP status>, \"message\": \"...\"}."},
+        "components": {"schemas": SCHEMAS, "securitySchemes": {
+            "basic": {"type": "http", "scheme": "basic", "description": "api_user:api_key"},
+            "admin": {"type": "http", "scheme": "bearer", "description": "the operators' admin token"}}},
+        "security": [{"basic": []}, {"admin": []}],
+        "paths": paths,
+    }
+
+
+_DOC: J | None = None
+
+
+async def serve(request: web.Request) -> web.Response:
+    global _DOC
+    if _DOC is None:
+        _DOC = document()
+    return ok(_DOC)

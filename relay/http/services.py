@@ -1,0 +1,61 @@
+"""What the HTTP API is given by the composition root (``relay/app.py``).
+
+``relay/http`` imports neither ``relay/smtp`` nor ``relay/delivery`` (B2): the SMTP authenticator
+(same keys, same failure throttle) and the queue read model arrive as objects that satisfy the
+small protocols below.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from storage.protocols import Storage
+from storage.records import ApiUser, utcnow
+
+
+class AuthOutcome(Protocol):
+    @property
+    def ok(self) -> bool: ...
+    @property
+    def reply(self) -> str: ...  # the SMTP reply it maps to: 235 ok, 535 bad, 421 throttled, 454 temporary
+    @property
+    def principal(self) -> ApiUser | None: ...
+
+
+class Authenticator(Protocol):
+    """``relay.smtp.auth.ApiUserAuthenticator`` satisfies this."""
+
+    async def authenticate(self, peer_ip: str, failures_so_far: int, login: bytes,
+                           password: bytes) -> AuthOutcome: ...
+    def forget(self, api_user: str) -> None: ...
+
+
+class QueueViewLike(Protocol):
+    @property
+    def api_user(self) -> str: ...
+    def to_json(self) -> dict[str, Any]: ...
+
+
+class QueueControl(Protocol):
+    """``relay.delivery.admin.QueueAdmin`` satisfies this; a missing queue raises ``LookupError``."""
+
+    def list(self, api_user: str | None = None) -> Sequence[QueueViewLike]: ...
+    def show(self, api_user: str, domain: str, limit: int = 100) -> dict[str, Any]: ...
+    def pause(self, api_user: str, domain: str) -> QueueViewLike: ...
+    def resume(self, api_user: str, domain: str) -> QueueViewLike: ...
+    def recover(self, api_user: str, domain: str) -> QueueViewLike: ...
+    def set_rate(self, api_user: str, domain: str, rate: float | None) -> QueueViewLike: ...
+
+
+@dataclass
+class HttpServices:
+    storage: Storage
+    authenticator: Authenticator
+    queues: QueueControl | None = None  # None when delivery is off on this node
+    admin_token: str = ""  # empty: no operator access over HTTP
+    search_per_minute: int = 60  # per account, on GET /v1/email_status
+    handler_timeout: float = 60.0  # seconds per request
+    clock: Callable[[], datetime] = field(default=utcnow)

@@ -1,0 +1,100 @@
+"""``GET /v1/email_status`` and ``GET /v1/messages/{email_id}``: per-recipient status records.
+
+EngageLab-compatible parameters: ``offset``, ``limit`` (1–100), ``send_date`` (one day) or
+``start_date``/``end_date`` (inclusive days, at most 30 consecutive days — a longer period is a
+400 that says so), ``email``, ``email_ids`` (comma list), ``api_user``, ``domain_name``,
+``label_id``, ``status`` (18, 1, 5, 4; comma list), ``sub_status`` (comma list); ours:
+``email_type``, and ``account`` for operators. Without any date the last 30 days are searched
+(unless ``email_ids`` names the messages). Each record carries its full send log and its feedback
+events. The account always comes from the credentials, so an ``api_user`` filter can only narrow.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from datetime import UTC, date, datetime, timedelta
+
+from aiohttp import web
+
+from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, principal, scope_account
+from relay.http.envelope import ApiError, ok, page
+from relay.http.params import enum_list, integer, parse_day, text, text_list
+from relay.status_json import record_json
+from storage.records import EmailType, Status, StatusFilter, SubStatus
+
+MAX_DAYS = 30
+MAX_LIMIT = 100
+
+
+def _period(q: Mapping[str, str], today: datetime) -> tuple[datetime | None, datetime | None]:
+    send_date, start_raw, end_raw = text(q, "send_date"), text(q, "start_date"), text(q, "end_date")
+    if send_date and (start_raw or end_raw):
+        raise ApiError(400, "send_date: give either send_date or start_date/end_date, not both")
+    if send_date:
+        d = parse_day(send_date, "send_date")
+        return _midnight(d), _midnight(d) + timedelta(days=1)
+    if start_raw or end_raw:
+        if not (start_raw and end_raw):
+            raise ApiError(400, "start_date and end_date: give both (YYYY-MM-DD, inclusive)")
+        start, end = parse_day(start_raw, "start_date"), parse_day(end_raw, "end_date")
+        if end < start:
+            raise ApiError(400, "end_date: must not be before start_date")
+        days = (end - start).days + 1
+        if days > MAX_DAYS:
+            raise ApiError(400, f"the period covers {days} days; one query covers at most {MAX_DAYS} consecutive "
+                                "days (use an offline export for longer periods)")
+        return _midnight(start), _midnight(end) + timedelta(days=1)
+    if text(q, "email_ids"):
+        return None, None
+    end_day = today.date()
+    return _midnight(end_day - timedelta(days=MAX_DAYS - 1)), _midnight(end_day) + timedelta(days=1)
+
+
+def _midnight(d: date) -> datetime:
+    return datetime(d.year, d.month, d.day, tzinfo=UTC)
+
+
+async def email_status(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    q = request.query
+    offset = integer(q, "offset", 0, 0, 1_000_000)
+    limit = integer(q, "limit", 10, 1, MAX_LIMIT)
+    start, end = _period(q, services.clock())
+    email = text(q, "email")
+    domain = text(q, "domain_name", max_len=255)
+    email_type_raw = text(q, "email_type")
+    try:
+        email_type = EmailType(email_type_raw) if email_type_raw else None
+    except ValueError:
+        raise ApiError(400, "email_type: one of transactional, marketing") from None
+    email_ids = text_list(q, "email_ids")
+    if len(email_ids) > MAX_LIMIT:
+        raise ApiError(400, f"email_ids: at most {MAX_LIMIT} ids")
+    flt = StatusFilter(
+        account_id=await scope_account(request, required=False),
+        recipient=email.strip().lower() if email else None,
+        email_ids=tuple(email_ids),
+        api_user=text(q, "api_user", max_len=128),
+        domain=domain.strip().lower() if domain else None,
+        label=text(q, "label_id"),
+        email_type=email_type,
+        statuses=tuple(enum_list(q, "status", Status)),
+        sub_statuses=tuple(enum_list(q, "sub_status", SubStatus)),
+        start=start, end=end,
+    )
+    p = principal(request)
+    request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
+    result = await services.storage.statuses.search(flt, limit=limit, offset=offset, with_log=True)
+    return page([record_json(r) for r in result.items], result.total)
+
+
+async def message(request: web.Request) -> web.Response:
+    email_id = request.match_info["email_id"]
+    if not 0 < len(email_id) <= 64:
+        raise ApiError(400, "email_id: expected 1 to 64 characters")
+    account_id = await scope_account(request, required=False)
+    rows = await request.app[SERVICES_KEY].storage.statuses.get_message(email_id, account_id)
+    if not rows:
+        raise ApiError(404, f"no message {email_id!r}")
+    return ok({"result": [record_json(r) for r in rows], "count": len(rows), "total": len(rows)})
+

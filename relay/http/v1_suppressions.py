@@ -1,0 +1,162 @@
+"""The five suppression lists of an account, EngageLab-compatible:
+
+- ``GET|DELETE /v1/complaints``  (``email``; entries expire after 180 days)
+- ``GET|POST|DELETE /v1/blocks``  (``email_or_domain``; ``api_user`` one API_USER or ``all``; ``expire_time``)
+- ``GET /v1/bounces``  (``email``, ``reason``, ``bounce_time``, ``expire_time``, ``count``)
+- ``GET|POST|DELETE /v1/unsubscribes``  (``email``, ``type`` 0–3, ``unsubscribe_time``)
+- ``GET|POST|DELETE /v1/no_interceptions``  (``email_or_domain``, ``api_user``)
+
+GET pages with ``offset``/``limit`` (≤ 100) and filters on the value and on the creation period
+(``start_time``/``end_time``). POST takes a JSON object; DELETE takes the values in the query.
+The account always comes from the credentials (operators pass ``account=NAME``); an ``api_user``
+that is not one of that account's API users is a 400, so it cannot reach another account.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import datetime, timedelta
+from typing import Any
+
+from aiohttp import web
+
+from relay.commands.values import normalize_value
+from relay.http.auth import SERVICES_KEY, scope_account
+from relay.http.envelope import ApiError, json_body, ok, page
+from relay.http.params import body_int, body_text, body_time, body_values, integer, text, text_list, time_param
+from storage.records import ALL_API_USERS, ListKind, SuppressionEntry
+
+COMPLAINT_TTL = timedelta(days=180)
+MAX_LIMIT = 100
+
+
+def _iso(t: datetime | None) -> str | None:
+    return t.isoformat() if t else None
+
+
+@dataclass(frozen=True)
+class ListApi:
+    kind: ListKind
+    path: str
+    value_field: str  # "email" or "email_or_domain"
+    row: Callable[[SuppressionEntry], dict[str, Any]]
+    methods: tuple[str, ...]
+
+
+def _complaint(e: SuppressionEntry) -> dict[str, Any]:
+    return {"email": e.value, "api_user": e.api_user, "reason": e.reason, "create_time": _iso(e.created_at),
+            "expire_time": _iso(e.expires_at)}
+
+
+def _block(e: SuppressionEntry) -> dict[str, Any]:
+    return {"email_or_domain": e.value, "api_user": e.api_user, "reason": e.reason,
+            "create_time": _iso(e.created_at), "expire_time": _iso(e.expires_at)}
+
+
+def _bounce(e: SuppressionEntry) -> dict[str, Any]:
+    return {"email": e.value, "reason": e.reason, "bounce_time": _iso(e.created_at),
+            "expire_time": _iso(e.expires_at), "count": e.hit_count}
+
+
+def _unsubscribe(e: SuppressionEntry) -> dict[str, Any]:
+    return {"email": e.value, "api_user": e.api_user, "type": e.reason_code if e.reason_code is not None else 0,
+            "reason": e.reason, "unsubscribe_time": _iso(e.created_at)}
+
+
+def _no_interception(e: SuppressionEntry) -> dict[str, Any]:
+    return {"email_or_domain": e.value, "api_user": e.api_user, "create_time": _iso(e.created_at)}
+
+
+LISTS = (
+    ListApi(ListKind.COMPLAINT, "/v1/complaints", "email", _complaint, ("GET", "DELETE")),
+    ListApi(ListKind.BLOCK, "/v1/blocks", "email_or_domain", _block, ("GET", "POST", "DELETE")),
+    ListApi(ListKind.BOUNCE, "/v1/bounces", "email", _bounce, ("GET",)),
+    ListApi(ListKind.UNSUBSCRIBE, "/v1/unsubscribes", "email", _unsubscribe, ("GET", "POST", "DELETE")),
+    ListApi(ListKind.NO_INTERCEPTION, "/v1/no_interceptions", "email_or_domain", _no_interception,
+            ("GET", "POST", "DELETE")),
+)
+
+
+def _normalize(raw: str, kind: ListKind, field: str) -> str:
+    value, err = normalize_value(raw, kind)
+    if err:
+        raise ApiError(400, f"{field}: {raw[:80]!r}: {err}")
+    return value
+
+
+async def _scope_api_user(request: web.Request, account_id: int, name: str | None) -> str:
+    """``all`` or one API_USER of this account (anything else is a 400, never a wider scope)."""
+    if name is None or name == ALL_API_USERS:
+        return ALL_API_USERS
+    user = await request.app[SERVICES_KEY].storage.accounts.get_api_user(name)
+    if user is None or user.account_id != account_id:
+        raise ApiError(400, f"api_user: {name[:80]!r} is not an API user of this account (or use 'all')")
+    return name
+
+
+def _get(spec: ListApi) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        q = request.query
+        offset = integer(q, "offset", 0, 0, 1_000_000)
+        limit = integer(q, "limit", 10, 1, MAX_LIMIT)
+        start, end = time_param(q, "start_time"), time_param(q, "end_time")
+        if start and end and end <= start:
+            raise ApiError(400, "end_time: must be after start_time")
+        raw = text(q, spec.value_field)
+        value = _normalize(raw, spec.kind, spec.value_field) if raw else None
+        account_id = await scope_account(request, required=True)
+        assert account_id is not None
+        result = await request.app[SERVICES_KEY].storage.suppressions.list(
+            account_id, spec.kind, value=value, start=start, end=end, offset=offset, limit=limit)
+        return page([spec.row(e) for e in result.items], result.total)
+
+    return handler
+
+
+def _post(spec: ListApi) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        account_id = await scope_account(request, required=True)
+        assert account_id is not None
+        body = await json_body(request)
+        values = [_normalize(v, spec.kind, spec.value_field) for v in body_values(body, spec.value_field)]
+        api_user = await _scope_api_user(request, account_id, body_text(body, "api_user", max_len=128))
+        reason = body_text(body, "reason", "", max_len=1000) or ""
+        now = request.app[SERVICES_KEY].clock()
+        expires = body_time(body, "expire_time") if spec.kind is ListKind.BLOCK else None
+        if expires is not None and expires <= now:
+            raise ApiError(400, "expire_time: must be in the future")
+        code = body_int(body, "type", 0, 0, 3) if spec.kind is ListKind.UNSUBSCRIBE else None
+        entries = [SuppressionEntry(account_id=account_id, kind=spec.kind, value=v, api_user=api_user,
+                                    created_at=now, expires_at=expires, reason_code=code, reason=reason)
+                   for v in dict.fromkeys(values)]
+        n = await request.app[SERVICES_KEY].storage.suppressions.add(entries)
+        return ok({"count": n})
+
+    return handler
+
+
+def _delete(spec: ListApi) -> Callable[[web.Request], Any]:
+    async def handler(request: web.Request) -> web.Response:
+        q = request.query
+        raws = text_list(q, spec.value_field)
+        if not raws:
+            raise ApiError(400, f"{spec.value_field}: required (comma-separated values to delete)")
+        values = [_normalize(v, spec.kind, spec.value_field) for v in raws]
+        account_id = await scope_account(request, required=True)
+        assert account_id is not None
+        scope = None
+        if spec.kind is not ListKind.COMPLAINT and text(q, "api_user", max_len=128):
+            scope = await _scope_api_user(request, account_id, text(q, "api_user", max_len=128))
+        n = await request.app[SERVICES_KEY].storage.suppressions.remove(account_id, spec.kind, values, scope)
+        body: dict[str, Any] = {"count": n}
+        if spec.kind is ListKind.COMPLAINT and n:
+            body["warning"] = "removed from the complaint list: the next mail to these addresses will be sent"
+        return ok(body)
+
+    return handler
+
+
+def routes() -> list[tuple[str, str, Callable[[web.Request], Any], ListApi]]:
+    makers = {"GET": _get, "POST": _post, "DELETE": _delete}
+    return [(m, spec.path, makers[m](spec), spec) for spec in LISTS for m in spec.methods]

@@ -1,0 +1,170 @@
+"""Tenant isolation over every route of the HTTP API (table-driven): account A's key can neither
+read nor change account B's data, and naming B's API_USER (or B's account) never widens A's access.
+
+The table must name every route of the application (checked below), so a new route cannot ship
+without its isolation case.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from relay.http.app import routes
+from relay.http.v1_suppressions import LISTS
+from tests.helpers.mx_sink import ScriptedMx
+from tests.integration.conftest import RelayFactory
+from tests.integration.relay_fixture import wait_until
+from tests.integration.test_http_api import HTTP, Api, open_api
+
+B_ONLY = {"/v1/complaints": ("email", "b-only@example.com"), "/v1/bounces": ("email", "b-only@example.com"),
+          "/v1/blocks": ("email_or_domain", "b-only.example"), "/v1/unsubscribes": ("email", "b-only@example.com"),
+          "/v1/no_interceptions": ("email_or_domain", "b-only.example")}
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+async def api(request: pytest.FixtureRequest, relay_factory: RelayFactory, sink: ScriptedMx) -> AsyncIterator[Api]:
+    relay = await relay_factory({**HTTP, "delivery.enabled": True, "delivery.relayhost": f"127.0.0.2:{sink.port}",
+                                 "delivery.ehlo_name": "relay.test"}, backend=request.param)
+    async for a in open_api(relay):
+        from storage.records import ListKind, SuppressionEntry
+
+        kinds = {"/v1/complaints": ListKind.COMPLAINT, "/v1/bounces": ListKind.BOUNCE, "/v1/blocks": ListKind.BLOCK,
+                 "/v1/unsubscribes": ListKind.UNSUBSCRIBE, "/v1/no_interceptions": ListKind.NO_INTERCEPTION}
+        await relay.storage.suppressions.add([SuppressionEntry(a.b_account_id, kinds[p], v)
+                                              for p, (_, v) in B_ONLY.items()])
+        c = await relay.client(user="b1", key="beta-key-0123456789")  # a queue that belongs to B
+        await c.sendmail("app@beta.example", ["x@example.net"], "Subject: b\r\n\r\nx\r\n")
+        await c.quit()
+        await wait_until(lambda: len(sink.messages) == 1)
+        yield a
+
+
+Check = Callable[[Api], Awaitable[None]]
+
+
+async def _b_lists_intact(api: Api) -> None:
+    for path, (field, value) in B_ONLY.items():
+        _, body = await api.call("GET", path, api.b, params={field: value})
+        assert body["total"] == 1, path
+
+
+def _status_search() -> Check:
+    async def check(api: Api) -> None:
+        for params in ({"api_user": "b1"}, {"email_ids": "01BBB"}, {"email": "one@example.com"},
+                       {"email": "one@example.com", "api_user": "b1"}):
+            status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
+            assert status == 200 and all(r["api_user"] == "app1" for r in body["result"]), params
+            assert "01BBB" not in {r["email_id"] for r in body["result"]}
+        assert (await api.call("GET", "/v1/email_status", api.a, params={"account": "beta"}))[0] == 403
+    return check
+
+
+def _message() -> Check:
+    async def check(api: Api) -> None:
+        assert (await api.call("GET", "/v1/messages/01BBB", api.a))[0] == 404
+        assert (await api.call("GET", "/v1/messages/01BBB", api.a, params={"account": "beta"}))[0] == 403
+        assert (await api.call("GET", "/v1/messages/01BBB", api.b))[0] == 200
+    return check
+
+
+def _list_get(path: str) -> Check:
+    async def check(api: Api) -> None:
+        field, value = B_ONLY[path]
+        _, body = await api.call("GET", path, api.a, params={field: value})
+        assert body["total"] == 0 and body["result"] == []
+        _, body = await api.call("GET", path, api.a, params={"limit": "100"})
+        assert value not in {r[field] for r in body["result"]}
+        assert (await api.call("GET", path, api.a, params={"account": "beta"}))[0] == 403
+    return check
+
+
+def _list_post(path: str) -> Check:
+    async def check(api: Api) -> None:
+        field, _ = B_ONLY[path]
+        value = "new-for-a@example.com"
+        status, body = await api.call("POST", path, api.a, json={field: value, "api_user": "b1"})
+        assert status == 400 and "api_user" in body["message"]
+        assert (await api.call("POST", path, api.a, params={"account": "beta"}, json={field: value}))[0] == 403
+        assert (await api.call("POST", path, api.a, json={field: value}))[0] == 200
+        _, body = await api.call("GET", path, api.b, params={field: value})
+        assert body["total"] == 0  # A's entry went into A's account only
+    return check
+
+
+def _list_delete(path: str) -> Check:
+    async def check(api: Api) -> None:
+        field, value = B_ONLY[path]
+        status, body = await api.call("DELETE", path, api.a, params={field: value})
+        assert status == 200 and body["count"] == 0
+        if path != "/v1/complaints":
+            status, _ = await api.call("DELETE", path, api.a, params={field: value, "api_user": "b1"})
+            assert status == 400
+        assert (await api.call("DELETE", path, api.a, params={field: value, "account": "beta"}))[0] == 403
+        await _b_lists_intact(api)
+    return check
+
+
+def _queues_list() -> Check:
+    async def check(api: Api) -> None:
+        for params in ({}, {"api_user": "b1"}):
+            status, body = await api.call("GET", "/v1/queues", api.a, params=params)
+            assert status == 200 and all(q["api_user"] == "app1" for q in body["result"])
+        _, body = await api.call("GET", "/v1/queues", api.b)
+        assert [(q["api_user"], q["domain"]) for q in body["result"]] == [("b1", "example.net")]
+    return check
+
+
+def _queue(method: str, suffix: str, **kw: Any) -> Check:
+    async def check(api: Api) -> None:
+        path = f"/v1/queues/b1/example.net{suffix}"
+        status, body = await api.call(method, path, api.a, **kw)
+        assert status == 404, body
+        _, body = await api.call("GET", "/v1/queues/b1/example.net", api.b)
+        assert body["queue"]["status"] != "paused" and body["queue"]["max_rate"] is None
+        assert (await api.call(method, path, api.b, **kw))[0] == 200  # B itself may
+    return check
+
+
+def _admin_only(method: str, path: str, **kw: Any) -> Check:
+    async def check(api: Api) -> None:
+        assert (await api.call(method, path, api.a, **kw))[0] == 403
+        assert (await api.call("GET", "/v1/email_status", api.b))[0] == 200  # b1 not revoked
+    return check
+
+
+async def _openapi(api: Api) -> None:
+    status, doc = await api.call("GET", "/openapi.json", api.a)
+    assert status == 200 and "01BBB" not in str(doc)
+
+
+CASES: dict[tuple[str, str], Check] = {
+    ("GET", "/openapi.json"): _openapi,
+    ("GET", "/v1/email_status"): _status_search(),
+    ("GET", "/v1/messages/{email_id}"): _message(),
+    ("GET", "/v1/queues"): _queues_list(),
+    ("GET", "/v1/queues/{api_user}/{domain}"): _queue("GET", ""),
+    ("POST", "/v1/queues/{api_user}/{domain}/pause"): _queue("POST", "/pause"),
+    ("POST", "/v1/queues/{api_user}/{domain}/resume"): _queue("POST", "/resume"),
+    ("POST", "/v1/queues/{api_user}/{domain}/recover"): _queue("POST", "/recover"),
+    ("PUT", "/v1/queues/{api_user}/{domain}/rate"): _queue("PUT", "/rate", json={"max_rate": 1}),
+    ("GET", "/v1/api_users"): _admin_only("GET", "/v1/api_users"),
+    ("POST", "/v1/api_users"): _admin_only("POST", "/v1/api_users", json={"api_user": "evil", "account": "beta"}),
+    ("DELETE", "/v1/api_users/{name}"): _admin_only("DELETE", "/v1/api_users/b1"),
+}
+_MAKERS = {"GET": _list_get, "POST": _list_post, "DELETE": _list_delete}
+for _spec in LISTS:
+    for _m in _spec.methods:
+        CASES[(_m, _spec.path)] = _MAKERS[_m](_spec.path)
+
+
+def test_every_route_has_an_isolation_case() -> None:
+    served = {(m, p) for m, p, _ in routes()}
+    assert served == set(CASES), sorted(served ^ set(CASES))
+
+
+@pytest.mark.parametrize("route", sorted({(m, p) for m, p, _ in routes()}), ids=lambda r: f"{r[0]} {r[1]}")
+async def test_account_a_cannot_reach_account_b(api: Api, route: tuple[str, str]) -> None:
+    await CASES[route](api)
