@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Target command for the shared side-by-side harness (/work/shared/bench/relay_bench.py run):
+#
+#   --target-cmd '/abs/path/to/bench/run_target.sh {port} {workdir} {sink}' --target-auth bench:secret-key
+#
+# With the third argument the relay delivers everything to the harness's sink (delivery.relayhost,
+# an IP literal, so no DNS); without it the relay only accepts (init --no-delivery).
+#
+# Creates a fresh mailrelay data directory in WORKDIR/mailrelay-home (`mailrelay init`, SQLite,
+# listener 127.0.0.1:PORT, AUTH without TLS allowed because it is loopback), adds API_USER
+# `bench` (account `bench`, key `secret-key`) and then *execs* `mailrelay serve`, so the pid the
+# harness started is the server itself (its CPU/RSS sampling and its SIGTERM reach the relay).
+#
+# BENCH_RATE_LIMIT (default 1000000): limits.messages_per_second and messages_burst of the
+# relay. The shipped per-API_USER limit (1000 msgs/s, burst 2000 when this was written) would
+# otherwise cap a one-user benchmark; BENCH_RATE_LIMIT=default keeps the shipped values.
+# MAILRELAY overrides the executable (default: the repo's .venv/bin/mailrelay next to this script).
+set -euo pipefail
+
+usage="usage: run_target.sh PORT WORKDIR [SINK_HOST:PORT]"
+port=${1:?$usage}
+workdir=${2:?$usage}
+sink=${3:-}
+here=$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd -P)
+mailrelay=${MAILRELAY:-$here/../.venv/bin/mailrelay}
+mailrelay=$(realpath "$mailrelay")
+home=$workdir/mailrelay-home
+rate=${BENCH_RATE_LIMIT:-1000000}
+
+# Delivery goes to the harness's sink as the relay host (an IP literal: no DNS). Without a sink the
+# relay only accepts (--no-delivery): it must never look up MX records outside loopback.
+if [ -n "$sink" ]; then
+    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --relayhost "$sink" >&2
+else
+    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --no-delivery >&2
+fi
+
+if [ "$rate" != default ]; then
+    case $rate in *.*) rate_f=$rate ;; *) rate_f=$rate.0 ;; esac
+    burst=${rate%%.*}
+    # init writes every key; unset ones as a commented default ("# messages_per_second = 200.0")
+    sed -i -E "/^\[limits\]/,/^\[/{
+        s/^#? ?messages_per_second = .*/messages_per_second = $rate_f/
+        s/^#? ?messages_burst = .*/messages_burst = $burst/
+    }" "$home/mailrelay.toml"
+    effective=$("$mailrelay" config check --home "$home")
+    if ! grep -qx "limits.messages_per_second = $rate_f" <<<"$effective" \
+        || ! grep -qx "limits.messages_burst = $burst" <<<"$effective"; then
+        echo "run_target.sh: could not set limits.messages_per_second/messages_burst in $home/mailrelay.toml" >&2
+        grep '^limits\.' <<<"$effective" >&2 || true
+        exit 1
+    fi
+    echo "run_target.sh: bench override limits.messages_per_second = $rate_f, messages_burst = $burst" >&2
+fi
+
+"$mailrelay" users add bench --account bench --key secret-key --home "$home" >&2
+
+exec "$mailrelay" serve --home "$home"
