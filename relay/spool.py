@@ -27,6 +27,7 @@ import logging
 import os
 import queue
 import threading
+from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -48,6 +49,9 @@ FOOTER_MAGIC = b"MRSP1\n"
 FOOTER_LEN = len(FOOTER_MAGIC) + 10
 #: Content is kept in memory up to this size, then streamed to the tmp file by the worker.
 MEMORY_CHUNK = 256 * 1024
+#: Recently committed contents kept in memory for delivery (total and per message).
+RECENT_BUDGET = 32 * 1024 * 1024
+RECENT_ITEM_MAX = 128 * 1024
 
 
 class SpoolError(Exception):
@@ -173,6 +177,10 @@ class Spool:
         self.batch_max = batch_max
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
+        # Contents of recently committed messages, so the first delivery attempt needs no file read.
+        # Only touched on the event loop.
+        self._recent: OrderedDict[str, bytes] = OrderedDict()
+        self._recent_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
 
     # region lifecycle
@@ -219,14 +227,30 @@ class Spool:
         env = encode_envelope(record)
         footer = FOOTER_MAGIC + b"%010d" % len(env)
         await self._submit("commit", writer, data + env + footer)
+        if writer.size == len(data) <= RECENT_ITEM_MAX:  # all of it was in memory: keep it for delivery
+            self._remember(writer.email_id, data)
 
-    async def remove(self, email_id: str) -> None:
-        await asyncio.to_thread(self.remove_sync, email_id)
+    def _remember(self, email_id: str, content: bytes) -> None:
+        self._recent[email_id] = content
+        self._recent_bytes += len(content)
+        while self._recent_bytes > RECENT_BUDGET and self._recent:
+            _, old = self._recent.popitem(last=False)
+            self._recent_bytes -= len(old)
 
-    def remove_sync(self, email_id: str) -> None:
+    def _forget(self, email_id: str) -> None:
+        content = self._recent.pop(email_id, None)
+        if content is not None:
+            self._recent_bytes -= len(content)
+
+    async def remove(self, email_id: str, *, has_meta: bool = True) -> None:
+        self._forget(email_id)
+        await asyncio.to_thread(self.remove_sync, email_id, has_meta=has_meta)
+
+    def remove_sync(self, email_id: str, *, has_meta: bool = True) -> None:
         """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""
         self.path_of(email_id).unlink(missing_ok=True)
-        (self.meta_dir / f"{email_id}.json").unlink(missing_ok=True)
+        if has_meta:
+            (self.meta_dir / f"{email_id}.json").unlink(missing_ok=True)
 
     # region delivery state (not fsync'd: it survives a process crash via the page cache; after a
     # machine crash an older state only means an earlier retry time or a repeated attempt)
@@ -274,6 +298,9 @@ class Spool:
         return await asyncio.to_thread(self.read_envelope_sync, email_id)
 
     async def read_content(self, email_id: str) -> bytes:
+        recent = self._recent.get(email_id)
+        if recent is not None:  # just accepted: no file read (the copy on disk is identical)
+            return recent
         return await asyncio.to_thread(self.read_content_sync, email_id)
 
     # endregion

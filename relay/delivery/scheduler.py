@@ -315,13 +315,14 @@ class Scheduler:
             return
         if state.finished:
             del self.messages[item.email_id]
-            await asyncio.to_thread(self.d.spool.remove_sync, item.email_id)
+            await self.d.spool.remove(item.email_id, has_meta=state.has_meta)
         else:
             await self._save(item.email_id)
 
     async def _save(self, email_id: str) -> None:
         state = self.messages.get(email_id)
         if state is not None:
+            state.has_meta = True
             await asyncio.to_thread(self.d.spool.write_meta_sync, email_id, state.encode())
 
     # endregion

@@ -51,6 +51,7 @@ class MessageState:
 
     email_id: str
     items: dict[str, DeliveryItem] = field(default_factory=dict)
+    has_meta: bool = False  # a meta file may exist (written, or found at start-up)
 
     def encode(self) -> bytes:
         pending = {r: [i.attempts, i.next_at, i.last_reason] for r, i in self.items.items() if not i.done}
@@ -70,7 +71,7 @@ def _needs_smtputf8(record: SubmissionRecord) -> bool:
 def items_from_record(record: SubmissionRecord, meta: bytes | None = None) -> MessageState:
     """Pending recipients of a spooled message (all SENDING ones, narrowed by its meta if any)."""
     m = record.message
-    state = MessageState(m.email_id)
+    state = MessageState(m.email_id, has_meta=meta is not None)
     saved: dict[str, list[object]] | None = None
     if meta is not None:
         try:

@@ -81,3 +81,16 @@ async def test_start_purges_unfinished_receptions(tmp_path: Path) -> None:
         assert not list(s.tmp_dir.iterdir()) and not list(s.enumerate())
     finally:
         await s.stop()
+
+
+async def test_recent_content_is_served_from_memory_until_removed(spool: Spool) -> None:
+    w = spool.new_writer("HOT")
+    await w.write(b"Subject: hot\r\n\r\nbody\r\n")
+    await spool.commit(w, _record("HOT"))
+    spool.path_of("HOT").rename(spool.root / "moved.msg")  # the file is not read for the first attempt
+    assert await spool.read_content("HOT") == b"Subject: hot\r\n\r\nbody\r\n"
+    (spool.root / "moved.msg").rename(spool.path_of("HOT"))
+    await spool.remove("HOT", has_meta=False)
+    assert not spool.path_of("HOT").exists()
+    with pytest.raises(FileNotFoundError):
+        await spool.read_content("HOT")
