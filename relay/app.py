@@ -71,6 +71,7 @@ class App:
     scheduler: Scheduler | None = None
     control: ControlServer | None = None
     feedback: FeedbackServices | None = None
+    intake: Intake | None = None
     http: web.AppRunner | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
@@ -115,7 +116,7 @@ class App:
         self.spool = Spool(cfg.path(cfg.node.spool_dir), fsync=cfg.spool.fsync,
                            batch_max=cfg.spool.group_commit_max)
         await self.spool.start()
-        intake = Intake(self.spool, self.storage.statuses)
+        intake = self.intake = Intake(self.spool, self.storage.statuses)
         await intake.reconcile()
         chain = default_chain(self.storage.suppressions)
         if cfg.delivery.enabled:
@@ -221,6 +222,8 @@ class App:
             self.http = None
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
+        if self.intake is not None:
+            await self.intake.flush(grace)
         if self.feedback is not None and self.feedback.tasks:
             await asyncio.wait(list(self.feedback.tasks), timeout=grace)
         if self.scheduler is not None:

@@ -62,6 +62,7 @@ class DeliveryHarness:
                             datetime.fromtimestamp(self.clock(), UTC), "127.0.0.1", "test")
         record = SubmissionRecord(msg, tuple(RecipientOutcome(r, Status.SENDING) for r in rcpts))
         await self.intake.accept(writer, record)
+        await self.intake.flush()  # status rows and the hand-off to delivery follow the 250
         return email_id
 
     async def step(self, advance: float = 0.0) -> None:

@@ -44,6 +44,8 @@ async def _send(c: aiosmtplib.SMTP, rcpts: list[str], body: bytes = MSG) -> tupl
 
 
 async def _status(relay: RelayUnderTest, recipient: str) -> list:  # type: ignore[type-arg]
+    assert relay.app.intake is not None
+    await relay.app.intake.flush()  # rows are written right after the 250
     page = await relay.storage.statuses.search(StatusFilter(account_id=relay.account_id, recipient=recipient))
     return page.items
 
