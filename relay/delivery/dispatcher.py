@@ -37,12 +37,21 @@ class DispatchContext:
     return_path: Callable[[DeliveryItem], str]
     report: Callable[..., Awaitable[None]]  # Scheduler.report
     stopping: Callable[[], bool]
+    clock: Callable[[], float] = time.time
+    # A check younger than this counts as "just before the attempt": the first attempt right
+    # after submission reuses the RCPT-time check instead of a second lookup (the residual window
+    # is the same race every check has with an entry written a moment after it).
+    recheck_after: float = 2.0
 
 
 async def _recheck(ctx: DispatchContext, item: DeliveryItem) -> tuple[AttemptResult, SubStatus | None] | None:
     """The suppression lists again, just before the attempt (an entry may have arrived since)."""
     if ctx.chain is None:
         return None
+    now = ctx.clock()
+    if now - item.checked_at < ctx.recheck_after:
+        return None
+    item.checked_at = now
     res = await ctx.chain.check(RecipientContext(
         account_id=item.account_id, api_user=item.api_user, sender=item.sender,
         raw_recipient=item.recipient, smtputf8=item.smtputf8, now=utcnow()))

@@ -51,6 +51,7 @@ class Scheduler:
         self.ctx = dispatch
         self.ctx.report = self.report
         self.ctx.stopping = lambda: self._stopping
+        self.ctx.clock = deps.clock
         self.messages: dict[str, MessageState] = {}
         self.queues: dict[tuple[str, str], ScheduledQueue] = {}
         self.sites: dict[SiteKey, SiteQueue] = {}
@@ -85,6 +86,7 @@ class Scheduler:
         now = self.d.clock()
         for item in state.items.values():
             item.next_at = now
+            item.checked_at = item.first_seen  # RCPT time: the lists were checked just now
         if state.items:
             self._add_message(state, arrived=True)
             self._wake.set()

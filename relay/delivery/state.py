@@ -39,6 +39,7 @@ class DeliveryItem:
     next_at: float = 0.0
     last_reason: str = ""
     done: bool = False
+    checked_at: float = 0.0  # when the suppression lists were last checked for it (epoch seconds)
 
     @property
     def queue_key(self) -> tuple[str, str]:

@@ -247,3 +247,18 @@ async def test_rate_limit_replies_cut_the_site_rate(h: DeliveryHarness, mx: Scri
     site.aimd.on_signal(Signal.RATE_LIMIT)
     assert site.aimd.rate <= rate  # multiplicative decrease, never below the floor
     assert site.aimd.rate >= h.cfg.sites.min_rate
+
+
+async def test_entry_added_while_queue_paused_stops_the_first_attempt(h: DeliveryHarness, mx: ScriptedMx) -> None:
+    admin = QueueAdmin(h.scheduler)
+    email_id = await h.submit("first@example.test")
+    admin_q = h.scheduler.queue_for(next(iter(h.scheduler.messages[email_id].items.values())))
+    h.scheduler.pause_queue(admin_q)
+    await h.step()
+    await h.storage.suppressions.add([SuppressionEntry(account_id=h.account_id, kind=ListKind.BLOCK,
+                                                       value="example.test")])
+    admin.resume("app1", "example.test")
+    await h.step(3)  # older than the RCPT-time check: the lists are read again before the attempt
+    row = await h.status(email_id, "first@example.test")
+    assert row.status == Status.INVALID and row.reason == "Blacklist: Block:(worker:address in block list)"
+    assert mx.messages == []
