@@ -73,7 +73,8 @@ class RelayUnderTest:
 
 
 async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any] | None = None,
-                      implicit_tls: bool = True, allow_plain_auth: bool = True) -> RelayUnderTest:
+                      implicit_tls: bool = True, allow_plain_auth: bool = True,
+                      create_user: bool = True) -> RelayUnderTest:
     settings: dict[str, Any] = {
         "smtp.listen": "127.0.0.1:0",
         "smtp.allow_auth_without_tls": allow_plain_auth,
@@ -100,7 +101,8 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     assert app.storage is not None
     acct = await app.storage.accounts.ensure_account("acme")
     key = "test-key-0123456789"
-    await app.storage.accounts.add_api_user("app1", acct.id, hash_key(key, n=2**10))
+    if create_user:  # False: another node on the same database made it already
+        await app.storage.accounts.add_api_user("app1", acct.id, hash_key(key, n=2**10))
     ports = {lst.options.name: lst.port for lst in app.listeners}
     port = ports["smtp"]
     tls_port = ports.get("submission_tls")

@@ -1,0 +1,67 @@
+"""Two mailrelay nodes, each with its own data directory and spool, sharing one PostgreSQL.
+
+A suppression entry made through one node takes effect on the other's next RCPT at once (lookups
+read the shared tables; there is no per-node cache to invalidate), and a status search on either
+node sees the mail both accepted.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from storage.records import ListKind, StatusFilter, SuppressionEntry
+from tests.integration.conftest import _create_pg_database, _drop_pg_database
+from tests.integration.relay_fixture import RelayUnderTest, start_relay
+
+
+@pytest.fixture
+async def nodes(tmp_path: Path) -> AsyncIterator[tuple[RelayUnderTest, RelayUnderTest]]:
+    name, url = await _create_pg_database()
+    a = await start_relay(tmp_path / "node-a", url, overrides={"node.name": "node-a"}, implicit_tls=False)
+    b = await start_relay(tmp_path / "node-b", url, overrides={"node.name": "node-b"}, implicit_tls=False,
+                          create_user=False)
+    try:
+        yield a, b
+    finally:
+        await a.app.stop(grace=2)
+        await b.app.stop(grace=2)
+        await _drop_pg_database(name)
+
+
+async def _rcpt(node: RelayUnderTest, rcpt: str) -> tuple[int, str]:
+    c = await node.client()
+    await c.mail("app@acme.example")
+    r = await c.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+    await c.rset()
+    await c.quit()
+    return r.code, r.message
+
+
+async def test_entries_made_on_one_node_apply_on_the_other(nodes: tuple[RelayUnderTest, RelayUnderTest]) -> None:
+    a, b = nodes
+    assert a.account_id == b.account_id and a.key == b.key  # one account, one API user, shared
+    assert await _rcpt(b, "x@example.com") == (250, "2.1.5 Ok")
+    await a.storage.suppressions.add([SuppressionEntry(account_id=a.account_id, kind=ListKind.COMPLAINT,
+                                                       value="x@example.com")])
+    assert await _rcpt(b, "x@example.com") == (550, "5.7.1 Blacklist:complaint (worker:address in complaint list)")
+    await a.storage.suppressions.add([SuppressionEntry(account_id=a.account_id, kind=ListKind.NO_INTERCEPTION,
+                                                       value="x@example.com")])
+    assert await _rcpt(b, "x@example.com") == (250, "2.1.5 Ok")
+
+
+async def test_status_search_sees_mail_from_both_nodes(nodes: tuple[RelayUnderTest, RelayUnderTest]) -> None:
+    a, b = nodes
+    for node, rcpt in ((a, "via-a@example.com"), (b, "via-b@example.com")):
+        c = await node.client()
+        await c.sendmail("app@acme.example", [rcpt], "Subject: multi\r\n\r\nhi\r\n")
+        await c.quit()
+        assert node.app.intake is not None
+        await node.app.intake.flush()
+    for node in (a, b):
+        page = await node.storage.statuses.search(StatusFilter(account_id=a.account_id))
+        assert {r.recipient for r in page.items} == {"via-a@example.com", "via-b@example.com"}
+    assert a.app.spool is not None and b.app.spool is not None
+    assert len(list(a.app.spool.enumerate())) == 1 and len(list(b.app.spool.enumerate())) == 1  # own spools
