@@ -25,6 +25,7 @@ from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
+from relay.exports import ExportWorker
 from relay.feedback.listener import FeedbackHandler, FeedbackServices
 from relay.http.app import start_http
 from relay.http.services import HttpServices
@@ -73,6 +74,7 @@ class App:
     feedback: FeedbackServices | None = None
     intake: Intake | None = None
     http: web.AppRunner | None = None
+    exports: ExportWorker | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
@@ -124,8 +126,12 @@ class App:
             await self.scheduler.restore()
             intake.on_accepted(self.scheduler.enqueue)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
+        self.exports = ExportWorker(self.storage, cfg.path("exports"), cfg.node_name)
+        await self.exports.recover()
+        self._tasks.append(asyncio.create_task(self.exports.run(), name="exports"))
         self.control = ControlServer(cfg.path(cfg.node.control_socket),
-                                     QueueAdmin(self.scheduler) if self.scheduler else None)
+                                     QueueAdmin(self.scheduler) if self.scheduler else None,
+                                     exports_wake=self.exports.wake)
         await self.control.start()
         lim = cfg.limits
         # One authenticator for SMTP AUTH and the HTTP API: same keys, one failure throttle.
@@ -169,7 +175,7 @@ class App:
             self.http = await start_http(cfg.http, HttpServices(
                 storage=self.storage, authenticator=authenticator,
                 queues=QueueAdmin(self.scheduler) if self.scheduler else None,
-                admin_token=cfg.http.admin_token))
+                exports=self.exports, admin_token=cfg.http.admin_token))
         notify("READY=1\nSTATUS=accepting mail")
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:

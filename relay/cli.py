@@ -14,7 +14,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay.commands import db, feedback, init, queues, status, suppression, users
+from relay.commands import db, exports, feedback, init, queues, status, suppression, users
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -43,6 +43,7 @@ def build_parser() -> argparse.ArgumentParser:
     users.add_parser(sub.add_parser("users", help="API users (SMTP AUTH / HTTP credentials)"), with_home)
     suppression.add_parser(sub.add_parser("suppression", help="the five suppression lists"), with_home)
     status.add_parser(sub.add_parser("status", help="per-recipient statuses"), with_home)
+    exports.add_parser(sub.add_parser("exports", help="offline exports of status records (CSV.gz)"), with_home)
     queues.add_parser(sub.add_parser("queues", help="delivery queues of the running server"), with_home)
     feedback.add_parser(sub.add_parser("feedback", help="bounce and complaint mail: classify, ingest"), with_home)
     return p

@@ -34,16 +34,23 @@ def _rate(args: dict[str, Any]) -> float | None:
 
 
 class ControlServer:
-    def __init__(self, path: Path, queues: QueueAdmin | None) -> None:
+    def __init__(self, path: Path, queues: QueueAdmin | None,
+                 exports_wake: Callable[[], None] | None = None) -> None:
         self.path = path
         self.queues = queues
+        self.exports_wake = exports_wake
         self._server: asyncio.AbstractServer | None = None
 
     def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
+        out: dict[str, Callable[[dict[str, Any]], Any]] = {}
+        wake = self.exports_wake
+        if wake is not None:
+            out["exports.wake"] = lambda a: wake()
         q = self.queues
         if q is None:
-            return {}
+            return out
         return {
+            **out,
             "queues.list": lambda a: [v.to_json() for v in q.list(a.get("api_user"))],
             "queues.show": lambda a: q.show(a["api_user"], a["domain"], int(a.get("limit", 100))),
             "queues.pause": lambda a: q.pause(a["api_user"], a["domain"]).to_json(),

@@ -9,6 +9,7 @@ A naive ``datetime`` is refused: silently treating local time as UTC would shift
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime, timedelta
 from typing import Any
 
@@ -17,12 +18,15 @@ from storage.records import (
     Account,
     ApiUser,
     EmailType,
+    ExportStatus,
+    ExportTask,
     ListKind,
     LogEntry,
     LogKind,
     MessageRecord,
     RecipientOutcome,
     Status,
+    StatusFilter,
     StatusRecord,
     SubStatus,
     SuppressionEntry,
@@ -227,4 +231,49 @@ def status_from_row(row: Row, log: tuple[LogEntry, ...] = ()) -> StatusRecord:
         mx_host=row["mx_host"],
         mx_ip=row["mx_ip"],
         log=log,
+    )
+
+
+# ---------------------------------------------------------------- exports
+
+
+def filter_to_json(f: StatusFilter) -> str:
+    return json.dumps({
+        "account_id": f.account_id, "recipient": f.recipient, "email_ids": list(f.email_ids),
+        "api_user": f.api_user, "domain": f.domain, "label": f.label,
+        "email_type": None if f.email_type is None else str(EmailType(f.email_type).value),
+        "statuses": [int(s) for s in f.statuses], "sub_statuses": [int(s) for s in f.sub_statuses],
+        "start": opt_ms(f.start), "end": opt_ms(f.end),
+    }, sort_keys=True)
+
+
+def filter_from_json(text: str) -> StatusFilter:
+    d = json.loads(text)
+    return StatusFilter(
+        account_id=d.get("account_id"), recipient=d.get("recipient"), email_ids=tuple(d.get("email_ids") or ()),
+        api_user=d.get("api_user"), domain=d.get("domain"), label=d.get("label"),
+        email_type=EmailType(d["email_type"]) if d.get("email_type") else None,
+        statuses=tuple(Status(s) for s in d.get("statuses") or ()),
+        sub_statuses=tuple(SubStatus(s) for s in d.get("sub_statuses") or ()),
+        start=opt_dt(d.get("start")), end=opt_dt(d.get("end")),
+    )
+
+
+def export_from_row(row: Row) -> ExportTask:
+    return ExportTask(
+        id=row["id"],
+        account_id=int(row["account_id"]),
+        kind=row["kind"],
+        filter=filter_from_json(row["filter"]),
+        status=ExportStatus(row["status"]),
+        created_at=from_ms(row["created_at"]),
+        started_at=opt_dt(row["started_at"]),
+        finished_at=opt_dt(row["finished_at"]),
+        rows_done=int(row["rows_done"]),
+        rows_total=None if row["rows_total"] is None else int(row["rows_total"]),
+        file_size=None if row["file_size"] is None else int(row["file_size"]),
+        attempts=int(row["attempts"]),
+        node=row["node"],
+        error=row["error"],
+        expired_at=opt_dt(row["expired_at"]),
     )

@@ -12,7 +12,8 @@ Guarantees every implementation gives:
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import builtins
+from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Generic, Protocol, TypeVar
@@ -20,6 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from storage.records import (
     Account,
     ApiUser,
+    ExportTask,
     ListKind,
     LogEntry,
     Status,
@@ -157,6 +159,18 @@ class StatusRepo(Protocol):
         """(email_id, account_id) of submitted messages with this Message-ID header."""
         ...
 
+    async def count(self, flt: StatusFilter) -> int:
+        """The exact number of records matching ``flt`` (no cap: exports' progress denominator)."""
+        ...
+
+    def stream(
+        self, flt: StatusFilter, *, chunk: int = 1000, with_log: bool = True
+    ) -> AsyncIterator[list[StatusRecord]]:
+        """Every record matching ``flt`` in chunks of at most ``chunk``, newest first (request_time,
+        email_id, recipient all descending), keyset-paged: memory is constant in the result size,
+        and rows inserted during the walk either appear once or not at all."""
+        ...
+
 
 class FeedbackRepo(Protocol):
     async def mark_seen(self, key: str, at: datetime) -> bool:
@@ -164,11 +178,42 @@ class FeedbackRepo(Protocol):
         ...
 
 
+class ExportRepo(Protocol):
+    """Offline export tasks. State changes of a running task are guarded by (status, node), so a
+    node that lost a task (start-up recovery elsewhere, a retry) can no longer change it."""
+
+    async def create(self, task_id: str, account_id: int, kind: str, flt: StatusFilter, at: datetime) -> ExportTask: ...
+    async def get(self, task_id: str, account_id: int | None = None) -> ExportTask | None:
+        """``account_id`` given: None unless the task belongs to that account."""
+        ...
+    async def list(self, account_id: int | None, *, offset: int = 0, limit: int = 100) -> Page[ExportTask]:
+        """Newest first; ``account_id=None``: every account (operators)."""
+        ...
+    async def claim(self, node: str, now: datetime) -> ExportTask | None:
+        """Atomically take the oldest queued task for ``node`` (it becomes running). With several
+        nodes on one database a task is claimed by exactly one."""
+        ...
+    async def progress(self, task_id: str, node: str, rows_done: int, rows_total: int | None) -> bool: ...
+    async def finish(self, task_id: str, node: str, now: datetime, rows: int, file_size: int) -> bool: ...
+    async def fail(self, task_id: str, node: str, now: datetime, error: str) -> bool: ...
+    async def fail_running(self, node: str, now: datetime, error: str) -> int:
+        """Start-up recovery: every task ``node`` was running becomes failed (retryable)."""
+        ...
+    async def retry(self, task_id: str) -> bool:
+        """A failed task goes back to the queue (False if it is not failed)."""
+        ...
+    async def expired(self, node: str, before: datetime, limit: int = 100) -> builtins.list[ExportTask]:
+        """Succeeded tasks of ``node`` that finished before ``before`` and whose file is not yet deleted."""
+        ...
+    async def mark_expired(self, task_id: str, now: datetime) -> bool: ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
     feedback: FeedbackRepo
+    exports: ExportRepo
     url: str
 
     async def schema_state(self) -> SchemaState: ...

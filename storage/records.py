@@ -224,3 +224,39 @@ class StatusFilter:
     sub_statuses: tuple[SubStatus, ...] = ()
     start: datetime | None = None  # request_time >= start
     end: datetime | None = None  # request_time < end
+
+
+class ExportStatus(StrEnum):
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+#: The only export type so far: per-recipient status records (the status search, without its 30-day cap).
+EXPORT_EMAIL_STATUS = "email_status"
+
+
+@dataclass(frozen=True, slots=True)
+class ExportTask:
+    """One offline export: its filter, its state, and (once it succeeded) its file's facts.
+
+    ``node`` is the node that claimed it (its file is in that node's data directory);
+    ``expired_at`` is set when the file was deleted after the retention period (the row stays).
+    """
+
+    id: str
+    account_id: int
+    kind: str
+    filter: StatusFilter
+    status: ExportStatus
+    created_at: datetime
+    started_at: datetime | None = None
+    finished_at: datetime | None = None
+    rows_done: int = 0
+    rows_total: int | None = None
+    file_size: int | None = None
+    attempts: int = 0
+    node: str = ""
+    error: str = ""
+    expired_at: datetime | None = None

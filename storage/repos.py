@@ -10,18 +10,20 @@ recipients/domains are stored lower-cased.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+import builtins
+from collections.abc import AsyncIterator, Callable, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
 from storage import codec
 from storage.errors import Conflict, StorageError
-from storage.executor import Executor, Op
+from storage.executor import Executor, Op, Row
 from storage.protocols import Page
 from storage.records import (
     ALL_API_USERS,
     Account,
     ApiUser,
+    ExportTask,
     ListKind,
     LogEntry,
     LogKind,
@@ -281,6 +283,9 @@ class SqlStatusRepo:
             count_q = queries.render("status.count", where)
             counted = await self._ex.fetchval(count_q, {**params, "cap": self._cap})
             total = max(int(counted), offset + len(rows)) if rows else int(counted)
+        return Page(await self._with_logs(rows, with_log), total)
+
+    async def _with_logs(self, rows: Sequence[Row], with_log: bool) -> list[StatusRecord]:
         logs: dict[tuple[str, str], list[LogEntry]] = {}
         if with_log and rows:
             log_rows = await self._ex.fetch(
@@ -289,8 +294,29 @@ class SqlStatusRepo:
             )
             for lr in log_rows:
                 logs.setdefault((lr["email_id"], lr["recipient"]), []).append(codec.log_from_row(lr))
-        items = [codec.status_from_row(r, tuple(logs.get((r["email_id"], r["recipient"]), ()))) for r in rows]
-        return Page(items, total)
+        return [codec.status_from_row(r, tuple(logs.get((r["email_id"], r["recipient"]), ()))) for r in rows]
+
+    async def count(self, flt: StatusFilter) -> int:
+        where, params = search_where(flt, self._ex.dialect)
+        return int(await self._ex.fetchval(self._ex.queries.render("status.count_all", where), params))
+
+    async def stream(
+        self, flt: StatusFilter, *, chunk: int = 1000, with_log: bool = True
+    ) -> AsyncIterator[list[StatusRecord]]:
+        if chunk < 1:
+            raise ValueError("chunk must be at least 1")
+        where, params = search_where(flt, self._ex.dialect)
+        queries = self._ex.queries
+        rows = await self._ex.fetch(queries.render("status.export_first", where), {**params, "limit": chunk})
+        while rows:
+            yield await self._with_logs(rows, with_log)
+            if len(rows) < chunk:
+                return
+            last = rows[-1]
+            key = {"k_time": last["request_time"], "k_email_id": last["email_id"], "k_recipient": last["recipient"]}
+            rows = await self._ex.fetch(
+                queries.render("status.export_next", where), {**params, **key, "limit": chunk}
+            )
 
     async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]:
         page = await self.search(
@@ -333,3 +359,62 @@ class SqlFeedbackRepo:
     async def mark_seen(self, key: str, at: datetime) -> bool:
         rows = await self._ex.write_batch([Op("feedback.mark_seen", [{"key": key, "seen_at": codec.to_ms(at)}])])
         return rows[0] > 0
+
+
+class SqlExportRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def create(self, task_id: str, account_id: int, kind: str, flt: StatusFilter, at: datetime) -> ExportTask:
+        await self._ex.execute("export.insert", {"id": task_id, "account_id": account_id, "kind": kind,
+                                                 "filter": codec.filter_to_json(flt), "created_at": codec.to_ms(at)})
+        task = await self.get(task_id)
+        assert task is not None
+        return task
+
+    async def get(self, task_id: str, account_id: int | None = None) -> ExportTask | None:
+        row = await self._ex.fetchrow("export.get", {"id": task_id})
+        if row is None:
+            return None
+        task = codec.export_from_row(row)
+        return task if account_id is None or task.account_id == account_id else None
+
+    async def list(self, account_id: int | None, *, offset: int = 0, limit: int = 100) -> Page[ExportTask]:
+        if account_id is None:
+            rows = await self._ex.fetch("export.list_all", {"limit": limit, "offset": offset})
+            total = await self._ex.fetchval("export.count_all")
+        else:
+            params = {"account_id": account_id}
+            rows = await self._ex.fetch("export.list_by_account", {**params, "limit": limit, "offset": offset})
+            total = await self._ex.fetchval("export.count_by_account", params)
+        return Page([codec.export_from_row(r) for r in rows], int(total))
+
+    async def claim(self, node: str, now: datetime) -> ExportTask | None:
+        row = await self._ex.fetchrow("export.claim", {"node": node, "now": codec.to_ms(now)})
+        return None if row is None else codec.export_from_row(row)
+
+    async def progress(self, task_id: str, node: str, rows_done: int, rows_total: int | None) -> bool:
+        params = {"id": task_id, "node": node, "rows_done": rows_done, "rows_total": rows_total}
+        return await self._ex.execute("export.progress", params) > 0
+
+    async def finish(self, task_id: str, node: str, now: datetime, rows: int, file_size: int) -> bool:
+        params = {"id": task_id, "node": node, "now": codec.to_ms(now), "rows_done": rows, "file_size": file_size}
+        return await self._ex.execute("export.finish", params) > 0
+
+    async def fail(self, task_id: str, node: str, now: datetime, error: str) -> bool:
+        params = {"id": task_id, "node": node, "now": codec.to_ms(now), "error": error[:2000]}
+        return await self._ex.execute("export.fail", params) > 0
+
+    async def fail_running(self, node: str, now: datetime, error: str) -> int:
+        return await self._ex.execute("export.fail_running", {"node": node, "now": codec.to_ms(now),
+                                                              "error": error[:2000]})
+
+    async def retry(self, task_id: str) -> bool:
+        return await self._ex.execute("export.retry", {"id": task_id}) > 0
+
+    async def expired(self, node: str, before: datetime, limit: int = 100) -> builtins.list[ExportTask]:
+        rows = await self._ex.fetch("export.expired", {"node": node, "before": codec.to_ms(before), "limit": limit})
+        return [codec.export_from_row(r) for r in rows]
+
+    async def mark_expired(self, task_id: str, now: datetime) -> bool:
+        return await self._ex.execute("export.mark_expired", {"id": task_id, "now": codec.to_ms(now)}) > 0

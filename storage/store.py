@@ -5,8 +5,15 @@ from __future__ import annotations
 from storage import migrate as _migrate
 from storage.errors import SchemaBehind
 from storage.executor import Executor
-from storage.protocols import AccountRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
-from storage.repos import DEFAULT_COUNT_CAP, SqlAccountRepo, SqlFeedbackRepo, SqlStatusRepo, SqlSuppressionRepo
+from storage.protocols import AccountRepo, ExportRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
+from storage.repos import (
+    DEFAULT_COUNT_CAP,
+    SqlAccountRepo,
+    SqlExportRepo,
+    SqlFeedbackRepo,
+    SqlStatusRepo,
+    SqlSuppressionRepo,
+)
 
 
 class SqlStorage:
@@ -20,6 +27,7 @@ class SqlStorage:
         self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)
+        self.exports: ExportRepo = SqlExportRepo(executor)
 
     async def schema_state(self) -> SchemaState:
         return await _migrate.schema_state(self.executor)

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import csv
 import io
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
+from datetime import datetime
 from pathlib import Path
 
 from relay.commands.values import normalize_value
@@ -18,9 +19,47 @@ from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, utcnow
 _HEADER_WORDS = {"email", "email_or_domain", "address", "domain", "value"}
 
 
+def parse_line(lineno: int, raw: bytes, kind: ListKind, account_id: int, default_api_user: str,
+               now: datetime) -> SuppressionEntry | str | None:
+    """One line of an upload: an entry, ``"line N: <why>"`` for a bad line, or None (skipped)."""
+    try:
+        line = raw.decode("utf-8").strip()
+    except UnicodeDecodeError:
+        return f"line {lineno}: not valid UTF-8"
+    if not line or line.startswith("#"):
+        return None
+    if "," in line or '"' in line:
+        try:
+            fields = next(csv.reader(io.StringIO(line)))
+        except (csv.Error, StopIteration):
+            return f"line {lineno}: malformed CSV"
+    else:
+        fields = [line]
+    fields = [f.strip() for f in fields]
+    if lineno == 1 and fields and fields[0].lower() in _HEADER_WORDS:
+        return None
+    if not fields or not fields[0]:
+        return f"line {lineno}: empty value"
+    if len(fields) > 2:
+        return f"line {lineno}: expected 'value' or 'value,api_user', got {len(fields)} fields"
+    value, err = normalize_value(fields[0], kind)
+    if err:
+        return f"line {lineno}: {err}: {fields[0][:80]!r}"
+    api_user = fields[1] if len(fields) == 2 and fields[1] else default_api_user
+    return SuppressionEntry(account_id=account_id, kind=kind, value=value, api_user=api_user, created_at=now)
+
+
+def parse_lines(lines: Iterable[bytes], kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,
+                ) -> Iterator[SuppressionEntry | str]:
+    now = utcnow()
+    for lineno, raw in enumerate(lines, 1):
+        item = parse_line(lineno, raw, kind, account_id, default_api_user, now)
+        if item is not None:
+            yield item
+
+
 def parse_list_file(path: Path, kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,
                     *, progress: bool = False) -> Iterator[SuppressionEntry | str]:
-    now = utcnow()
     total = path.stat().st_size
     bar = None
     if progress:
@@ -28,42 +67,17 @@ def parse_list_file(path: Path, kind: ListKind, account_id: int, default_api_use
 
         bar = tqdm(total=total, unit="B", unit_scale=True, desc=f"import {kind.value}", mininterval=0.5)
     done_bytes = 0
-    with open(path, "rb") as fb:
+
+    def counted(fb: Iterable[bytes]) -> Iterator[bytes]:
+        nonlocal done_bytes
         for lineno, raw in enumerate(fb, 1):
             done_bytes += len(raw)
             if bar is not None and lineno % 20000 == 0:
                 bar.update(done_bytes - bar.n)
-            try:
-                line = raw.decode("utf-8").strip()
-            except UnicodeDecodeError:
-                yield f"line {lineno}: not valid UTF-8"
-                continue
-            if not line or line.startswith("#"):
-                continue
-            if "," in line or '"' in line:
-                try:
-                    fields = next(csv.reader(io.StringIO(line)))
-                except (csv.Error, StopIteration):
-                    yield f"line {lineno}: malformed CSV"
-                    continue
-            else:
-                fields = [line]
-            fields = [f.strip() for f in fields]
-            if lineno == 1 and fields and fields[0].lower() in _HEADER_WORDS:
-                continue
-            if not fields or not fields[0]:
-                yield f"line {lineno}: empty value"
-                continue
-            if len(fields) > 2:
-                yield f"line {lineno}: expected 'value' or 'value,api_user', got {len(fields)} fields"
-                continue
-            value, err = normalize_value(fields[0], kind)
-            if err:
-                yield f"line {lineno}: {err}: {fields[0][:80]!r}"
-                continue
-            api_user = fields[1] if len(fields) == 2 and fields[1] else default_api_user
-            yield SuppressionEntry(account_id=account_id, kind=kind, value=value, api_user=api_user,
-                                   created_at=now)
+            yield raw
+
+    with open(path, "rb") as fb:
+        yield from parse_lines(counted(fb), kind, account_id, default_api_user)
     if bar is not None:
         bar.update(total - bar.n)
         bar.close()

@@ -17,8 +17,8 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, openapi, queues, v1_email_status, v1_suppressions
-from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
+from relay.http import api_users, exports, openapi, queues, v1_email_status, v1_suppressions
+from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.envelope import error_middleware
 from relay.http.services import HttpServices
 
@@ -38,6 +38,7 @@ def routes() -> list[Route]:
         ("GET", "/v1/messages/{email_id}", v1_email_status.message),
     ]
     out += [(m, path, h) for m, path, h, _ in v1_suppressions.routes()]
+    out.append(("POST", "/v1/blocks/upload", v1_suppressions.upload_blocks))
     out += [
         ("GET", "/v1/queues", queues.list_queues),
         ("GET", "/v1/queues/{api_user}/{domain}", queues.show_queue),
@@ -48,6 +49,11 @@ def routes() -> list[Route]:
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),
+        ("POST", "/v1/exports", exports.create_export),
+        ("GET", "/v1/exports", exports.list_exports),
+        ("GET", "/v1/exports/{export_id}", exports.show_export),
+        ("GET", "/v1/exports/{export_id}/download", exports.download_export),
+        ("POST", "/v1/exports/{export_id}/retry", exports.retry_export),
     ]
     return out
 
@@ -60,6 +66,7 @@ def create_app(services: HttpServices) -> web.Application:
     )
     app[SERVICES_KEY] = services
     app[SEARCH_LIMITER_KEY] = RateLimiter(services.search_per_minute)
+    app[EXPORT_LIMITER_KEY] = RateLimiter(services.exports_per_minute)
     for method, path, handler in routes():
         app.router.add_route(method, path, handler)
     return app

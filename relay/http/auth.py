@@ -147,3 +147,4 @@ class RateLimiter:
 
 
 SEARCH_LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("search_limiter", RateLimiter)
+EXPORT_LIMITER_KEY: web.AppKey[RateLimiter] = web.AppKey("export_limiter", RateLimiter)

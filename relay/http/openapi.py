@@ -79,6 +79,16 @@ SCHEMAS: J = {
     }),
     "ApiUser": _obj({"api_user": _STR, "account": _STR, "active": {"type": "boolean"}, "create_time": _TIME,
                      "revoke_time": _TIME}),
+    "Export": _obj({
+        "id": _STR, "type": {"type": "string", "enum": ["email_status"]},
+        "status": {"type": "string", "enum": ["queued", "running", "succeeded", "failed"]},
+        "progress": {"type": "number", "minimum": 0, "maximum": 100}, "rows": _INT, "total_rows": _NINT,
+        "create_time": _TIME, "start_time": _TIME, "end_time": _TIME,
+        "download_url": {"type": ["string", "null"], "description": "set once the export succeeded"},
+        "expire_time": {**_TIME, "description": "when the file is deleted (7 days after the end)"},
+        "expired": {"type": "boolean"}, "file_size": _NINT, "attempts": _INT, "error": _NSTR,
+        "filters": {"type": "object"},
+    }),
     "NewApiUser": _obj({"api_user": _STR, "account": _STR, "active": {"type": "boolean"}, "create_time": _TIME,
                         "revoke_time": _TIME, "api_key": {"type": "string", "description": "shown only once"}}),
 }
@@ -189,6 +199,15 @@ def document() -> J:
     paths["/v1/api_users/{name}"] = {"delete": {"summary": "operators: revoke an API user",
                                                 "parameters": [_p("name")],
                                                 "responses": _resp(_ref("ApiUser"), extra=("404",))}}
+    _exports(paths)
+    paths["/v1/blocks/upload"] = {"post": {
+        "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
+        "parameters": [_q("api_user", "scope of lines that name none: one API_USER of the account or 'all'"),
+                       _ACCOUNT],
+        "requestBody": {"required": True, "content": {m: {"schema": {"type": "string"}}
+                                                      for m in ("text/csv", "text/plain")}},
+        "responses": _resp(_obj({"imported": _INT, "more_errors": _INT, "errors": {"type": "array", "items": _obj(
+            {"line": _INT, "message": _STR})}}))}}
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailrelay data API", "version": "1",
@@ -200,6 +219,38 @@ def document() -> J:
         "security": [{"basic": []}, {"admin": []}],
         "paths": paths,
     }
+
+
+_LIST_FILTER = {"oneOf": [_STR, {"type": "array", "maxItems": 1000, "items": {"type": ["string", "integer"]}}]}
+_EXPORT_BODY = {
+    "type": "object", "additionalProperties": False,
+    "description": "the filters of GET /v1/email_status, without the 30-day cap (no dates: all time)",
+    "properties": {
+        "send_date": _STR, "start_date": _STR, "end_date": _STR, "email": _STR, "email_ids": _LIST_FILTER,
+        "api_user": _STR, "domain_name": _STR, "label_id": _STR,
+        "email_type": {"type": "string", "enum": ["transactional", "marketing"]},
+        "status": _LIST_FILTER, "sub_status": _LIST_FILTER}}
+
+
+def _exports(paths: J) -> None:
+    task = [_p("export_id"), _ACCOUNT]
+    paths["/v1/exports"] = {
+        "post": {"summary": "queue an offline export of status records (CSV.gz)", "parameters": [_ACCOUNT],
+                 "requestBody": {"required": False, "content": {"application/json": {"schema": _EXPORT_BODY}}},
+                 "responses": _resp(_ref("Export"), code="201", extra=("404", "503"))},
+        "get": {"summary": "the account's exports, newest first", "parameters": [*_PAGING, _ACCOUNT],
+                "responses": _resp(_list_of(_ref("Export")), extra=("404",))}}
+    paths["/v1/exports/{export_id}"] = {"get": {"summary": "one export: status, progress, download link",
+                                                "parameters": task,
+                                                "responses": _resp(_ref("Export"), extra=("404",))}}
+    paths["/v1/exports/{export_id}/download"] = {"get": {
+        "summary": "the export's CSV.gz (kept 7 days after it finished; then 410)", "parameters": task,
+        "responses": {**_resp({"type": "string"}, extra=("404", "409", "410", "503")),
+                      "200": {"description": "the file", "content": {"application/gzip": {
+                          "schema": {"type": "string", "format": "binary"}}}}}}}
+    paths["/v1/exports/{export_id}/retry"] = {"post": {
+        "summary": "queue a failed export again", "parameters": task,
+        "responses": _resp(_ref("Export"), extra=("404", "409", "503"))}}
 
 
 _DOC: J | None = None

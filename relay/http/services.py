@@ -9,7 +9,8 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
+from pathlib import Path
 from typing import Any, Protocol
 
 from storage.protocols import Storage
@@ -50,12 +51,25 @@ class QueueControl(Protocol):
     def set_rate(self, api_user: str, domain: str, rate: float | None) -> QueueViewLike: ...
 
 
+class ExportFiles(Protocol):
+    """``relay.exports.ExportWorker`` satisfies this: where this node keeps export files."""
+
+    @property
+    def node(self) -> str: ...
+    @property
+    def keep(self) -> timedelta: ...
+    def path(self, task_id: str) -> Path: ...
+    def wake(self) -> None: ...
+
+
 @dataclass
 class HttpServices:
     storage: Storage
     authenticator: Authenticator
     queues: QueueControl | None = None  # None when delivery is off on this node
+    exports: ExportFiles | None = None  # None: no export worker on this node (exports answer 503)
     admin_token: str = ""  # empty: no operator access over HTTP
     search_per_minute: int = 60  # per account, on GET /v1/email_status
+    exports_per_minute: int = 10  # per account, on POST /v1/exports
     handler_timeout: float = 60.0  # seconds per request
     clock: Callable[[], datetime] = field(default=utcnow)

@@ -26,7 +26,9 @@ MAX_DAYS = 30
 MAX_LIMIT = 100
 
 
-def _period(q: Mapping[str, str], today: datetime) -> tuple[datetime | None, datetime | None]:
+def _period(q: Mapping[str, str], today: datetime,
+            max_days: int | None = MAX_DAYS) -> tuple[datetime | None, datetime | None]:
+    """The request_time window. ``max_days=None`` (exports): no cap, and no dates means all time."""
     send_date, start_raw, end_raw = text(q, "send_date"), text(q, "start_date"), text(q, "end_date")
     if send_date and (start_raw or end_raw):
         raise ApiError(400, "send_date: give either send_date or start_date/end_date, not both")
@@ -40,11 +42,11 @@ def _period(q: Mapping[str, str], today: datetime) -> tuple[datetime | None, dat
         if end < start:
             raise ApiError(400, "end_date: must not be before start_date")
         days = (end - start).days + 1
-        if days > MAX_DAYS:
+        if max_days is not None and days > max_days:
             raise ApiError(400, f"the period covers {days} days; one query covers at most {MAX_DAYS} consecutive "
                                 "days (use an offline export for longer periods)")
         return _midnight(start), _midnight(end) + timedelta(days=1)
-    if text(q, "email_ids"):
+    if text(q, "email_ids") or max_days is None:
         return None, None
     end_day = today.date()
     return _midnight(end_day - timedelta(days=MAX_DAYS - 1)), _midnight(end_day) + timedelta(days=1)
@@ -54,12 +56,10 @@ def _midnight(d: date) -> datetime:
     return datetime(d.year, d.month, d.day, tzinfo=UTC)
 
 
-async def email_status(request: web.Request) -> web.Response:
-    services = request.app[SERVICES_KEY]
-    q = request.query
-    offset = integer(q, "offset", 0, 0, 1_000_000)
-    limit = integer(q, "limit", 10, 1, MAX_LIMIT)
-    start, end = _period(q, services.clock())
+async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days: int | None = MAX_DAYS,
+                        account_required: bool = False) -> StatusFilter:
+    """The StatusFilter of the status-search parameters in ``q`` (also used by exports, uncapped)."""
+    start, end = _period(q, request.app[SERVICES_KEY].clock(), max_days)
     email = text(q, "email")
     domain = text(q, "domain_name", max_len=255)
     email_type_raw = text(q, "email_type")
@@ -70,8 +70,8 @@ async def email_status(request: web.Request) -> web.Response:
     email_ids = text_list(q, "email_ids")
     if len(email_ids) > MAX_LIMIT:
         raise ApiError(400, f"email_ids: at most {MAX_LIMIT} ids")
-    flt = StatusFilter(
-        account_id=await scope_account(request, required=False),
+    return StatusFilter(
+        account_id=await scope_account(request, required=account_required),
         recipient=email.strip().lower() if email else None,
         email_ids=tuple(email_ids),
         api_user=text(q, "api_user", max_len=128),
@@ -82,6 +82,14 @@ async def email_status(request: web.Request) -> web.Response:
         sub_statuses=tuple(enum_list(q, "sub_status", SubStatus)),
         start=start, end=end,
     )
+
+
+async def email_status(request: web.Request) -> web.Response:
+    services = request.app[SERVICES_KEY]
+    q = request.query
+    offset = integer(q, "offset", 0, 0, 1_000_000)
+    limit = integer(q, "limit", 10, 1, MAX_LIMIT)
+    flt = await status_filter(request, q)
     p = principal(request)
     request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
     result = await services.storage.statuses.search(flt, limit=limit, offset=offset, with_log=True)

@@ -20,7 +20,9 @@ from datetime import datetime, timedelta
 from typing import Any
 
 from aiohttp import web
+from aiohttp.http_exceptions import LineTooLong
 
+from relay.commands.listfile import parse_line
 from relay.commands.values import normalize_value
 from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
@@ -160,3 +162,59 @@ def _delete(spec: ListApi) -> Callable[[web.Request], Any]:
 def routes() -> list[tuple[str, str, Callable[[web.Request], Any], ListApi]]:
     makers = {"GET": _get, "POST": _post, "DELETE": _delete}
     return [(m, spec.path, makers[m](spec), spec) for spec in LISTS for m in spec.methods]
+
+
+UPLOAD_CHUNK = 5000
+UPLOAD_MAX_ERRORS = 100
+UPLOAD_MAX_LINE = 64 * 1024
+
+
+async def upload_blocks(request: web.Request) -> web.Response:
+    """``POST /v1/blocks/upload``: a CSV or one-value-per-line body (``value`` or ``value,api_user``,
+    optional header, ``#`` comments), read line by line and written in chunks, so the body is never
+    held in memory. Answers ``{"imported": n, "errors": [{"line": n, "message": ...}], "more_errors": n}``
+    (the first 100 bad lines; ``more_errors`` counts the rest). ``api_user`` in the query is the
+    scope of lines that name none; a line naming an API_USER of another account is a bad line."""
+    account_id = await scope_account(request, required=True)
+    assert account_id is not None
+    services = request.app[SERVICES_KEY]
+    default_scope = await _scope_api_user(request, account_id, text(request.query, "api_user", max_len=128))
+    own = {u.name for u in await services.storage.accounts.list_api_users(account_id)} | {ALL_API_USERS}
+    errors: list[dict[str, Any]] = []
+    more = imported = 0
+    chunk: list[SuppressionEntry] = []
+    now = services.clock()
+
+    def bad(line: int, message: str) -> None:
+        nonlocal more
+        if len(errors) < UPLOAD_MAX_ERRORS:
+            errors.append({"line": line, "message": message})
+        else:
+            more += 1
+
+    lineno = 0
+    while True:
+        try:
+            raw = await request.content.readuntil(b"\n", max_size=UPLOAD_MAX_LINE)  # b"" at the end
+        except LineTooLong:
+            raise ApiError(400, f"line {lineno + 1}: longer than {UPLOAD_MAX_LINE} bytes; {imported} entries "
+                                "were imported before it") from None
+        if not raw:
+            break
+        lineno += 1
+        item = parse_line(lineno, raw, ListKind.BLOCK, account_id, default_scope, now)
+        if item is None:
+            continue
+        if isinstance(item, str):
+            bad(lineno, item.partition(": ")[2])
+            continue
+        if item.api_user not in own:
+            bad(lineno, f"api_user {item.api_user[:80]!r} is not an API user of this account (or 'all')")
+            continue
+        chunk.append(item)
+        if len(chunk) >= UPLOAD_CHUNK:
+            imported += await services.storage.suppressions.import_entries(chunk)
+            chunk = []
+    if chunk:
+        imported += await services.storage.suppressions.import_entries(chunk)
+    return ok({"imported": imported, "errors": errors, "more_errors": more})

@@ -73,3 +73,13 @@ FROM send_log l
 JOIN unnest(:email_ids::text[], :recipients::text[]) AS p (email_id, recipient)
   ON l.email_id = p.email_id AND l.recipient = p.recipient
 ORDER BY l.email_id, l.recipient, l.id
+
+-- name: export.claim
+-- several nodes poll the same table: SKIP LOCKED hands each queued task to exactly one of them
+UPDATE exports SET status = 'running', started_at = :now, finished_at = NULL, node = :node,
+       attempts = attempts + 1, rows_done = 0, rows_total = NULL, file_size = NULL, error = ''
+WHERE id = (SELECT id FROM exports WHERE status = 'queued' ORDER BY created_at, id LIMIT 1
+            FOR UPDATE SKIP LOCKED)
+  AND status = 'queued'
+RETURNING id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+          file_size, attempts, node, error, expired_at

@@ -230,3 +230,103 @@ JOIN (SELECT e.value AS email_id, r.value AS recipient
       FROM json_each(:email_ids) e JOIN json_each(:recipients) r ON r.key = e.key) p
   ON l.email_id = p.email_id AND l.recipient = p.recipient
 ORDER BY l.email_id, l.recipient, l.id
+
+-- name: status.export_first
+-- template: the first chunk of an export (keyset paging, newest first; see status.export_next)
+SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
+       updated_at
+FROM recipients
+WHERE {where}
+ORDER BY request_time DESC, email_id DESC, recipient DESC
+LIMIT :limit
+
+-- name: status.export_next
+-- template: the chunk after the last row of the previous one (constant memory, no OFFSET)
+SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
+       updated_at
+FROM recipients
+WHERE {where} AND (request_time, email_id, recipient) < (:k_time, :k_email_id, :k_recipient)
+ORDER BY request_time DESC, email_id DESC, recipient DESC
+LIMIT :limit
+
+-- name: status.count_all
+-- template: an exact count (exports: the progress denominator)
+SELECT count(*) FROM recipients WHERE {where}
+
+-- ---------------------------------------------------------------- exports
+
+-- name: export.insert
+INSERT INTO exports (id, account_id, kind, filter, status, created_at)
+VALUES (:id, :account_id, :kind, :filter, 'queued', :created_at)
+
+-- name: export.get
+SELECT id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+       file_size, attempts, node, error, expired_at
+FROM exports WHERE id = :id
+
+-- name: export.list_by_account
+SELECT id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+       file_size, attempts, node, error, expired_at
+FROM exports WHERE account_id = :account_id
+ORDER BY created_at DESC, id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: export.count_by_account
+SELECT count(*) FROM exports WHERE account_id = :account_id
+
+-- name: export.list_all
+SELECT id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+       file_size, attempts, node, error, expired_at
+FROM exports
+ORDER BY created_at DESC, id DESC
+LIMIT :limit OFFSET :offset
+
+-- name: export.count_all
+SELECT count(*) FROM exports
+
+-- name: export.claim
+-- the oldest queued task becomes this node's; the status guard makes a double claim impossible
+-- (SQLite has one writer; PostgreSQL overrides this with FOR UPDATE SKIP LOCKED)
+UPDATE exports SET status = 'running', started_at = :now, finished_at = NULL, node = :node,
+       attempts = attempts + 1, rows_done = 0, rows_total = NULL, file_size = NULL, error = ''
+WHERE id = (SELECT id FROM exports WHERE status = 'queued' ORDER BY created_at, id LIMIT 1)
+  AND status = 'queued'
+RETURNING id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+          file_size, attempts, node, error, expired_at
+
+-- name: export.progress
+UPDATE exports SET rows_done = :rows_done, rows_total = :rows_total
+WHERE id = :id AND status = 'running' AND node = :node
+
+-- name: export.finish
+UPDATE exports SET status = 'succeeded', finished_at = :now, rows_done = :rows_done,
+       rows_total = :rows_done, file_size = :file_size
+WHERE id = :id AND status = 'running' AND node = :node
+
+-- name: export.fail
+UPDATE exports SET status = 'failed', finished_at = :now, error = :error
+WHERE id = :id AND status = 'running' AND node = :node
+
+-- name: export.fail_running
+-- start-up recovery: tasks this node was running when it stopped
+UPDATE exports SET status = 'failed', finished_at = :now, error = :error
+WHERE status = 'running' AND node = :node
+
+-- name: export.retry
+UPDATE exports SET status = 'queued', started_at = NULL, finished_at = NULL, rows_done = 0,
+       rows_total = NULL, file_size = NULL, error = '', node = '', expired_at = NULL
+WHERE id = :id AND status = 'failed'
+
+-- name: export.expired
+-- finished tasks whose file is past its retention and not yet deleted
+SELECT id, account_id, kind, filter, status, created_at, started_at, finished_at, rows_done, rows_total,
+       file_size, attempts, node, error, expired_at
+FROM exports
+WHERE status = 'succeeded' AND expired_at IS NULL AND finished_at < :before AND node = :node
+ORDER BY finished_at
+LIMIT :limit
+
+-- name: export.mark_expired
+UPDATE exports SET expired_at = :now WHERE id = :id AND expired_at IS NULL

@@ -7,6 +7,7 @@ without its isolation case.
 
 from __future__ import annotations
 
+import gzip
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
 
@@ -39,10 +40,24 @@ async def api(request: pytest.FixtureRequest, relay_factory: RelayFactory, sink:
         await c.sendmail("app@beta.example", ["x@example.net"], "Subject: b\r\n\r\nx\r\n")
         await c.quit()
         await wait_until(lambda: len(sink.messages) == 1)
+        from storage.records import StatusFilter, utcnow
+
+        await relay.storage.exports.create(B_EXPORT, a.b_account_id, "email_status",
+                                           StatusFilter(account_id=a.b_account_id), utcnow())
+        assert relay.app.exports is not None
+        relay.app.exports.wake()
         yield a
 
 
 Check = Callable[[Api], Awaitable[None]]
+B_EXPORT = "b-export-0001"
+
+
+async def _b_export_done(api: Api) -> None:
+    async def done() -> bool:
+        status, body = await api.call("GET", f"/v1/exports/{B_EXPORT}", api.b)
+        return status == 200 and body["status"] == "succeeded"
+    await wait_until(done, timeout=20)
 
 
 async def _b_lists_intact(api: Api) -> None:
@@ -135,6 +150,58 @@ def _admin_only(method: str, path: str, **kw: Any) -> Check:
     return check
 
 
+def _export(method: str, suffix: str) -> Check:
+    async def check(api: Api) -> None:
+        await _b_export_done(api)
+        path = f"/v1/exports/{B_EXPORT}{suffix}"
+        status, body = await api.call(method, path, api.a)
+        assert status == 404 and B_EXPORT in body["message"], body  # like a task that does not exist
+        assert (await api.call(method, path, api.a, params={"account": "beta"}))[0] == 403
+        if method == "GET" and suffix == "/download":
+            async with api.session.get(api.base + path, headers=api.b) as r:
+                assert r.status == 200 and r.content_type == "application/gzip"
+        _, body = await api.call("GET", f"/v1/exports/{B_EXPORT}", api.b)
+        assert body["status"] == "succeeded" and body["attempts"] == 1  # untouched by A
+    return check
+
+
+async def _exports_list(api: Api) -> None:
+    await _b_export_done(api)
+    status, body = await api.call("GET", "/v1/exports", api.a, params={"limit": "100"})
+    assert status == 200 and B_EXPORT not in {t["id"] for t in body["result"]}
+    assert (await api.call("GET", "/v1/exports", api.a, params={"account": "beta"}))[0] == 403
+    _, body = await api.call("GET", "/v1/exports", api.b)
+    assert [t["id"] for t in body["result"]] == [B_EXPORT]
+
+
+async def _exports_create(api: Api) -> None:
+    assert (await api.call("POST", "/v1/exports", api.a, params={"account": "beta"}))[0] == 403
+    for body in ({"api_user": "b1"}, {"email_ids": ["01BBB"]}, {"email": "one@example.com", "api_user": "b1"}):
+        status, task = await api.call("POST", "/v1/exports", api.a, json=body)
+        assert status == 201
+
+        async def done(tid: str = task["id"]) -> bool:
+            return (await api.call("GET", f"/v1/exports/{tid}", api.a))[1]["status"] == "succeeded"
+        await wait_until(done, timeout=20)
+        async with api.session.get(f"{api.base}/v1/exports/{task['id']}/download", headers=api.a) as r:
+            text = gzip.decompress(await r.read()).decode()
+        assert len(text.splitlines()) == 1 and "01BBB" not in text, body  # the header only: nothing of B's
+    _, body = await api.call("GET", "/v1/exports", api.b)
+    assert [t["id"] for t in body["result"]] == [B_EXPORT]  # A's tasks are A's
+
+
+async def _blocks_upload(api: Api) -> None:
+    path = "/v1/blocks/upload"
+    assert (await api.call("POST", path, api.a, params={"account": "beta"}, data=b"x@example.com\n"))[0] == 403
+    assert (await api.call("POST", path, api.a, params={"api_user": "b1"}, data=b"x@example.com\n"))[0] == 400
+    status, body = await api.call("POST", path, api.a, data=b"up-a@example.com\nup-b@example.com,b1\n")
+    assert status == 200 and body["imported"] == 1 and body["errors"][0]["line"] == 2
+    assert "api_user" in body["errors"][0]["message"]
+    _, body = await api.call("GET", "/v1/blocks", api.b, params={"email_or_domain": "up-a@example.com"})
+    assert body["total"] == 0  # went into A's account only
+    await _b_lists_intact(api)
+
+
 async def _openapi(api: Api) -> None:
     status, doc = await api.call("GET", "/openapi.json", api.a)
     assert status == 200 and "01BBB" not in str(doc)
@@ -153,6 +220,12 @@ CASES: dict[tuple[str, str], Check] = {
     ("GET", "/v1/api_users"): _admin_only("GET", "/v1/api_users"),
     ("POST", "/v1/api_users"): _admin_only("POST", "/v1/api_users", json={"api_user": "evil", "account": "beta"}),
     ("DELETE", "/v1/api_users/{name}"): _admin_only("DELETE", "/v1/api_users/b1"),
+    ("POST", "/v1/blocks/upload"): _blocks_upload,
+    ("POST", "/v1/exports"): _exports_create,
+    ("GET", "/v1/exports"): _exports_list,
+    ("GET", "/v1/exports/{export_id}"): _export("GET", ""),
+    ("GET", "/v1/exports/{export_id}/download"): _export("GET", "/download"),
+    ("POST", "/v1/exports/{export_id}/retry"): _export("POST", "/retry"),
 }
 _MAKERS = {"GET": _list_get, "POST": _list_post, "DELETE": _list_delete}
 for _spec in LISTS:
