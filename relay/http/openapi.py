@@ -208,6 +208,7 @@ def document() -> J:
                                                       for m in ("text/csv", "text/plain")}},
         "responses": _resp(_obj({"imported": _INT, "more_errors": _INT, "errors": {"type": "array", "items": _obj(
             {"line": _INT, "message": _STR})}}))}}
+    _document_unknown_account(paths)
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailrelay data API", "version": "1",
@@ -251,6 +252,14 @@ def _exports(paths: J) -> None:
     paths["/v1/exports/{export_id}/retry"] = {"post": {
         "summary": "queue a failed export again", "parameters": task,
         "responses": _resp(_ref("Export"), extra=("404", "409", "503"))}}
+
+
+def _document_unknown_account(paths: J) -> None:
+    """An operator's ``account=NAME`` that names no account is a 404 on every operation that takes it."""
+    for ops in paths.values():
+        for op in ops.values():
+            if any(p is _ACCOUNT for p in op.get("parameters", ())) and "404" not in op["responses"]:
+                op["responses"]["404"] = _ERRORS["404"]
 
 
 _DOC: J | None = None

@@ -193,7 +193,8 @@ async def upload_blocks(request: web.Request) -> web.Response:
             more += 1
 
     lineno = 0
-    while True:
+    # an empty body (no Content-Length, or 0) has no stream to read lines from: nothing to import
+    while request.can_read_body:
         try:
             raw = await request.content.readuntil(b"\n", max_size=UPLOAD_MAX_LINE)  # b"" at the end
         except LineTooLong:

@@ -475,4 +475,17 @@ async def test_openapi_matches_the_routes(sqlite_api: Api) -> None:
         for op in ops.values():
             names = {p["name"] for p in op.get("parameters", []) if p["in"] == "path"}
             assert names == set(__import__("re").findall(r"{(\w+)}", path)), path
+
+
+async def test_openapi_documents_unknown_account_404(sqlite_api: Api) -> None:
+    # found by schemathesis: an operator's account=NAME naming no account answers 404
+    _, doc = await sqlite_api.call("GET", "/openapi.json")
+    taking = [(m, p) for p, ops in doc["paths"].items() for m, op in ops.items()
+              if any(q["name"] == "account" and q["in"] == "query" for q in op.get("parameters", []))]
+    assert ("post", "/v1/blocks/upload") in taking and ("delete", "/v1/blocks") in taking
+    for m, p in taking:
+        assert "404" in doc["paths"][p][m]["responses"], (m, p)
+    status, body = await sqlite_api.call("DELETE", "/v1/blocks", ADMIN,
+                                         params={"email_or_domain": "x.example", "account": "nobody"})
+    assert status == 404 and "does not exist" in body["message"]
 # endregion

@@ -62,3 +62,11 @@ async def test_upload_rejects_huge_lines_and_foreign_scope(sqlite_api: Api) -> N
     assert status == 400 and "line 2" in resp["message"] and "1 entries" not in resp["message"]
     status, resp = await api.call("POST", "/v1/blocks/upload", api.a, params={"api_user": "b1"}, data=b"a@b.example\n")
     assert status == 400 and "api_user" in resp["message"]
+
+
+async def test_empty_upload_imports_nothing(sqlite_api: Api) -> None:
+    # found by schemathesis: an empty body has no stream to read lines from (was a 500)
+    api = sqlite_api
+    for body in (b"", None):
+        status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/csv"}, data=body)
+        assert status == 200 and resp == {"imported": 0, "errors": [], "more_errors": 0}, resp
