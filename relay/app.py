@@ -236,7 +236,10 @@ class App:
             await self.scheduler.stop(parse_duration(self.cfg.delivery.shutdown_grace))
         for task in self._tasks:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        if self._tasks:  # bounded: a task that ignores its cancellation must not hang the shutdown
+            _, stuck = await asyncio.wait(self._tasks, timeout=grace)
+            for task in stuck:
+                log.error("background task did not stop", extra={"event": "stop_stuck", "task": task.get_name()})
         self._tasks.clear()
         if self.control is not None:
             await self.control.stop()

@@ -17,6 +17,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import csv
 import gzip
 import io
@@ -80,6 +81,18 @@ class _GzipCsv:
         except (OSError, ValueError):
             pass
         self._raw.close()
+
+
+async def _in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+    """Run blocking file work in a thread. If the caller is cancelled, wait for the thread to
+    finish first, so that no other call touches the same gzip stream while it is still running."""
+    fut = asyncio.ensure_future(asyncio.to_thread(fn, *args))
+    try:
+        return await asyncio.shield(fut)
+    except asyncio.CancelledError:
+        with contextlib.suppress(BaseException):
+            await fut
+        raise
 
 
 class ExportWorker:
@@ -157,15 +170,18 @@ class ExportWorker:
             try:
                 async for chunk in self.storage.statuses.stream(task.filter, chunk=self.chunk):
                     data = [csv_row(r) for r in chunk]
-                    await asyncio.to_thread(out.write, data)
+                    await _in_thread(out.write, data)
                     rows += len(data)
                     now = asyncio.get_running_loop().time()
                     if now - last >= self.progress_every:
                         last = now
                         await self.storage.exports.progress(task.id, self.node, rows, max(total, rows))
-                await asyncio.to_thread(out.close)
+                await _in_thread(out.close)
             except BaseException:
-                await asyncio.to_thread(out.abort)
+                try:
+                    await _in_thread(out.abort)
+                except Exception:  # never let a cleanup error replace the real one (or a cancellation)
+                    log.warning("export cleanup failed", extra={"event": "export_cleanup_failed", "export": task.id})
                 raise
             size = await asyncio.to_thread(_publish, part, final)
         except asyncio.CancelledError:
