@@ -11,11 +11,11 @@ from collections.abc import Callable
 from pathlib import Path
 
 from relay.commands.common import CommandError, account_or_fail, load_home_config, with_storage
-from relay.commands.status import _status, _sub_status, _time
+from relay.commands.status import add_filter_arguments, filter_from_args
 from relay.control import call
 from relay.exports import KEEP, ExportWorker
 from storage.protocols import Storage
-from storage.records import EXPORT_EMAIL_STATUS, EmailType, ExportStatus, ExportTask, StatusFilter, utcnow
+from storage.records import EXPORT_EMAIL_STATUS, ExportStatus, ExportTask, utcnow
 
 CREATE_HELP = """Queue an export of the account's status records (the filters of `status search`, with no
 limit on the period; no --from/--to: all time). If a server (`mailrelay serve`) runs on this data
@@ -28,18 +28,7 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
                argparse.ArgumentParser]) -> None:
     sub = p.add_subparsers(dest="exports_command", required=True)
     sp = with_home(sub.add_parser("create", help="export status records to CSV.gz", description=CREATE_HELP))
-    sp.add_argument("--account", required=True)
-    sp.add_argument("--email", help="recipient address")
-    sp.add_argument("--email-id", action="append", default=[], help="message id (repeatable)")
-    sp.add_argument("--api-user")
-    sp.add_argument("--domain", help="receiving domain")
-    sp.add_argument("--label")
-    sp.add_argument("--type", choices=[t.value for t in EmailType])
-    sp.add_argument("--status", action="append", default=[],
-                    help="18|1|5|4 or sending|delivered|soft_bounce|invalid (repeatable)")
-    sp.add_argument("--sub-status", action="append", default=[], help="e.g. 401 (repeatable)")
-    sp.add_argument("--from", dest="start", help="request time from (ISO date/time, UTC)")
-    sp.add_argument("--to", dest="end", help="request time until, exclusive (ISO date/time, UTC)")
+    add_filter_arguments(sp)
     sp.add_argument("--queue-only", action="store_true", help="only queue it, never run it in this process")
     sp.set_defaults(func=create)
     sp = with_home(sub.add_parser("list", help="export tasks, newest first"))
@@ -79,19 +68,9 @@ async def _server_wakes(args: argparse.Namespace) -> bool:
 
 
 def create(args: argparse.Namespace) -> int:
-    start, end = _time(args.start, "--from"), _time(args.end, "--to")
-    if start and end and end <= start:
-        raise CommandError("--to must be after --from")
-
     async def run(storage: Storage) -> tuple[ExportTask, str]:
         acct = await account_or_fail(storage, args.account)
-        flt = StatusFilter(
-            account_id=acct.id, recipient=args.email.lower() if args.email else None,
-            email_ids=tuple(args.email_id), api_user=args.api_user,
-            domain=args.domain.lower() if args.domain else None, label=args.label,
-            email_type=EmailType(args.type) if args.type else None,
-            statuses=tuple(_status(s) for s in args.status),
-            sub_statuses=tuple(_sub_status(s) for s in args.sub_status), start=start, end=end)
+        flt = filter_from_args(args, acct.id)
         task = await storage.exports.create(secrets.token_hex(12), acct.id, EXPORT_EMAIL_STATUS, flt, utcnow())
         how = "queued"
         if not args.queue_only:

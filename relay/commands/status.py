@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 
 from relay.commands.common import CommandError, account_or_fail, with_storage
 from relay.status_json import record_json
@@ -20,6 +20,15 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
                argparse.ArgumentParser]) -> None:
     sub = p.add_subparsers(dest="status_command", required=True)
     sp = with_home(sub.add_parser("search", help="search status records (newest first)"))
+    add_filter_arguments(sp)
+    sp.add_argument("--limit", type=int, default=100)
+    sp.add_argument("--offset", type=int, default=0)
+    sp.add_argument("--json", action="store_true", help="one JSON object per record")
+    sp.set_defaults(func=search)
+
+
+def add_filter_arguments(sp: argparse.ArgumentParser) -> None:
+    """The status-search filters, shared by `status search` and `exports create`."""
     sp.add_argument("--account", required=True)
     sp.add_argument("--email", help="recipient address")
     sp.add_argument("--email-id", action="append", default=[], help="message id (repeatable)")
@@ -32,10 +41,22 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.add_argument("--sub-status", action="append", default=[], help="e.g. 401 (repeatable)")
     sp.add_argument("--from", dest="start", help="request time from (ISO date/time, UTC)")
     sp.add_argument("--to", dest="end", help="request time until, exclusive (ISO date/time, UTC)")
-    sp.add_argument("--limit", type=int, default=100)
-    sp.add_argument("--offset", type=int, default=0)
-    sp.add_argument("--json", action="store_true", help="one JSON object per record")
-    sp.set_defaults(func=search)
+
+
+def filter_from_args(args: argparse.Namespace, account_id: int) -> StatusFilter:
+    """The StatusFilter the flags of :func:`add_filter_arguments` describe (CommandError if invalid)."""
+    start, end = _time(args.start, "--from"), _time(args.end, "--to")
+    if start and end and end <= start:
+        raise CommandError("--to must be after --from")
+    return StatusFilter(
+        account_id=account_id, recipient=args.email.lower() if args.email else None,
+        email_ids=tuple(args.email_id), api_user=args.api_user,
+        domain=args.domain.lower() if args.domain else None, label=args.label,
+        email_type=EmailType(args.type) if args.type else None,
+        statuses=tuple(_status(s) for s in args.status),
+        sub_statuses=tuple(_sub_status(s) for s in args.sub_status),
+        start=start, end=end,
+    )
 
 
 def _time(text: str | None, flag: str) -> datetime | None:
@@ -65,23 +86,11 @@ def _sub_status(text: str) -> SubStatus:
 
 
 def search(args: argparse.Namespace) -> int:
-    start, end = _time(args.start, "--from"), _time(args.end, "--to")
-    if start and end and end <= start:
-        raise CommandError("--to must be after --from")
     if args.limit < 1:
         raise CommandError("--limit must be at least 1")
 
     async def run(storage: Storage) -> list[StatusRecord]:
-        acct = await account_or_fail(storage, args.account)
-        flt = StatusFilter(
-            account_id=acct.id, recipient=args.email.lower() if args.email else None,
-            email_ids=tuple(args.email_id), api_user=args.api_user,
-            domain=args.domain.lower() if args.domain else None, label=args.label,
-            email_type=EmailType(args.type) if args.type else None,
-            statuses=tuple(_status(s) for s in args.status),
-            sub_statuses=tuple(_sub_status(s) for s in args.sub_status),
-            start=start, end=end + timedelta(0) if end else None,
-        )
+        flt = filter_from_args(args, (await account_or_fail(storage, args.account)).id)
         return (await storage.statuses.search(flt, limit=args.limit, offset=args.offset)).items
 
     for r in with_storage(args.home, run):
