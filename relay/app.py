@@ -175,7 +175,9 @@ class App:
             self.http = await start_http(cfg.http, HttpServices(
                 storage=self.storage, authenticator=authenticator,
                 queues=QueueAdmin(self.scheduler) if self.scheduler else None,
-                exports=self.exports, admin_token=cfg.http.admin_token))
+                exports=self.exports, admin_token=cfg.http.admin_token,
+                search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
+                handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout")))
         notify("READY=1\nSTATUS=accepting mail")
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:

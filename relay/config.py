@@ -156,6 +156,9 @@ class FeedbackConfig:
 class HttpConfig:
     listen: str = ""  # HOST:PORT of the HTTP API; empty = off
     admin_token: str = ""  # operators' bearer token (sees every account); empty = no admin access
+    search_per_minute: int = 60  # status searches (GET /v1/email_status) per account per minute; 429 beyond
+    exports_per_minute: int = 10  # exports created per account per minute; 429 beyond
+    request_timeout: str = "60s"  # longest a request may take before it answers 503 (uploads included)
 
 
 @dataclass(frozen=True)
@@ -245,6 +248,10 @@ def _validate(cfg: Config) -> None:
     for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
         if lst:
             parse_hostport(lst, f"{name}.listen")
+    if cfg.http.search_per_minute < 1 or cfg.http.exports_per_minute < 1:
+        raise ConfigError("http.search_per_minute and http.exports_per_minute: must be >= 1")
+    if parse_duration(cfg.http.request_timeout, "http.request_timeout") <= 0:
+        raise ConfigError("http.request_timeout: must be positive")
     lim = cfg.limits
     if lim.max_recipients < 100:
         raise ConfigError("limits.max_recipients: must be >= 100 (RFC 5321 §4.5.3.1.8)")

@@ -26,6 +26,7 @@ from storage.records import (
     LogEntry,
     Status,
     StatusFilter,
+    StatusKey,
     StatusRecord,
     SubmissionRecord,
     SubStatus,
@@ -51,6 +52,7 @@ T = TypeVar("T")
 class Page(Generic[T]):
     items: list[T]
     total: int
+    has_more: bool = False  # set by keyset-paged searches: records exist after the last item
 
 
 class AccountRepo(Protocol):
@@ -96,6 +98,7 @@ class SuppressionRepo(Protocol):
         kind: ListKind,
         *,
         value: str | None = None,
+        api_user: str | None = None,  # only entries of exactly this scope (an API_USER, or "all")
         start: datetime | None = None,  # created_at >= start
         end: datetime | None = None,  # created_at < end
         offset: int = 0,
@@ -130,9 +133,12 @@ class StatusRepo(Protocol):
         ...
 
     async def search(
-        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True
+        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
+        after: StatusKey | None = None,
     ) -> Page[StatusRecord]:
-        """Newest first (request_time desc, email_id desc, recipient)."""
+        """Newest first (request_time, email_id, recipient all descending). ``after`` pages by keyset:
+        the records following that key (then ``offset`` should be 0). ``total`` counts every match
+        of ``flt`` (ignoring ``after``), capped; ``has_more`` says whether a next page exists."""
         ...
 
     async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]: ...

@@ -208,6 +208,11 @@ class StatusRecord:
     mx_ip: str | None = None
     log: tuple[LogEntry, ...] = ()
 
+    @property
+    def key(self) -> StatusKey:
+        """This record's place in the search order (the cursor of the page after it)."""
+        return StatusKey(self.request_time, self.email_id, self.recipient)
+
 
 @dataclass(frozen=True, slots=True)
 class StatusFilter:
@@ -224,6 +229,18 @@ class StatusFilter:
     sub_statuses: tuple[SubStatus, ...] = ()
     start: datetime | None = None  # request_time >= start
     end: datetime | None = None  # request_time < end
+
+
+@dataclass(frozen=True, slots=True)
+class StatusKey:
+    """A status record's place in the search order (newest first): the keyset-paging cursor.
+
+    A page "after" a key holds the records strictly older in (request_time, email_id, recipient)
+    order, so paging never skips or repeats a record, however many arrive meanwhile."""
+
+    request_time: datetime
+    email_id: str
+    recipient: str
 
 
 class ExportStatus(StrEnum):

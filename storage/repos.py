@@ -29,6 +29,7 @@ from storage.records import (
     LogKind,
     Status,
     StatusFilter,
+    StatusKey,
     StatusRecord,
     SubmissionRecord,
     SubStatus,
@@ -168,6 +169,7 @@ class SqlSuppressionRepo:
         kind: ListKind,
         *,
         value: str | None = None,
+        api_user: str | None = None,
         start: datetime | None = None,
         end: datetime | None = None,
         offset: int = 0,
@@ -176,6 +178,7 @@ class SqlSuppressionRepo:
         params: dict[str, Any] = {
             "account_id": account_id,
             "kind": str(ListKind(kind).value),
+            "api_user": api_user,
             "start": codec.MIN_MS if start is None else codec.to_ms(start),
             "end": codec.MAX_MS if end is None else codec.to_ms(end),
         }
@@ -271,19 +274,29 @@ class SqlStatusRepo:
         return {r["email_id"] for r in rows}
 
     async def search(
-        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True
+        self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
+        after: StatusKey | None = None,
     ) -> Page[StatusRecord]:
-        where, params = search_where(flt, self._ex.dialect)
-        queries = self._ex.queries
-        rows = await self._ex.fetch(
-            queries.render("status.search", where), {**params, "limit": limit, "offset": offset}
-        )
-        total = _page_total(offset, limit, len(rows))
+        rows, has_more = await self._rows(flt, limit, offset, after)
+        total = None if after is not None or has_more else _page_total(offset, limit, len(rows))
         if total is None:
-            count_q = queries.render("status.count", where)
-            counted = await self._ex.fetchval(count_q, {**params, "cap": self._cap})
-            total = max(int(counted), offset + len(rows)) if rows else int(counted)
-        return Page(await self._with_logs(rows, with_log), total)
+            # the total counts the whole filter, not what is left after the cursor
+            where, params = search_where(flt, self._ex.dialect)
+            counted = int(await self._ex.fetchval(
+                self._ex.queries.render("status.count", where), {**params, "cap": self._cap}
+            ))
+            total = max(counted, offset + len(rows)) if rows and after is None else counted
+        return Page(await self._with_logs(rows, with_log), total, has_more)
+
+    async def _rows(
+        self, flt: StatusFilter, limit: int, offset: int, after: StatusKey | None
+    ) -> tuple[list[Row], bool]:
+        """One page of rows, and whether more follow (one row beyond the page says so, uncounted)."""
+        where, params = search_where(flt, self._ex.dialect, after)
+        rows = await self._ex.fetch(
+            self._ex.queries.render("status.search", where), {**params, "limit": limit + 1, "offset": offset}
+        )
+        return list(rows[:limit]), len(rows) > limit
 
     async def _with_logs(self, rows: Sequence[Row], with_log: bool) -> list[StatusRecord]:
         logs: dict[tuple[str, str], list[LogEntry]] = {}
@@ -305,24 +318,21 @@ class SqlStatusRepo:
     ) -> AsyncIterator[list[StatusRecord]]:
         if chunk < 1:
             raise ValueError("chunk must be at least 1")
-        where, params = search_where(flt, self._ex.dialect)
-        queries = self._ex.queries
-        rows = await self._ex.fetch(queries.render("status.export_first", where), {**params, "limit": chunk})
-        while rows:
-            yield await self._with_logs(rows, with_log)
-            if len(rows) < chunk:
+        after: StatusKey | None = None
+        while True:
+            rows, has_more = await self._rows(flt, chunk, 0, after)
+            if rows:
+                yield await self._with_logs(rows, with_log)
+            if not has_more:
                 return
             last = rows[-1]
-            key = {"k_time": last["request_time"], "k_email_id": last["email_id"], "k_recipient": last["recipient"]}
-            rows = await self._ex.fetch(
-                queries.render("status.export_next", where), {**params, **key, "limit": chunk}
-            )
+            after = StatusKey(codec.from_ms(last["request_time"]), last["email_id"], last["recipient"])
 
     async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]:
         page = await self.search(
             StatusFilter(account_id=account_id, email_ids=(email_id,)), limit=1_000_000, with_log=True
         )
-        return page.items
+        return sorted(page.items, key=lambda r: r.recipient)  # one message: its recipients A to Z
 
     async def update_status(
         self,

@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage import codec
-from storage.records import EmailType, StatusFilter
+from storage.records import EmailType, StatusFilter, StatusKey
 
 # dialect -> (column, param, array element type) -> "column IN <list param>" fragment
 _IN_LIST = {
@@ -23,8 +23,10 @@ def _in_list(dialect: str, col: str, param: str, typ: str) -> str:
     return _IN_LIST[dialect].format(col=col, param=param, typ=typ)
 
 
-def search_where(flt: StatusFilter, dialect: str) -> tuple[str, dict[str, Any]]:
-    """Build ``(where_sql, params)`` for a status search. Recipient and domain match lower-cased."""
+def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None) -> tuple[str, dict[str, Any]]:
+    """Build ``(where_sql, params)`` for a status search. Recipient and domain match lower-cased.
+
+    ``after`` adds the keyset condition: only records after that one in the newest-first order."""
     parts: list[str] = []
     params: dict[str, Any] = {}
     if flt.account_id is not None:
@@ -60,4 +62,8 @@ def search_where(flt: StatusFilter, dialect: str) -> tuple[str, dict[str, Any]]:
     if flt.end is not None:
         parts.append("request_time < :f_end")
         params["f_end"] = codec.to_ms(flt.end)
+    if after is not None:
+        parts.append("(request_time, email_id, recipient) < (:k_time, :k_email_id, :k_recipient)")
+        params.update(k_time=codec.to_ms(after.request_time), k_email_id=after.email_id,
+                      k_recipient=after.recipient)
     return (" AND ".join(parts) if parts else "1 = 1"), params

@@ -121,8 +121,10 @@ _API_USER_BODY = {"type": "string", "description": "one API_USER of the account,
 def _list_ops(path: str, value_field: str, item: str, methods: tuple[str, ...], post_extra: J) -> J:
     ops: J = {}
     if "GET" in methods:
-        ops["get"] = {"summary": f"list {path}", "parameters": [*_PAGING, _q(value_field, "only this value"),
-                                                                 *_PERIOD, _ACCOUNT],
+        ops["get"] = {"summary": f"list {path}", "parameters": [
+            *_PAGING, _q(value_field, "only this value"), *_PERIOD,
+            _q("api_user", "only the entries of exactly this scope: one API_USER of the account, or 'all'"),
+            _ACCOUNT],
                       "responses": _resp(_list_of(_ref(item)))}
     if "POST" in methods:
         props: J = {value_field: {"oneOf": [_STR, {"type": "array", "items": _STR, "minItems": 1, "maxItems": 1000}]},
@@ -164,8 +166,13 @@ def document() -> J:
                 _q("label_id", "label"), _q("email_type", "transactional or marketing",
                                             {"type": "string", "enum": ["transactional", "marketing"]}),
                 _q("status", "comma list of 18 (sending), 1 (delivered), 5 (soft bounce), 4 (invalid)"),
-                _q("sub_status", "comma list of sub-status codes (401-409, 503-509)"), _ACCOUNT],
-            "responses": _resp(_list_of(_ref("StatusRecord")))}},
+                _q("sub_status", "comma list of sub-status codes (401-409, 503-509)"),
+                _q("cursor", "next_cursor of the previous page: the page after it, by keyset (no offset)",
+                   {"type": "string", "maxLength": 1024}), _ACCOUNT],
+            "responses": _resp(_obj({
+                "result": {"type": "array", "items": _ref("StatusRecord")}, "count": _INT, "total": _INT,
+                "next_cursor": {"type": ["string", "null"],
+                                "description": "pass as cursor for the next page; null on the last page"}}))}},
         "/v1/messages/{email_id}": {"get": {"summary": "every recipient of one message with send logs",
                                             "parameters": [_p("email_id"), _ACCOUNT],
                                             "responses": _resp(_list_of(_ref("StatusRecord")), extra=("404",))}},

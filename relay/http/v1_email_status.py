@@ -7,22 +7,32 @@ EngageLab-compatible parameters: ``offset``, ``limit`` (1–100), ``send_date`` 
 ``email_type``, and ``account`` for operators. Without any date the last 30 days are searched
 (unless ``email_ids`` names the messages). Each record carries its full send log and its feedback
 events. The account always comes from the credentials, so an ``api_user`` filter can only narrow.
+
+Deep pages: ``offset`` walks are O(offset) for the database, so each page also answers
+``next_cursor`` (null on the last page); passing it back as ``cursor`` (with the same filters)
+returns the following page by keyset — the same cost at any depth, and no record skipped or
+repeated while new mail arrives. ``total`` always counts the whole filter (capped by storage).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
+import json
 from collections.abc import Mapping
 from datetime import UTC, date, datetime, timedelta
 
 from aiohttp import web
 
 from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, principal, scope_account
-from relay.http.envelope import ApiError, ok, page
+from relay.http.envelope import ApiError, ok
 from relay.http.params import enum_list, integer, parse_day, text, text_list
 from relay.status_json import record_json
-from storage.records import EmailType, Status, StatusFilter, SubStatus
+from storage.records import EmailType, Status, StatusFilter, StatusKey, SubStatus
 
 MAX_DAYS = 30
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
+_MS = timedelta(milliseconds=1)
 MAX_LIMIT = 100
 
 
@@ -84,16 +94,43 @@ async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days:
     )
 
 
+def encode_cursor(key: StatusKey) -> str:
+    """The opaque ``next_cursor`` of a page: its last record's place in the search order."""
+    raw = json.dumps([(key.request_time - _EPOCH) // _MS, key.email_id, key.recipient], separators=(",", ":"))
+    return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
+
+
+def decode_cursor(cursor: str) -> StatusKey:
+    bad = ApiError(400, "cursor: not a next_cursor value returned by this API")
+    if len(cursor) > 1024:
+        raise bad
+    try:
+        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
+        ms, email_id, recipient = json.loads(raw)
+    except (binascii.Error, ValueError, TypeError):
+        raise bad from None
+    if not (isinstance(ms, int) and 0 <= ms < 2**53 and isinstance(email_id, str) and isinstance(recipient, str)):
+        raise bad
+    return StatusKey(_EPOCH + ms * _MS, email_id, recipient)
+
+
 async def email_status(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     q = request.query
     offset = integer(q, "offset", 0, 0, 1_000_000)
     limit = integer(q, "limit", 10, 1, MAX_LIMIT)
+    cursor = text(q, "cursor", max_len=1024)
+    after = decode_cursor(cursor) if cursor else None
+    if after is not None and offset:
+        raise ApiError(400, "cursor: give either offset or cursor, not both")
     flt = await status_filter(request, q)
     p = principal(request)
     request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
-    result = await services.storage.statuses.search(flt, limit=limit, offset=offset, with_log=True)
-    return page([record_json(r) for r in result.items], result.total)
+    result = await services.storage.statuses.search(flt, limit=limit, offset=offset, with_log=True, after=after)
+    return ok({
+        "result": [record_json(r) for r in result.items], "count": len(result.items), "total": result.total,
+        "next_cursor": encode_cursor(result.items[-1].key) if result.has_more else None,
+    })
 
 
 async def message(request: web.Request) -> web.Response:

@@ -109,8 +109,10 @@ def _get(spec: ListApi) -> Callable[[web.Request], Any]:
         value = _normalize(raw, spec.kind, spec.value_field) if raw else None
         account_id = await scope_account(request, required=True)
         assert account_id is not None
+        scope_raw = text(q, "api_user", max_len=128)
+        scope = await _scope_api_user(request, account_id, scope_raw) if scope_raw else None
         result = await request.app[SERVICES_KEY].storage.suppressions.list(
-            account_id, spec.kind, value=value, start=start, end=end, offset=offset, limit=limit)
+            account_id, spec.kind, value=value, api_user=scope, start=start, end=end, offset=offset, limit=limit)
         return page([spec.row(e) for e in result.items], result.total)
 
     return handler

@@ -123,6 +123,7 @@ WHERE account_id = :account_id AND kind = :kind
 SELECT account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason
 FROM suppressions
 WHERE account_id = :account_id AND kind = :kind AND created_at >= :start AND created_at < :end
+      AND (CAST(:api_user AS TEXT) IS NULL OR api_user = :api_user)
 ORDER BY created_at DESC, value DESC, api_user DESC
 LIMIT :limit OFFSET :offset
 
@@ -130,6 +131,7 @@ LIMIT :limit OFFSET :offset
 SELECT count(*) FROM (
     SELECT 1 FROM suppressions
     WHERE account_id = :account_id AND kind = :kind AND created_at >= :start AND created_at < :end
+      AND (CAST(:api_user AS TEXT) IS NULL OR api_user = :api_user)
     LIMIT :cap
 ) AS t
 
@@ -138,6 +140,7 @@ SELECT account_id, kind, value, api_user, created_at, expires_at, hit_count, rea
 FROM suppressions
 WHERE account_id = :account_id AND value = :value AND kind = :kind
   AND created_at >= :start AND created_at < :end
+      AND (CAST(:api_user AS TEXT) IS NULL OR api_user = :api_user)
 ORDER BY created_at DESC, value DESC, api_user DESC
 LIMIT :limit OFFSET :offset
 
@@ -145,6 +148,7 @@ LIMIT :limit OFFSET :offset
 SELECT count(*) FROM suppressions
 WHERE account_id = :account_id AND value = :value AND kind = :kind
   AND created_at >= :start AND created_at < :end
+      AND (CAST(:api_user AS TEXT) IS NULL OR api_user = :api_user)
 
 -- ---------------------------------------------------------------- statuses
 
@@ -209,13 +213,15 @@ WHERE email_id = :email_id AND recipient = :recipient
 SELECT email_id FROM messages WHERE email_id IN (SELECT value FROM json_each(:email_ids))
 
 -- name: status.search
--- template: {where} is filled only by storage/search.py from its fixed fragment vocabulary
+-- template: {where} is filled only by storage/search.py from its fixed fragment vocabulary (which
+-- includes the keyset condition "after this row"); the order is the keyset indexes' order, scanned
+-- backwards, so pages and exports never sort the window
 SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
        request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
        updated_at
 FROM recipients
 WHERE {where}
-ORDER BY request_time DESC, email_id DESC, recipient
+ORDER BY request_time DESC, email_id DESC, recipient DESC
 LIMIT :limit OFFSET :offset
 
 -- name: status.count
@@ -230,26 +236,6 @@ JOIN (SELECT e.value AS email_id, r.value AS recipient
       FROM json_each(:email_ids) e JOIN json_each(:recipients) r ON r.key = e.key) p
   ON l.email_id = p.email_id AND l.recipient = p.recipient
 ORDER BY l.email_id, l.recipient, l.id
-
--- name: status.export_first
--- template: the first chunk of an export (keyset paging, newest first; see status.export_next)
-SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
-       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
-       updated_at
-FROM recipients
-WHERE {where}
-ORDER BY request_time DESC, email_id DESC, recipient DESC
-LIMIT :limit
-
--- name: status.export_next
--- template: the chunk after the last row of the previous one (constant memory, no OFFSET)
-SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
-       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
-       updated_at
-FROM recipients
-WHERE {where} AND (request_time, email_id, recipient) < (:k_time, :k_email_id, :k_recipient)
-ORDER BY request_time DESC, email_id DESC, recipient DESC
-LIMIT :limit
 
 -- name: status.count_all
 -- template: an exact count (exports: the progress denominator)

@@ -17,6 +17,7 @@ import aiosmtplib
 import pytest
 
 from relay.http.app import routes
+from relay.http.auth import SERVICES_KEY
 from storage.records import (
     EmailType,
     ListKind,
@@ -183,6 +184,36 @@ async def test_email_status_paging(api: Api) -> None:
     assert body["result"] == [] and body["count"] == 0
 
 
+async def test_email_status_cursor_paging(api: Api) -> None:
+    _, everything = await api.call("GET", "/v1/email_status", api.a)
+    assert everything["next_cursor"] is None  # one page holds it all
+    seen: list[tuple[str, str]] = []
+    params = {"limit": "1"}
+    for _ in range(3):
+        status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
+        assert status == 200 and body["count"] == 1 and body["total"] == 3
+        seen += [(r["email_id"], r["recipient"]) for r in body["result"]]
+        params = {"limit": "1", "cursor": body["next_cursor"] or ""}
+    assert body["next_cursor"] is None  # the third page is the last
+    assert seen == [(r["email_id"], r["recipient"]) for r in everything["result"]]
+    # a cursor never widens the search: B's key with A's cursor still sees only B's mail
+    _, first = await api.call("GET", "/v1/email_status", api.a, params={"limit": "1"})
+    _, other = await api.call("GET", "/v1/email_status", api.b, params={"cursor": first["next_cursor"]})
+    assert all(r["api_user"] == "b1" for r in other["result"])
+
+
+@pytest.mark.parametrize("params, message", [
+    ({"cursor": "not-a-cursor"}, "cursor: not a next_cursor value"),
+    ({"cursor": base64.urlsafe_b64encode(b'["x", 1, 2]').decode()}, "cursor: not a next_cursor value"),
+    ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "cursor: not a next_cursor value"),
+    ({"cursor": "x" * 2000}, "cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b"]').decode(), "offset": "5"}, "either offset or cursor"),
+])
+async def test_email_status_bad_cursor(sqlite_api: Api, params: dict[str, str], message: str) -> None:
+    status, body = await sqlite_api.call("GET", "/v1/email_status", sqlite_api.a, params=params)
+    assert status == 400 and message in body["message"]
+
+
 async def test_email_status_30_day_rule(api: Api) -> None:
     today = NOW.date()
     status, body = await api.call("GET", "/v1/email_status", api.a, params={
@@ -230,6 +261,17 @@ async def test_search_rate_limit_is_per_account(sqlite_api: Api) -> None:
     status, body = await api.call("GET", "/v1/email_status", api.a, params={"email_ids": "01AAA"})
     assert status == 429 and "at most 60 status searches per minute" in body["message"]
     assert (await api.call("GET", "/v1/email_status", api.b))[0] == 200  # another account's budget
+
+
+async def test_http_limits_come_from_config(relay_factory: RelayFactory) -> None:
+    relay = await relay_factory({**HTTP, "http.search_per_minute": 2, "http.request_timeout": "20s"})
+    async for api in open_api(relay):
+        for _ in range(2):
+            assert (await api.call("GET", "/v1/email_status", api.a))[0] == 200
+        status, body = await api.call("GET", "/v1/email_status", api.a)
+        assert status == 429 and "at most 2 status searches per minute" in body["message"]
+        assert relay.app.http is not None
+        assert relay.app.http.app[SERVICES_KEY].handler_timeout == 20.0
 # endregion
 
 
@@ -280,6 +322,16 @@ async def test_blocks_post_delete_and_paging(api: Api) -> None:
     assert status == 200 and body["count"] == 2
     _, body = await api.call("GET", "/v1/blocks", api.a)
     assert body["total"] == 12
+    # the api_user filter: exactly that scope; another account's API_USER is a 400, never a wider view
+    _, body = await api.call("GET", "/v1/blocks", api.a, params={"api_user": "app1", "limit": "100"})
+    assert body["total"] == 11 and {r["api_user"] for r in body["result"]} == {"app1"}
+    _, body = await api.call("GET", "/v1/blocks", api.a, params={"api_user": "all"})
+    assert body["total"] == 1 and body["result"][0]["email_or_domain"] == "blocked.example"
+    narrow = {"api_user": "app1", "email_or_domain": "user1@example.net"}
+    _, body = await api.call("GET", "/v1/blocks", api.a, params=narrow)
+    assert body["total"] == 1
+    status, body = await api.call("GET", "/v1/blocks", api.a, params={"api_user": "b1"})
+    assert status == 400 and "not an API user of this account" in body["message"]
 
 
 @pytest.mark.parametrize("body, word", [

@@ -93,6 +93,8 @@ def _list_get(path: str) -> Check:
         _, body = await api.call("GET", path, api.a, params={"limit": "100"})
         assert value not in {r[field] for r in body["result"]}
         assert (await api.call("GET", path, api.a, params={"account": "beta"}))[0] == 403
+        status, body = await api.call("GET", path, api.a, params={"api_user": "b1"})  # B's API_USER: refused
+        assert status == 400 and "api_user" in body["message"]
     return check
 
 

@@ -22,6 +22,7 @@ from storage.records import (
     RecipientOutcome,
     Status,
     StatusFilter,
+    StatusKey,
     SubmissionRecord,
     SubStatus,
     SuppressionEntry,
@@ -478,8 +479,7 @@ async def test_search_filters_paging_total(storage: SqlStorage) -> None:
 
     def expect(pred: Callable[[MessageRecord, RecipientOutcome], bool]) -> list[tuple[str, str]]:
         sel = [(m, r.recipient.lower()) for m, r in rows if pred(m, r)]
-        sel.sort(key=lambda x: x[1])  # within one message: recipient ascending (stable sorts)
-        sel.sort(key=lambda x: (x[0].request_time, x[0].email_id), reverse=True)  # newest first
+        sel.sort(key=lambda x: (x[0].request_time, x[0].email_id, x[1]), reverse=True)  # newest first
         return [(m.email_id, rcpt) for m, rcpt in sel]
 
     assert await ids(StatusFilter(account_id=a)) == expect(lambda m, r: m.account_id == a)
@@ -527,7 +527,44 @@ async def test_search_filters_paging_total(storage: SqlStorage) -> None:
     assert times == sorted(times, reverse=True)
 
     capped = await SqlStatusRepo(storage.executor, count_cap=5).search(StatusFilter(account_id=a), limit=2)
-    assert capped.total == 5 and len(capped.items) == 2
+    assert capped.total == 5 and len(capped.items) == 2 and capped.has_more
+
+
+async def test_search_keyset_pages(storage: SqlStorage) -> None:
+    a, _, _ = await _search_dataset(storage)
+    flt = StatusFilter(account_id=a, domain="gmail.example")
+    full = [r.key for r in (await storage.statuses.search(flt, limit=500, with_log=False)).items]
+    assert len(full) == 30
+    walked: list[StatusKey] = []
+    after: StatusKey | None = None
+    pages = 0
+    while True:
+        page = await storage.statuses.search(flt, limit=7, after=after)
+        pages += 1
+        assert page.total == (30 if pages <= 2 else 31)  # the whole filter, not what is left after the cursor
+        assert all(len(r.log) == 1 for r in page.items)
+        walked += [r.key for r in page.items]
+        if pages == 2:  # newer mail arriving mid-walk must not shift the pages already walked
+            late = _message("e999", a, request_time=T0 + timedelta(days=99))
+            await storage.statuses.record_submissions([_sub(late, "late@gmail.example")])
+        if not page.has_more:
+            break
+        after = page.items[-1].key
+    assert walked == full and pages == 5  # 7+7+7+7+2, no empty page at the end
+    exact = await storage.statuses.search(flt, limit=31)
+    assert not exact.has_more and exact.total == 31  # the late one is now counted too
+    last = await storage.statuses.search(flt, limit=7, after=full[-1])
+    assert last.items == [] and not last.has_more and last.total == 31
+    # ties on request_time and email_id are broken by recipient (several recipients per message)
+    tie = StatusFilter(account_id=a, email_ids=("e007", "e014", "e021"))
+    keys = [r.key for r in (await storage.statuses.search(tie, limit=10)).items]
+    one_by_one: list[StatusKey] = []
+    after = None
+    for _ in range(len(keys)):
+        page = await storage.statuses.search(tie, limit=1, after=after)
+        one_by_one += [r.key for r in page.items]
+        after = page.items[-1].key
+    assert one_by_one == keys and len(keys) == 6
 
 
 async def test_update_status_and_append_log(storage: SqlStorage) -> None:

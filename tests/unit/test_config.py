@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import tomllib
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -79,3 +80,14 @@ def test_render_with_settings_round_trips(tmp_path: Path) -> None:
                                                ("250ms", 0.25), (12, 12), ("1.5", 1.5)])
 def test_durations(text: str | int, seconds: float) -> None:
     assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("overrides, message", [
+    ({"http": {"search_per_minute": 0}}, "http.search_per_minute"),
+    ({"http": {"exports_per_minute": -1}}, "http.exports_per_minute"),
+    ({"http": {"request_timeout": "soon"}}, "http.request_timeout"),
+    ({"http": {"request_timeout": "0s"}}, "http.request_timeout"),
+])
+def test_http_limits_are_validated(overrides: dict[str, Any], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict(overrides, Path("."))
