@@ -316,3 +316,62 @@ LIMIT :limit
 
 -- name: export.mark_expired
 UPDATE exports SET expired_at = :now WHERE id = :id AND expired_at IS NULL
+
+-- ---------------------------------------------------------------- synthetic data (bench/ only)
+-- Deterministic filler for the data-API benchmarks (storage/synthetic.py): row i of a range
+-- [:first, :first + :count) is a pure function of i, so a run is reproducible and resumable.
+
+-- name: synthetic.recipients
+INSERT INTO recipients
+    (email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+     request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip, updated_at)
+WITH RECURSIVE seq(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :first + :count),
+g AS (SELECT i, (i * 7) % 10 AS d, (i * 40503) % 100 AS h, :end_ms - (i * :span_ms) / :total AS t FROM seq)
+SELECT printf('S%010x', i / 2),
+       'u' || ((i * 2654435761) % 3000000) || '@' || dom,
+       CASE WHEN i % 2 = 0 THEN :first_account ELSE :first_account + 1 + (i / 2) % (:accounts - 1) END,
+       'app' || (i % 5), 'news@shop.example', dom, 'Weekly news ' || ((i / 2) % 1000),
+       CASE WHEN i % 4 = 0 THEN 'promo' || (i % 7) END,
+       CASE WHEN i % 4 = 0 THEN 'marketing' ELSE 'transactional' END,
+       t, '192.0.2.1', st,
+       CASE st WHEN 5 THEN 503 + 2 * (i % 4) WHEN 4 THEN 401 + (i % 9) END,
+       CASE st WHEN 1 THEN '250 2.0.0 ok' WHEN 5 THEN 'bounce: mailbox unavailable' WHEN 4 THEN '550 5.1.1 user unknown' ELSE '' END,
+       CASE WHEN st <> 18 THEN t + 2000 END, '203.0.113.7', 'mx.' || dom, '127.0.0.2', t + 2000
+FROM (SELECT i, t,
+             CASE WHEN d < 3 THEN 'gmail.com' WHEN d = 3 THEN 'yahoo.com' WHEN d = 4 THEN 'outlook.com'
+                  WHEN d = 5 THEN 'qq.com' ELSE 'd' || ((i * 31) % 5000) || '.example' END AS dom,
+             CASE WHEN h < 90 THEN 1 WHEN h < 94 THEN 5 WHEN h < 97 THEN 4 ELSE 18 END AS st
+      FROM g) AS x
+WHERE true
+ON CONFLICT (email_id, recipient) DO NOTHING
+
+-- name: synthetic.send_log
+-- the submission line of every synthetic recipient in one request_time range
+INSERT INTO send_log (email_id, recipient, at, kind, code, enhanced, text)
+SELECT email_id, recipient, request_time, 'accepted', NULL, NULL, ''
+FROM recipients WHERE request_time >= :lo AND request_time < :hi
+ON CONFLICT DO NOTHING
+
+-- name: synthetic.suppressions
+INSERT INTO suppressions
+    (account_id, kind, value, api_user, created_at, expires_at, hit_count, reason_code, reason)
+WITH RECURSIVE seq(i) AS (SELECT :first UNION ALL SELECT i + 1 FROM seq WHERE i + 1 < :first + :count)
+SELECT :first_account + (i % :accounts),
+       CASE i % 5 WHEN 0 THEN 'complaint' WHEN 1 THEN 'bounce' WHEN 2 THEN 'block' WHEN 3 THEN 'unsubscribe'
+                  ELSE 'no-interception' END,
+       's' || i || '@d' || (i % 1000) || '.example',
+       CASE WHEN i % 3 = 0 THEN 'app' || (i % 5) ELSE 'all' END,
+       :now_ms - i, CASE WHEN i % 5 = 1 THEN :now_ms + 2592000000 END, 1,
+       CASE WHEN i % 5 = 3 THEN i % 4 END, 'synthetic'
+FROM seq
+WHERE true
+ON CONFLICT DO NOTHING
+
+-- name: synthetic.recipients_count
+SELECT count(*) FROM recipients
+
+-- name: synthetic.suppressions_count
+SELECT count(*) FROM suppressions
+
+-- name: synthetic.analyze
+ANALYZE
