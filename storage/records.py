@@ -69,6 +69,18 @@ class UnsubscribeReason(IntEnum):
     SPAM = 2  # "This is spam"
     FRAUD = 3  # "This is a fraudulent email"
 
+    @property
+    def text(self) -> str:
+        return _UNSUBSCRIBE_TEXT[self]
+
+
+_UNSUBSCRIBE_TEXT = {
+    UnsubscribeReason.NOT_WANTED: "I don't want to receive such mail anymore",
+    UnsubscribeReason.NOT_MY_SUBSCRIPTION: "This is not my subscription",
+    UnsubscribeReason.SPAM: "This is spam",
+    UnsubscribeReason.FRAUD: "This is a fraudulent email",
+}
+
 
 class LogKind(StrEnum):
     """What a send-log line records."""

@@ -123,7 +123,10 @@ def download(args: argparse.Namespace) -> int:
         src = _worker(args, storage).path(task.id)
         if not src.is_file():
             raise CommandError(f"export {task.id}: {src} is not on this node (written by node {task.node!r})")
-        await asyncio.to_thread(shutil.copyfile, src, out)
+        try:
+            await asyncio.to_thread(shutil.copyfile, src, out)
+        except OSError as e:
+            raise CommandError(f"cannot write {out}: {e.strerror or e}") from None
         return task
 
     task = with_storage(args.home, run)

@@ -23,7 +23,8 @@ def parse_line(lineno: int, raw: bytes, kind: ListKind, account_id: int, default
                now: datetime) -> SuppressionEntry | str | None:
     """One line of an upload: an entry, ``"line N: <why>"`` for a bad line, or None (skipped)."""
     try:
-        line = raw.decode("utf-8").strip()
+        # a spreadsheet's CSV starts with a byte-order mark: not part of the first value
+        line = raw.decode("utf-8-sig" if lineno == 1 else "utf-8").strip()
     except UnicodeDecodeError:
         return f"line {lineno}: not valid UTF-8"
     if not line or line.startswith("#"):

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 from collections.abc import Callable
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 from relay.commands.common import CommandError, account_or_fail, with_storage
 from relay.status_json import record_json
@@ -40,12 +40,15 @@ def add_filter_arguments(sp: argparse.ArgumentParser) -> None:
                     help="18|1|5|4 or sending|delivered|soft_bounce|invalid (repeatable)")
     sp.add_argument("--sub-status", action="append", default=[], help="e.g. 401 (repeatable)")
     sp.add_argument("--from", dest="start", help="request time from (ISO date/time, UTC)")
-    sp.add_argument("--to", dest="end", help="request time until, exclusive (ISO date/time, UTC)")
+    sp.add_argument("--to", dest="end", help="request time until (UTC): a date includes that whole day, like "
+                    "the API's end_date; a date-time is exclusive")
 
 
 def filter_from_args(args: argparse.Namespace, account_id: int) -> StatusFilter:
     """The StatusFilter the flags of :func:`add_filter_arguments` describe (CommandError if invalid)."""
     start, end = _time(args.start, "--from"), _time(args.end, "--to")
+    if end is not None and len(args.end.strip()) == 10:  # a bare date: through the end of that day
+        end += timedelta(days=1)
     if start and end and end <= start:
         raise CommandError("--to must be after --from")
     return StatusFilter(

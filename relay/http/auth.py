@@ -68,7 +68,9 @@ async def authenticate(request: web.Request, services: HttpServices) -> Principa
             return Principal(admin=True, account_id=None, account_name=None, api_user=None)
         outcome = await services.authenticator.authenticate(
             _peer(request), 0, _ADMIN_PSEUDO_USER, value.encode("utf-8", "surrogateescape"))
-        raise _fail(outcome.reply)
+        if outcome.reply.startswith(("421", "454")):
+            raise _fail(outcome.reply)
+        raise ApiError(401, "authentication failed: the bearer token is not the operator token", _CHALLENGE)
     if scheme.lower() != "basic" or not value:
         raise ApiError(401, "authentication required: HTTP Basic api_user:api_key (or an operator's bearer token)",
                        _CHALLENGE)

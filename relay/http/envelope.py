@@ -61,6 +61,8 @@ def error_middleware(handler_timeout: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
+            if "\x00" in request.path:
+                raise ApiError(400, "the path contains a NUL character")
             async with asyncio.timeout(handler_timeout):
                 return await handler(request)
         except ApiError as e:
@@ -88,8 +90,25 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(415, "the body must be JSON (Content-Type: application/json)")
     try:
         body = await request.json(loads=json.loads)
-    except (ValueError, UnicodeDecodeError):
+    except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    if _has_nul(body):  # no text column on PostgreSQL can hold one; refuse it here, for both backends
+        raise ApiError(400, "the body contains a NUL character (\\u0000)")
     return body
+
+
+def _has_nul(value: Any) -> bool:
+    stack = [value]
+    while stack:
+        v = stack.pop()
+        if isinstance(v, str):
+            if "\x00" in v:
+                return True
+        elif isinstance(v, dict):
+            stack.extend(v.keys())
+            stack.extend(v.values())
+        elif isinstance(v, list):
+            stack.extend(v)
+    return False

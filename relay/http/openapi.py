@@ -17,6 +17,7 @@ J = dict[str, Any]
 _STR: J = {"type": "string"}
 _NSTR: J = {"type": ["string", "null"]}
 _TIME: J = {"type": ["string", "null"], "format": "date-time"}
+_EXPIRED: J = {"type": "boolean", "description": "past expire_time: still listed, no longer stops mail"}
 _INT: J = {"type": "integer"}
 _NINT: J = {"type": ["integer", "null"]}
 _RATES: J = {"type": "object", "properties": {w: {"type": "number"} for w in ("5s", "15s", "30s")},
@@ -56,10 +57,12 @@ SCHEMAS: J = {
         "send_ip": _NSTR, "mx_host": _NSTR, "mx_ip": _NSTR, "updated_at": _TIME,
         "log": {"type": "array", "items": _ref("LogLine")}, "events": {"type": "array", "items": _ref("LogLine")},
     }),
-    "Complaint": _obj({"email": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME, "expire_time": _TIME}),
+    "Complaint": _obj({"email": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME, "expire_time": _TIME,
+                       "expired": _EXPIRED}),
     "Block": _obj({"email_or_domain": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME,
-                   "expire_time": _TIME}),
-    "Bounce": _obj({"email": _STR, "reason": _STR, "bounce_time": _TIME, "expire_time": _TIME, "count": _INT}),
+                   "expire_time": _TIME, "expired": _EXPIRED}),
+    "Bounce": _obj({"email": _STR, "reason": _STR, "bounce_time": _TIME, "expire_time": _TIME, "count": _INT,
+                    "expired": _EXPIRED}),
     "Unsubscribe": _obj({"email": _STR, "api_user": _STR, "type": {"type": "integer", "enum": [0, 1, 2, 3]},
                          "reason": _STR, "unsubscribe_time": _TIME}),
     "NoInterception": _obj({"email_or_domain": _STR, "api_user": _STR, "create_time": _TIME}),
@@ -214,7 +217,7 @@ def document() -> J:
         "requestBody": {"required": True, "content": {m: {"schema": {"type": "string"}}
                                                       for m in ("text/csv", "text/plain")}},
         "responses": _resp(_obj({"imported": _INT, "more_errors": _INT, "errors": {"type": "array", "items": _obj(
-            {"line": _INT, "message": _STR})}}))}}
+            {"line": _INT, "message": _STR})}}), extra=("413", "415"))}}
     _document_unknown_account(paths)
     return {
         "openapi": "3.1.0",

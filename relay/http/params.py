@@ -72,9 +72,12 @@ def parse_day(raw: str, name: str) -> date:
     try:
         if len(raw) != 10:
             raise ValueError
-        return date.fromisoformat(raw)
+        day = date.fromisoformat(raw)
     except ValueError:
         raise ApiError(400, f"{name}: expected a date as YYYY-MM-DD, got {raw[:40]!r}") from None
+    if not 1970 <= day.year <= 9000:  # the same range as date-times (and never the end of the calendar)
+        raise ApiError(400, f"{name}: year out of range (1970 to 9000)")
+    return day
 
 
 def parse_time(raw: str, name: str) -> datetime:
@@ -82,8 +85,9 @@ def parse_time(raw: str, name: str) -> datetime:
     try:
         if len(raw) == 10:
             d = date.fromisoformat(raw)
-            return datetime(d.year, d.month, d.day, tzinfo=UTC)
-        t = datetime.fromisoformat(raw.replace(" ", "T", 1))
+            t = datetime(d.year, d.month, d.day, tzinfo=UTC)
+        else:
+            t = datetime.fromisoformat(raw.replace(" ", "T", 1))
     except ValueError:
         raise ApiError(400, f"{name}: expected YYYY-MM-DD or an ISO 8601 date-time, got {raw[:40]!r}") from None
     if not 1970 <= t.year <= 9000:

@@ -33,6 +33,7 @@ from storage.records import EmailType, Status, StatusFilter, StatusKey, SubStatu
 MAX_DAYS = 30
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _MS = timedelta(milliseconds=1)
+_MAX_CURSOR_MS = (datetime(9000, 1, 1, tzinfo=UTC) - _EPOCH) // _MS
 MAX_LIMIT = 100
 
 
@@ -109,7 +110,8 @@ def decode_cursor(cursor: str) -> StatusKey:
         ms, email_id, recipient = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise bad from None
-    if not (isinstance(ms, int) and 0 <= ms < 2**53 and isinstance(email_id, str) and isinstance(recipient, str)):
+    if not (isinstance(ms, int) and 0 <= ms < _MAX_CURSOR_MS and isinstance(email_id, str)
+            and isinstance(recipient, str) and "\x00" not in email_id + recipient):
         raise bad
     return StatusKey(_EPOCH + ms * _MS, email_id, recipient)
 

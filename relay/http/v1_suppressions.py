@@ -27,7 +27,7 @@ from relay.commands.values import normalize_value
 from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
 from relay.http.params import body_int, body_text, body_time, body_values, integer, text, text_list, time_param
-from storage.records import ALL_API_USERS, ListKind, SuppressionEntry
+from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, UnsubscribeReason, utcnow
 
 COMPLAINT_TTL = timedelta(days=180)
 MAX_LIMIT = 100
@@ -46,24 +46,31 @@ class ListApi:
     methods: tuple[str, ...]
 
 
+def _expired(e: SuppressionEntry) -> bool:
+    """Past its expiry: listed until it is removed, but no longer stops mail."""
+    return e.expires_at is not None and e.expires_at <= utcnow()
+
+
 def _complaint(e: SuppressionEntry) -> dict[str, Any]:
     return {"email": e.value, "api_user": e.api_user, "reason": e.reason, "create_time": _iso(e.created_at),
-            "expire_time": _iso(e.expires_at)}
+            "expire_time": _iso(e.expires_at), "expired": _expired(e)}
 
 
 def _block(e: SuppressionEntry) -> dict[str, Any]:
     return {"email_or_domain": e.value, "api_user": e.api_user, "reason": e.reason,
-            "create_time": _iso(e.created_at), "expire_time": _iso(e.expires_at)}
+            "create_time": _iso(e.created_at), "expire_time": _iso(e.expires_at), "expired": _expired(e)}
 
 
 def _bounce(e: SuppressionEntry) -> dict[str, Any]:
     return {"email": e.value, "reason": e.reason, "bounce_time": _iso(e.created_at),
-            "expire_time": _iso(e.expires_at), "count": e.hit_count}
+            "expire_time": _iso(e.expires_at), "count": e.hit_count, "expired": _expired(e)}
 
 
 def _unsubscribe(e: SuppressionEntry) -> dict[str, Any]:
-    return {"email": e.value, "api_user": e.api_user, "type": e.reason_code if e.reason_code is not None else 0,
-            "reason": e.reason, "unsubscribe_time": _iso(e.created_at)}
+    code = UnsubscribeReason(e.reason_code) if e.reason_code in (0, 1, 2, 3) else UnsubscribeReason.NOT_WANTED
+    # the reason text is the code's (SPEC §7) unless one was given with the entry
+    return {"email": e.value, "api_user": e.api_user, "type": int(code), "reason": e.reason or code.text,
+            "unsubscribe_time": _iso(e.created_at)}
 
 
 def _no_interception(e: SuppressionEntry) -> dict[str, Any]:
@@ -177,6 +184,9 @@ async def upload_blocks(request: web.Request) -> web.Response:
     held in memory. Answers ``{"imported": n, "errors": [{"line": n, "message": ...}], "more_errors": n}``
     (the first 100 bad lines; ``more_errors`` counts the rest). ``api_user`` in the query is the
     scope of lines that name none; a line naming an API_USER of another account is a bad line."""
+    if request.content_type in ("application/json", "multipart/form-data", "application/x-www-form-urlencoded"):
+        raise ApiError(415, "send the file itself as the body (text/csv or text/plain), one value per line; "
+                            "JSON entries go to POST /v1/blocks")
     account_id = await scope_account(request, required=True)
     assert account_id is not None
     services = request.app[SERVICES_KEY]

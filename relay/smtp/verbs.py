@@ -162,7 +162,13 @@ class VerbsMixin(SmtpWire):
             return None
         return arg.split(" ", 1)[0]
 
-    def _parse_address(self, text: str, null_ok: bool) -> tuple[str, dict[str, str | bool]] | None:
+    def _parse_address(self, text: str, null_ok: bool,
+                       keep_raw: bool = False) -> tuple[str, dict[str, str | bool]] | None:
+        """The path of MAIL/RCPT and its parameters, or None after replying with the error.
+
+        ``keep_raw`` (RCPT): a path that is not a plain mailbox is passed on as written (unless it
+        carries a source route), so the policy chain's syntax check answers ``Format Error`` and
+        records the recipient as invalid, instead of this layer quoting or refusing it silently."""
         split = split_path(text)
         if split is None:
             self._error("501 5.5.4 Syntax error in address")
@@ -180,7 +186,7 @@ class VerbsMixin(SmtpWire):
                 return "", params
             self._error("553 5.1.3 Null address not allowed")
             return None
-        if _SIMPLE_MAILBOX.match(path):
+        if _SIMPLE_MAILBOX.match(path) or (keep_raw and not path.startswith("@")):
             return path, params
         addr, leftover = self._getaddr("<" + path + ">")
         if not addr or leftover or addr == "<>":
@@ -407,7 +413,7 @@ class VerbsMixin(SmtpWire):
         text = self._strip_command_keyword("TO:", arg) if arg else None
         if text is None:
             return self._error("501 5.5.4 Syntax: RCPT TO:<address>")
-        parsed = self._parse_address(text, null_ok=False)
+        parsed = self._parse_address(text, null_ok=False, keep_raw=True)
         if parsed is None:
             return
         recipient, params = parsed

@@ -10,6 +10,7 @@ import socket
 import subprocess
 import sys
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
@@ -151,6 +152,10 @@ def test_serve_submit_and_status_search(tmp_path: Path, capsys: pytest.CaptureFi
     assert rows["happy@example.com"]["request_ip"] == "127.0.0.1" and rows["happy@example.com"]["log"]
     _, out, _ = run(capsys, "status", "search", "--account", "acme", "--status", "4", "--json", "--home", str(home))
     assert [json.loads(line)["recipient"] for line in out.splitlines()] == ["angry@example.com"]
+    today = datetime.now(UTC).date().isoformat()  # --to with a date includes that day, like end_date
+    _, out, _ = run(capsys, "status", "search", "--account", "acme", "--from", today, "--to", today, "--json",
+                    "--home", str(home))
+    assert len(out.splitlines()) == 2
 
 
 def test_serve_refuses_a_schema_that_is_behind(home: Path, capsys: pytest.CaptureFixture[str]) -> None:

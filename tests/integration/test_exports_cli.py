@@ -58,6 +58,8 @@ def test_exports_create_list_download(home: Path, tmp_path: Path, capsys: pytest
     assert rc == 1 and "only a failed export" in err
     rc, _, err = run(capsys, "exports", "download", "nope", *h)
     assert rc == 1 and "no export" in err
+    rc, _, err = run(capsys, "exports", "download", export_id, "-o", str(tmp_path / "missing" / "x.gz"), *h)
+    assert rc == 1 and "cannot write" in err and "Traceback" not in err
 
     rc, out, _ = run(capsys, "exports", "create", "--account", "acme", "--from", "2000-01-01", "--to",
                      (utcnow() - timedelta(days=50)).date().isoformat(), "--queue-only", *h)

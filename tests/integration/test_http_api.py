@@ -207,6 +207,10 @@ async def test_email_status_cursor_paging(api: Api) -> None:
     ({"cursor": base64.urlsafe_b64encode(b'["x", 1, 2]').decode()}, "cursor: not a next_cursor value"),
     ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "cursor: not a next_cursor value"),
     ({"cursor": "x" * 2000}, "cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[9007199254740991, "a", "b"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a\\u0000", "b"]').decode()}, "cursor: not a next_cursor"),
+    ({"send_date": "9999-12-31"}, "year out of range"),
+    ({"start_date": "9999-12-30", "end_date": "9999-12-31"}, "year out of range"),
     ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b"]').decode(), "offset": "5"}, "either offset or cursor"),
 ])
 async def test_email_status_bad_cursor(sqlite_api: Api, params: dict[str, str], message: str) -> None:
@@ -279,9 +283,10 @@ async def test_http_limits_come_from_config(relay_factory: RelayFactory) -> None
 
 @pytest.mark.parametrize("path, field, value, extra", [
     ("/v1/complaints", "email", "c@example.com", {"reason": "abuse"}),
-    ("/v1/bounces", "email", "gone@example.com", {"count": 1, "reason": "5.1.1 user unknown"}),
-    ("/v1/blocks", "email_or_domain", "blocked.example", {"api_user": "all", "expire_time": None}),
-    ("/v1/unsubscribes", "email", "u@example.com", {"type": 2}),
+    ("/v1/bounces", "email", "gone@example.com", {"count": 1, "reason": "5.1.1 user unknown", "expired": False}),
+    ("/v1/blocks", "email_or_domain", "blocked.example", {"api_user": "all", "expire_time": None,
+                                                           "expired": False}),
+    ("/v1/unsubscribes", "email", "u@example.com", {"type": 2, "reason": "This is spam"}),
     ("/v1/no_interceptions", "email_or_domain", "vip@example.com", {"api_user": "all"}),
 ])
 async def test_list_get(api: Api, path: str, field: str, value: str, extra: dict[str, Any]) -> None:
@@ -407,6 +412,8 @@ async def test_auth_failures_are_401_json(sqlite_api: Api) -> None:
         status, body = await api.call("GET", "/v1/email_status", headers)
         assert status == 401, headers
         assert body["code"] == 401
+        if headers.get("Authorization", "").startswith("Bearer"):
+            assert "not the operator token" in body["message"]
     status, _ = await api.call("GET", "/openapi.json")
     assert status == 200
 
@@ -541,3 +548,21 @@ async def test_openapi_documents_unknown_account_404(sqlite_api: Api) -> None:
                                          params={"email_or_domain": "x.example", "account": "nobody"})
     assert status == 404 and "does not exist" in body["message"]
 # endregion
+
+
+async def test_nul_characters_and_calendar_edges_are_400_on_both_backends(api: Api) -> None:
+    status, body = await api.call("POST", "/v1/blocks", api.a, json={"email_or_domain": "nul@example.com",
+                                                                     "reason": "a\u0000b"})
+    assert status == 400 and "NUL" in body["message"]
+    status, body = await api.call("POST", "/v1/blocks", api.a, json={"email_or_domain": ["x@example.com\u0000"]})
+    assert status == 400 and "NUL" in body["message"]
+    for path in ("/v1/messages/a%00b", "/v1/exports/a%00b", "/v1/exports/a%00b/download"):
+        status, body = await api.call("GET", path, api.a)
+        assert status == 400 and "NUL" in body["message"], path
+    status, body = await api.call("POST", "/v1/exports", api.a, json={"send_date": "9999-12-31"})
+    assert status == 400 and "year out of range" in body["message"]
+    status, body = await api.call("GET", "/v1/email_status", api.a, params={"email": "a\u0000b@example.com"})
+    assert status == 400 and "NUL" in body["message"]
+    nested = "[" * 100_000 + "]" * 100_000
+    status, body = await api.call("POST", "/v1/blocks", {**api.a, "Content-Type": "application/json"}, data=nested)
+    assert status in (400, 413)

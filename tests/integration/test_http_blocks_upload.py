@@ -70,3 +70,21 @@ async def test_empty_upload_imports_nothing(sqlite_api: Api) -> None:
     for body in (b"", None):
         status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/csv"}, data=body)
         assert status == 200 and resp == {"imported": 0, "errors": [], "more_errors": 0}, resp
+
+
+async def test_spreadsheet_csv_with_byte_order_mark(sqlite_api: Api) -> None:
+    api = sqlite_api
+    body = "\ufeffemail_or_domain,api_user\r\nbom@example.com,all\r\nmid\ufeffdle@example.com\r\nsingle\r\n".encode()
+    status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/csv"}, data=body)
+    assert status == 200 and resp["imported"] == 1, resp  # the header row is recognised despite the mark
+    assert [e["line"] for e in resp["errors"]] == [3, 4]
+    assert "U+FEFF" in resp["errors"][0]["message"] and "two labels" in resp["errors"][1]["message"]
+    _, listed = await api.call("GET", "/v1/blocks", api.a, params={"email_or_domain": "bom@example.com"})
+    assert listed["total"] == 1  # stored without the mark, so it matches the recipient
+
+
+async def test_upload_refuses_json_and_forms(sqlite_api: Api) -> None:
+    api = sqlite_api
+    for ctype in ("application/json", "multipart/form-data; boundary=x"):
+        status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": ctype}, data=b"{}")
+        assert status == 415 and "text/csv" in resp["message"]

@@ -22,7 +22,7 @@ from storage.records import (
     SuppressionEntry,
     utcnow,
 )
-from tests.integration.relay_fixture import RelayUnderTest
+from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
 MSG = (b"From: app@acme.example\r\nTo: someone@example.com\r\nSubject: Hello there\r\n"
        b"X-Label: spring-sale\r\nX-Email-Type: marketing\r\n\r\nHi!\r\n.leading dot\r\n")
@@ -182,6 +182,24 @@ async def test_format_error_and_refused_only_transaction_is_recorded(relay: Rela
     rows = await _status(relay, f"{long_local}@example.com")
     assert len(rows) == 1 and rows[0].sub_status == SubStatus.FORMAT_ERROR
     assert rows[0].reason.startswith("Format Error")
+
+
+@pytest.mark.parametrize("rcpt, detail", [
+    ("bad address@example.com", "space"), ("bad@@example.com", "@"), ("a..b@example.com", ""),
+])
+async def test_malformed_recipients_are_format_errors_with_a_record(relay: RelayUnderTest, rcpt: str,
+                                                                    detail: str) -> None:
+    c = await relay.client()
+    await c.mail("app@acme.example")
+    r = await c.execute_command(b"RCPT", f"TO:<{rcpt}>".encode())
+    assert r.code == 553 and r.message.startswith("5.1.3 Format Error") and detail in r.message, r
+    ok = await c.execute_command(b"RCPT", b"TO:<fine@example.com>")
+    assert ok.code == 250
+    await c.rset()
+    await c.quit()
+    await wait_until(lambda: _status(relay, rcpt))
+    rows = await _status(relay, rcpt)
+    assert len(rows) == 1 and rows[0].status == Status.INVALID and rows[0].sub_status == SubStatus.FORMAT_ERROR
 
 
 async def test_size_and_recipient_limits(relay_factory) -> None:  # type: ignore[no-untyped-def]
