@@ -19,7 +19,14 @@ _IN_LIST = {
 }
 
 
-def _in_list(dialect: str, col: str, param: str, typ: str) -> str:
+def _in_list(dialect: str, col: str, param: str, typ: str, values: list[Any], params: dict[str, Any]) -> str:
+    """``col`` is one of ``values``. A single value is a plain equality: PostgreSQL (before 17) reads
+    an index in order only for ``=``, not ``= ANY(array)``, and every page of the newest-first search
+    would otherwise sort the whole window."""
+    if len(values) == 1:
+        params[param] = values[0]
+        return f"{col} = :{param}"
+    params[param] = values
     return _IN_LIST[dialect].format(col=col, param=param, typ=typ)
 
 
@@ -36,8 +43,7 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
         parts.append("recipient = :f_recipient")
         params["f_recipient"] = flt.recipient.strip().lower()
     if flt.email_ids:
-        parts.append(_in_list(dialect, "email_id", "f_email_ids", "text"))
-        params["f_email_ids"] = list(flt.email_ids)
+        parts.append(_in_list(dialect, "email_id", "f_email_ids", "text", list(flt.email_ids), params))
     if flt.api_user is not None:
         parts.append("api_user = :f_api_user")
         params["f_api_user"] = flt.api_user
@@ -51,11 +57,10 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
         parts.append("email_type = :f_email_type")
         params["f_email_type"] = str(EmailType(flt.email_type).value)
     if flt.statuses:
-        parts.append(_in_list(dialect, "status", "f_statuses", "integer"))
-        params["f_statuses"] = [int(s) for s in flt.statuses]
+        parts.append(_in_list(dialect, "status", "f_statuses", "integer", [int(s) for s in flt.statuses], params))
     if flt.sub_statuses:
-        parts.append(_in_list(dialect, "sub_status", "f_sub_statuses", "integer"))
-        params["f_sub_statuses"] = [int(s) for s in flt.sub_statuses]
+        parts.append(_in_list(dialect, "sub_status", "f_sub_statuses", "integer",
+                              [int(s) for s in flt.sub_statuses], params))
     if flt.start is not None:
         parts.append("request_time >= :f_start")
         params["f_start"] = codec.to_ms(flt.start)

@@ -205,9 +205,11 @@ class PostgresExecutor(_Base):
                         try:
                             with _errors():
                                 async with conn.transaction():
-                                    job.settle(await _run_ops(conn, job.ops), None)
+                                    one = await _run_ops(conn, job.ops)
                         except StorageError as one_exc:
                             job.settle(None, one_exc)
+                        else:  # only once committed: the caller may read its rows right away
+                            job.settle(one, None)
                     return
                 self.stats.commits += 1
                 self.stats.jobs += len(group)
