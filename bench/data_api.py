@@ -85,7 +85,13 @@ def _progress(label: str) -> Any:
     return report
 
 
+_dropped = False
+
+
 async def _bench_dsn(base: str, fresh: bool) -> str:
+    """The benchmark database's DSN; ``fresh`` drops it once per run (not once per phase)."""
+    global _dropped
+    fresh, _dropped = fresh and not _dropped, _dropped or fresh
     parts = urlsplit(base)
     conn = await asyncpg.connect(base)
     try:
@@ -286,7 +292,11 @@ async def bench_suppression(args: argparse.Namespace) -> dict[str, Any]:
     urls: dict[str, str] = {}
     if args.backend in ("sqlite", "both"):
         Path(args.sqlite_dir).mkdir(parents=True, exist_ok=True)
-        urls["sqlite"] = f"sqlite://{Path(args.sqlite_dir).resolve()}/suppressions.sqlite3"
+        db = Path(args.sqlite_dir).resolve() / "suppressions.sqlite3"
+        if args.fresh:
+            for f in (db, db.with_name(db.name + "-wal"), db.with_name(db.name + "-shm")):
+                f.unlink(missing_ok=True)
+        urls["sqlite"] = f"sqlite://{db}"
     if args.backend in ("postgres", "both"):
         urls["postgres"] = await _bench_dsn(args.pg_dsn, args.fresh)
     out: dict[str, Any] = {}

@@ -1,7 +1,9 @@
 """Reading a block-list upload: CSV or one value per line, streamed, bad lines reported.
 
-Accepted line shapes: ``value`` or ``value,api_user`` (CSV, optionally quoted); an optional header
-row (``email_or_domain[,api_user]``), blank lines and ``#`` comments are skipped. A bad line yields
+Accepted line shapes: ``value`` or ``value,api_user`` (CSV, optionally quoted), and for the block
+list also ``value,api_user,expire_time`` (ISO date or date-time, UTC; empty = never expires); an
+optional header row (``email_or_domain[,api_user[,expire_time]]``), blank lines and ``#`` comments
+are skipped. A bad line yields
 the string ``"line N: <why>"`` instead of an entry, so the caller reports it and goes on.
 """
 
@@ -10,7 +12,7 @@ from __future__ import annotations
 import csv
 import io
 from collections.abc import Iterable, Iterator
-from datetime import datetime
+from datetime import UTC, datetime
 from pathlib import Path
 
 from relay.commands.values import normalize_value
@@ -41,13 +43,34 @@ def parse_line(lineno: int, raw: bytes, kind: ListKind, account_id: int, default
         return None
     if not fields or not fields[0]:
         return f"line {lineno}: empty value"
-    if len(fields) > 2:
-        return f"line {lineno}: expected 'value' or 'value,api_user', got {len(fields)} fields"
+    max_fields = 3 if kind is ListKind.BLOCK else 2
+    if len(fields) > max_fields:
+        shapes = "'value', 'value,api_user' or 'value,api_user,expire_time'" if kind is ListKind.BLOCK \
+            else "'value' or 'value,api_user'"
+        return f"line {lineno}: expected {shapes}, got {len(fields)} fields"
     value, err = normalize_value(fields[0], kind)
     if err:
         return f"line {lineno}: {err}: {fields[0][:80]!r}"
-    api_user = fields[1] if len(fields) == 2 and fields[1] else default_api_user
-    return SuppressionEntry(account_id=account_id, kind=kind, value=value, api_user=api_user, created_at=now)
+    api_user = fields[1] if len(fields) >= 2 and fields[1] else default_api_user
+    expires = None
+    if len(fields) == 3 and fields[2]:
+        expires = _expire_time(fields[2])
+        if expires is None:
+            return f"line {lineno}: expire_time: expected YYYY-MM-DD or an ISO date-time, got {fields[2][:40]!r}"
+        if expires <= now:
+            return f"line {lineno}: expire_time {fields[2][:40]!r} is not in the future"
+    return SuppressionEntry(account_id=account_id, kind=kind, value=value, api_user=api_user, created_at=now,
+                            expires_at=expires)
+
+
+def _expire_time(text: str) -> datetime | None:
+    try:
+        t = datetime.fromisoformat(text)
+    except ValueError:
+        return None
+    if not 1970 <= t.year <= 9000:
+        return None
+    return t.replace(tzinfo=UTC) if t.tzinfo is None else t.astimezone(UTC)
 
 
 def parse_lines(lines: Iterable[bytes], kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,

@@ -57,7 +57,8 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.add_argument("--offset", type=int, default=0)
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=list_entries)
-    sp = common(sub.add_parser("import", help="bulk import from a CSV or one-per-line file"))
+    sp = common(sub.add_parser("import", help="bulk import from a CSV or one-per-line file: value[,api_user]"
+                               "[,expire_time] (expire_time: block list only)"))
     sp.add_argument("file", type=Path)
     sp.add_argument("--api-user", default=ALL_API_USERS, help="scope for lines that name none")
     sp.add_argument("--no-progress", action="store_true")

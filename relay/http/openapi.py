@@ -212,6 +212,8 @@ def document() -> J:
     _exports(paths)
     paths["/v1/blocks/upload"] = {"post": {
         "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
+        "description": "Lines: value | value,api_user | value,api_user,expire_time (ISO date or date-time, UTC; "
+                       "empty: never). An optional header row, blank lines and # comments are skipped.",
         "parameters": [_q("api_user", "scope of lines that name none: one API_USER of the account or 'all'"),
                        _ACCOUNT],
         "requestBody": {"required": True, "content": {m: {"schema": {"type": "string"}}

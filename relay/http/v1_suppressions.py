@@ -179,7 +179,8 @@ UPLOAD_MAX_LINE = 64 * 1024
 
 
 async def upload_blocks(request: web.Request) -> web.Response:
-    """``POST /v1/blocks/upload``: a CSV or one-value-per-line body (``value`` or ``value,api_user``,
+    """``POST /v1/blocks/upload``: a CSV or one-value-per-line body (``value``, ``value,api_user`` or
+    ``value,api_user,expire_time``,
     optional header, ``#`` comments), read line by line and written in chunks, so the body is never
     held in memory. Answers ``{"imported": n, "errors": [{"line": n, "message": ...}], "more_errors": n}``
     (the first 100 bad lines; ``more_errors`` counts the rest). ``api_user`` in the query is the

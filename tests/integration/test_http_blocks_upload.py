@@ -25,14 +25,14 @@ async def test_upload_reports_bad_lines_with_numbers(sqlite_api: Api) -> None:
             b"\n"
             b"# a comment\n"
             b'"quoted.example",app1\n'
-            b"a,b,c\n"
+            b"a@example.com,b,c,d\n"
             b"x@example.com,b1\n"  # another account's API user
             b"Good2@Example.com,all")  # no final newline
     status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/csv"}, data=body)
     assert status == 200, resp
     assert resp["imported"] == 3 and resp["more_errors"] == 0
     assert [e["line"] for e in resp["errors"]] == [3, 7, 8]
-    assert "3 fields" in resp["errors"][1]["message"] and "api_user" in resp["errors"][2]["message"]
+    assert "4 fields" in resp["errors"][1]["message"] and "api_user" in resp["errors"][2]["message"]
     _, listed = await api.call("GET", "/v1/blocks", api.a, params={"limit": "100"})
     got = {(r["email_or_domain"], r["api_user"]) for r in listed["result"]}
     assert {("good1@example.com", "all"), ("quoted.example", "app1"), ("good2@example.com", "all")} <= got
@@ -88,3 +88,22 @@ async def test_upload_refuses_json_and_forms(sqlite_api: Api) -> None:
     for ctype in ("application/json", "multipart/form-data; boundary=x"):
         status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": ctype}, data=b"{}")
         assert status == 415 and "text/csv" in resp["message"]
+
+
+async def test_upload_sets_expiry_per_line(sqlite_api: Api) -> None:
+    api = sqlite_api
+    body = (b"email_or_domain,api_user,expire_time\n"
+            b"later@example.com,app1,2099-01-31\n"
+            b"stamp@example.com,,2099-01-31T12:30:00+02:00\n"
+            b"forever@example.com,all,\n"
+            b"past@example.com,all,2001-01-01\n"
+            b"when@example.com,all,someday\n")
+    status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/csv"}, data=body)
+    assert status == 200 and resp["imported"] == 3, resp
+    assert [e["line"] for e in resp["errors"]] == [5, 6]
+    assert "not in the future" in resp["errors"][0]["message"] and "expire_time" in resp["errors"][1]["message"]
+    _, listed = await api.call("GET", "/v1/blocks", api.a, params={"limit": "100"})
+    expiry = {r["email_or_domain"]: r["expire_time"] for r in listed["result"]}
+    assert expiry["later@example.com"].startswith("2099-01-31T00:00:00")
+    assert expiry["stamp@example.com"].startswith("2099-01-31T10:30:00")
+    assert expiry["forever@example.com"] is None
