@@ -134,11 +134,12 @@ class StatusRepo(Protocol):
 
     async def search(
         self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
-        after: StatusKey | None = None,
+        after: StatusKey | None = None, count: bool = True,
     ) -> Page[StatusRecord]:
         """Newest first (request_time, email_id, recipient all descending). ``after`` pages by keyset:
         the records following that key (then ``offset`` should be 0). ``total`` counts every match
-        of ``flt`` (ignoring ``after``), capped; ``has_more`` says whether a next page exists."""
+        of ``flt`` (ignoring ``after``), capped; ``count=False`` skips that count (``total`` is then
+        only offset + the page). ``has_more`` says whether a next page exists."""
         ...
 
     async def get_message(self, email_id: str, account_id: int | None = None) -> list[StatusRecord]: ...

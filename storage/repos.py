@@ -275,11 +275,13 @@ class SqlStatusRepo:
 
     async def search(
         self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
-        after: StatusKey | None = None,
+        after: StatusKey | None = None, count: bool = True,
     ) -> Page[StatusRecord]:
         rows, has_more = await self._rows(flt, limit, offset, after)
         total = None if after is not None or has_more else _page_total(offset, limit, len(rows))
-        if total is None:
+        if not count:
+            total = offset + len(rows)
+        elif total is None:
             # the total counts the whole filter, not what is left after the cursor
             where, params = search_where(flt, self._ex.dialect)
             counted = int(await self._ex.fetchval(

@@ -11,7 +11,8 @@ events. The account always comes from the credentials, so an ``api_user`` filter
 Deep pages: ``offset`` walks are O(offset) for the database, so each page also answers
 ``next_cursor`` (null on the last page); passing it back as ``cursor`` (with the same filters)
 returns the following page by keyset — the same cost at any depth, and no record skipped or
-repeated while new mail arrives. ``total`` always counts the whole filter (capped by storage).
+repeated while new mail arrives. ``total`` counts the whole filter (capped by storage) when the
+first page is asked for; the cursor carries it on, so a walk through the pages counts only once.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ import base64
 import binascii
 import json
 from collections.abc import Mapping
+from dataclasses import dataclass
 from datetime import UTC, date, datetime, timedelta
 
 from aiohttp import web
@@ -95,25 +97,36 @@ async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days:
     )
 
 
-def encode_cursor(key: StatusKey) -> str:
+@dataclass(frozen=True)
+class Cursor:
+    """Where the next page starts, and the total counted for the first page (a walk counts once)."""
+
+    after: StatusKey
+    total: int
+
+
+def encode_cursor(cursor: Cursor) -> str:
     """The opaque ``next_cursor`` of a page: its last record's place in the search order."""
-    raw = json.dumps([(key.request_time - _EPOCH) // _MS, key.email_id, key.recipient], separators=(",", ":"))
+    key = cursor.after
+    raw = json.dumps([(key.request_time - _EPOCH) // _MS, key.email_id, key.recipient, cursor.total],
+                     separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
 
-def decode_cursor(cursor: str) -> StatusKey:
+def decode_cursor(text: str) -> Cursor:
     bad = ApiError(400, "cursor: not a next_cursor value returned by this API")
-    if len(cursor) > 1024:
+    if len(text) > 1024:
         raise bad
     try:
-        raw = base64.urlsafe_b64decode(cursor + "=" * (-len(cursor) % 4))
-        ms, email_id, recipient = json.loads(raw)
+        raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
+        ms, email_id, recipient, total = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise bad from None
     if not (isinstance(ms, int) and 0 <= ms < _MAX_CURSOR_MS and isinstance(email_id, str)
-            and isinstance(recipient, str) and "\x00" not in email_id + recipient):
+            and isinstance(recipient, str) and "\x00" not in email_id + recipient
+            and isinstance(total, int) and 0 <= total < 2**53):
         raise bad
-    return StatusKey(_EPOCH + ms * _MS, email_id, recipient)
+    return Cursor(StatusKey(_EPOCH + ms * _MS, email_id, recipient), total)
 
 
 async def email_status(request: web.Request) -> web.Response:
@@ -121,17 +134,20 @@ async def email_status(request: web.Request) -> web.Response:
     q = request.query
     offset = integer(q, "offset", 0, 0, 1_000_000)
     limit = integer(q, "limit", 10, 1, MAX_LIMIT)
-    cursor = text(q, "cursor", max_len=1024)
-    after = decode_cursor(cursor) if cursor else None
-    if after is not None and offset:
+    cursor_text = text(q, "cursor", max_len=1024)
+    cursor = decode_cursor(cursor_text) if cursor_text else None
+    if cursor is not None and offset:
         raise ApiError(400, "cursor: give either offset or cursor, not both")
     flt = await status_filter(request, q)
     p = principal(request)
     request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
-    result = await services.storage.statuses.search(flt, limit=limit, offset=offset, with_log=True, after=after)
+    result = await services.storage.statuses.search(
+        flt, limit=limit, offset=offset, with_log=True,
+        after=cursor.after if cursor else None, count=cursor is None)
+    total = cursor.total if cursor else result.total
     return ok({
-        "result": [record_json(r) for r in result.items], "count": len(result.items), "total": result.total,
-        "next_cursor": encode_cursor(result.items[-1].key) if result.has_more else None,
+        "result": [record_json(r) for r in result.items], "count": len(result.items), "total": total,
+        "next_cursor": encode_cursor(Cursor(result.items[-1].key, total)) if result.has_more else None,
     })
 
 

@@ -157,7 +157,10 @@ class PostgresExecutor(_Base):
     @classmethod
     async def open(cls, dsn: str, queries: Queries, *, min_size: int = 2, max_size: int = 10) -> PostgresExecutor:
         try:
-            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size)
+            # JIT off: our queries are short index scans; on big tables the planner's cost passes
+            # the JIT threshold and compiling costs 5-150 ms, more than the query itself
+            pool = await asyncpg.create_pool(dsn, min_size=min_size, max_size=max_size,
+                                             server_settings={"jit": "off"})
         except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
             raise StorageError(f"postgres: cannot connect: {exc}") from exc
         return cls(pool, queries)

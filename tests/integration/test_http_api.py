@@ -207,11 +207,12 @@ async def test_email_status_cursor_paging(api: Api) -> None:
     ({"cursor": base64.urlsafe_b64encode(b'["x", 1, 2]').decode()}, "cursor: not a next_cursor value"),
     ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "cursor: not a next_cursor value"),
     ({"cursor": "x" * 2000}, "cursor"),
-    ({"cursor": base64.urlsafe_b64encode(b'[9007199254740991, "a", "b"]').decode()}, "cursor: not a next_cursor"),
-    ({"cursor": base64.urlsafe_b64encode(b'[1, "a\\u0000", "b"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[9007199254740991, "a", "b", 1]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a\\u0000", "b", 1]').decode()}, "cursor: not a next_cursor"),
     ({"send_date": "9999-12-31"}, "year out of range"),
     ({"start_date": "9999-12-30", "end_date": "9999-12-31"}, "year out of range"),
-    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b"]').decode(), "offset": "5"}, "either offset or cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", -5]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", 5]').decode(), "offset": "5"}, "either offset or cursor"),
 ])
 async def test_email_status_bad_cursor(sqlite_api: Api, params: dict[str, str], message: str) -> None:
     status, body = await sqlite_api.call("GET", "/v1/email_status", sqlite_api.a, params=params)

@@ -555,6 +555,8 @@ async def test_search_keyset_pages(storage: SqlStorage) -> None:
     assert not exact.has_more and exact.total == 31  # the late one is now counted too
     last = await storage.statuses.search(flt, limit=7, after=full[-1])
     assert last.items == [] and not last.has_more and last.total == 31
+    uncounted = await storage.statuses.search(flt, limit=7, after=full[6], count=False)
+    assert [r.key for r in uncounted.items] == full[7:14] and uncounted.has_more and uncounted.total == 7
     # ties on request_time and email_id are broken by recipient (several recipients per message)
     tie = StatusFilter(account_id=a, email_ids=("e007", "e014", "e021"))
     keys = [r.key for r in (await storage.statuses.search(tie, limit=10)).items]
