@@ -147,6 +147,9 @@ async def bench_search(args: argparse.Namespace) -> dict[str, Any]:
         "label_id=promo3": {"label_id": "promo3"},
         "email=<an address in the window>": {"email": ""},
         "status=1,5 (94%)": {"status": "1,5"},
+        "status=4,5 (7%)": {"status": "4,5"},
+        "sub_status=402,406,506": {"sub_status": "402,406,506"},
+        "email_type=marketing (25%)": {"email_type": "marketing"},
     }
     rng = random.Random(7)
     out: dict[str, Any] = {"rows": args.rows, "filters": {}}
