@@ -30,6 +30,8 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--no-delivery", action="store_true", help="accept and spool only (no delivery)")
     p.add_argument("--storage-url", default="", help="postgresql://... (default: SQLite in the data directory)")
     p.add_argument("--hostname", default="", help="greeting/EHLO name (default: this machine's FQDN)")
+    p.add_argument("--node-name", default="", help="this node's name, unique among the nodes sharing one database "
+                   "(default: the host name; give one when two nodes run on one host)")
     p.add_argument("--allow-auth-without-tls", choices=["auto", "yes", "no"], default="auto",
                    help="auto: allowed on loopback listeners only")
     p.set_defaults(func=run)
@@ -79,6 +81,8 @@ def run(args: argparse.Namespace) -> int:
         settings["delivery.enabled"] = False
     if args.storage_url:
         settings["storage.url"] = args.storage_url
+    if args.node_name:
+        settings["node.name"] = args.node_name
     cfg_path = home / CONFIG_NAME
     if cfg_path.exists():
         cfg_path.replace(cfg_path.with_suffix(".toml.bak"))

@@ -62,6 +62,7 @@ def task_json(t: ExportTask, files: ExportFiles | None) -> dict[str, Any]:
         "expire_time": expire.isoformat() if expire else None,
         "expired": t.expired_at is not None,
         "file_size": t.file_size, "attempts": t.attempts, "error": t.error or None,
+        "node": t.node or None,
         "filters": {
             "email": f.recipient, "email_ids": list(f.email_ids), "api_user": f.api_user, "domain_name": f.domain,
             "label_id": f.label, "email_type": f.email_type.value if f.email_type else None,

@@ -90,6 +90,7 @@ SCHEMAS: J = {
         "download_url": {"type": ["string", "null"], "description": "set once the export succeeded"},
         "expire_time": {**_TIME, "description": "when the file is deleted (7 days after the end)"},
         "expired": {"type": "boolean"}, "file_size": _NINT, "attempts": _INT, "error": _NSTR,
+        "node": {"type": ["string", "null"], "description": "the node that ran it (its file is there)"},
         "filters": {"type": "object"},
     }),
     "NewApiUser": _obj({"api_user": _STR, "account": _STR, "active": {"type": "boolean"}, "create_time": _TIME,
