@@ -19,6 +19,8 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from storage.errors import StorageError
+
 log = logging.getLogger("mailrelay.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -75,6 +77,9 @@ def error_middleware(handler_timeout: float) -> Middleware:
         except TimeoutError:
             log.warning("request timed out", extra={"event": "http_timeout", "path": request.path})
             return error(503, "the request took too long; narrow the query and try again")
+        except StorageError as e:  # the database went away or refused: the caller may retry
+            log.error(f"storage error: {e}", extra={"event": "http_storage_error", "path": request.path})
+            return error(503, "the database is unavailable; try again shortly", {"Retry-After": "5"})
         except asyncio.CancelledError:
             raise
         except Exception:

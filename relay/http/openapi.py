@@ -104,7 +104,8 @@ _ERRORS = {str(c): {"description": d, "content": {"application/json": {"schema":
 
 def _resp(schema: J, code: str = "200", extra: tuple[str, ...] = ()) -> J:
     out: J = {code: {"description": "success", "content": {"application/json": {"schema": schema}}}}
-    for c in ("400", "401", "403", "429", *extra):
+    # 503: any request that outlives [http] request_timeout (or finds storage unavailable)
+    for c in dict.fromkeys(("400", "401", "403", "429", *extra, "503")):
         out[c] = _ERRORS.get(c, {"description": "error", "content": {"application/json": {"schema": _ref("Error")}}})
     return out
 

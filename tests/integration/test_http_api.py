@@ -567,3 +567,14 @@ async def test_nul_characters_and_calendar_edges_are_400_on_both_backends(api: A
     nested = "[" * 100_000 + "]" * 100_000
     status, body = await api.call("POST", "/v1/blocks", {**api.a, "Content-Type": "application/json"}, data=nested)
     assert status in (400, 413)
+
+
+async def test_database_outage_is_503_not_500(api: Api) -> None:
+    assert (await api.call("GET", "/v1/blocks", api.a))[0] == 200  # the key is now in the auth cache
+    await api.relay.storage.close()  # the database goes away under a running server
+    for method, path, kw in (("GET", "/v1/email_status", {"params": {"email_ids": "01AAA"}}),
+                             ("POST", "/v1/blocks", {"json": {"email_or_domain": "x@example.com"}})):
+        async with api.session.request(method, api.base + path, headers=api.a, **kw) as r:
+            body = await r.json()
+            assert r.status == 503 and "database is unavailable" in body["message"], body
+            assert r.headers["Retry-After"] == "5"
