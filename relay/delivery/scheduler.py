@@ -17,7 +17,7 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections.abc import Callable, Coroutine
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,6 +30,7 @@ from relay.delivery.site import SiteLimits, SiteQueue
 from relay.delivery.state import DeliveryItem, MessageState, items_from_record, load_pending
 from relay.delivery.types import AttemptResult, Classified, Outcome, Scope, SiteKey, Stage
 from relay.spool import Spool
+from storage.errors import StorageError
 from storage.records import SubmissionRecord, SubStatus
 
 log = logging.getLogger("mailrelay.delivery.scheduler")
@@ -46,6 +47,9 @@ class SchedulerDeps:
 
 
 class Scheduler:
+    #: seconds before the first retry of an outcome write that the database refused, and the longest wait
+    record_backoff: tuple[float, float] = (0.2, 10.0)
+
     def __init__(self, deps: SchedulerDeps, dispatch: DispatchContext) -> None:
         self.d = deps
         self.ctx = dispatch
@@ -265,7 +269,8 @@ class Scheduler:
         q = self.queue_for(item)
         rec = self.d.recorder
         if result.stage is Stage.POLICY or c is None:
-            await rec.invalid(item, result, None, policy_sub_status or SubStatus.BLACKLIST, result.text, now)
+            await self._record(item, lambda: rec.invalid(item, result, None, policy_sub_status or SubStatus.BLACKLIST,
+                                                         result.text, now))
             await self._done(item)
             return
         if result.stage is not Stage.DNS:
@@ -282,26 +287,44 @@ class Scheduler:
             q.meter.add("out")
             if site is not None:
                 site.on_delivered()
-            await rec.delivered(item, result, c, now)
+            await self._record(item, lambda: rec.delivered(item, result, c, now))
             await self._done(item)
         elif c.outcome is Outcome.PERMFAIL:
-            await rec.invalid(item, result, c, c.sub_status, reply, now)
+            await self._record(item, lambda: rec.invalid(item, result, c, c.sub_status, reply, now))
             if c.adds_bounce:
                 hosts = site.key.hosts if site is not None else ()
-                await rec.not_exist(item, hosts, reply, now)
+                await self._record(item, lambda: rec.not_exist(item, hosts, reply, now))
             await self._done(item)
         else:
             item.attempts += 1
             item.last_reason = reply
             nxt = self.d.retry.next_time(now, item.attempts, item.first_seen)
             if nxt is None:
-                await rec.invalid(item, result, c, c.sub_status, f"retries exhausted: {reply}", now)
+                await self._record(item, lambda: rec.invalid(item, result, c, c.sub_status,
+                                                             f"retries exhausted: {reply}", now))
                 await self._done(item)
                 return
-            await rec.retrying(item, result, c, now)
+            await self._record(item, lambda: rec.retrying(item, result, c, now))
             item.next_at = max(nxt, pause_end or 0.0)
             self._push(item)
             await self._save(item.email_id)
+
+    async def _record(self, item: DeliveryItem, write: Callable[[], Awaitable[None]]) -> None:
+        """Write an attempt's outcome, retrying while the database refuses. The attempt happened and
+        must not be made again; the message stays in the spool until its outcome is written, so a
+        stop meanwhile leaves it for the next start (at least once, never lost or stuck)."""
+        delay, longest = self.record_backoff
+        while True:
+            try:
+                await write()
+                return
+            except StorageError as e:
+                if self._stopping:
+                    raise
+                log.warning(f"outcome not recorded ({e}); retrying in {delay:.1f} s",
+                            extra={"event": "outcome_record_retry", "email_id": item.email_id})
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, longest)
 
     def _park_site(self, site: SiteQueue) -> None:
         """The site paused: its ready items wait (held by their queues) until it resumes."""

@@ -14,6 +14,7 @@ import pytest
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.state import load_pending
 from relay.delivery.types import Signal
+from storage.errors import StorageError
 from storage.protocols import Storage
 from storage.records import ListKind, LogKind, Status, SubStatus, SuppressionEntry
 from tests.helpers.dns_server import LoopbackDns
@@ -262,3 +263,40 @@ async def test_entry_added_while_queue_paused_stops_the_first_attempt(h: Deliver
     row = await h.status(email_id, "first@example.test")
     assert row.status == Status.INVALID and row.reason == "Blacklist: Block:(worker:address in block list)"
     assert mx.messages == []
+
+
+class _FlakyStatuses:
+    """The status repository while the database is away: the first ``failures`` writes fail."""
+
+    def __init__(self, inner: object, failures: int) -> None:
+        self._inner = inner
+        self.failures = failures
+        self.refused = 0
+
+    def __getattr__(self, name: str) -> object:
+        attr = getattr(self._inner, name)
+        if name not in ("update_status", "append_log"):
+            return attr
+
+        async def flaky(*args: object, **kwargs: object) -> object:
+            if self.refused < self.failures:
+                self.refused += 1
+                raise StorageError("postgres: connection refused")
+            return await attr(*args, **kwargs)
+        return flaky
+
+
+async def test_outcome_waits_for_the_database_without_a_second_delivery(h: DeliveryHarness, mx: ScriptedMx,
+                                                                        storage: Storage) -> None:
+    email_id = await h.submit("user@example.test")
+    h.scheduler.record_backoff = (0.01, 0.05)
+    flaky = _FlakyStatuses(storage.statuses, failures=4)
+    storage.statuses = flaky  # type: ignore[misc]  # the recorder writes through the same storage
+    await h.step()
+    assert flaky.refused == 4 and len(mx.messages) == 1  # delivered once; the outcome waited, then landed
+    storage.statuses = flaky._inner  # type: ignore[misc,assignment]
+    row = await h.status(email_id, "user@example.test")
+    assert row.status == Status.DELIVERED
+    assert list(h.spool.enumerate()) == []  # removed only once the outcome was written
+    await h.step(advance=3600)
+    assert len(mx.messages) == 1
