@@ -26,12 +26,12 @@ from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
 from relay.exports import ExportWorker
-from relay.feedback.listener import FeedbackHandler, FeedbackServices
 from relay.http.app import start_http
 from relay.http.services import HttpServices
 from relay.intake import Intake
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
+from relay.smtp.feedback import FeedbackHandler, FeedbackServices
 from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices

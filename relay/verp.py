@@ -25,6 +25,7 @@ import hmac
 import re
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 from relay.ids import is_email_id
 
@@ -101,3 +102,10 @@ def decode(address: str, secrets: bytes | Sequence[bytes]) -> VerpToken | None:
         if key:
             ok |= hmac.compare_digest(_mac(bytes(key), eid, rhash), mac)
     return VerpToken(eid, rhash) if ok else None
+
+
+def read_verp_secret(path: Path) -> bytes:
+    """The HMAC key from its file (hex, written by `mailrelay init`)."""
+    if not path.exists():
+        raise FileNotFoundError(f"{path}: missing return-path key (run `mailrelay init`)")
+    return bytes.fromhex(path.read_text().strip())

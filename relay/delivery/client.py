@@ -39,8 +39,8 @@ import time
 from dataclasses import dataclass
 from typing import Literal, cast
 
-from relay.delivery.types import AttemptResult, Stage
 from relay.delivery.wireformat import MalformedReply, Reply, data_payload, take_reply
+from relay.rules.types import AttemptResult, Stage
 
 STARTTLS_MODES = ("opportunistic", "never", "required")
 

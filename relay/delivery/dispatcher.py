@@ -16,11 +16,11 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from policies import Decision, PolicyChain, RecipientContext
-from relay.delivery.classify import ReplyRules
 from relay.delivery.client import ClientOptions, SmtpConnection, open_connection
 from relay.delivery.site import SiteQueue
 from relay.delivery.state import DeliveryItem
-from relay.delivery.types import AttemptResult, Outcome, Scope, Stage
+from relay.rules.reply import ReplyRules
+from relay.rules.types import AttemptResult, Outcome, Scope, Stage
 from storage.records import SubStatus, utcnow
 
 log = logging.getLogger("mailrelay.delivery.dispatcher")

@@ -12,7 +12,7 @@ from datetime import UTC, datetime
 
 from policies import TencentRules, bounce_expiry, is_tencent
 from relay.delivery.state import DeliveryItem
-from relay.delivery.types import AttemptResult, Classified, Stage
+from relay.rules.types import AttemptResult, Classified, Stage
 from storage.protocols import Storage
 from storage.records import LogEntry, LogKind, Status, SubStatus
 

@@ -28,7 +28,8 @@ from relay.delivery.recorder import OutcomeRecorder
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.site import SiteLimits, SiteQueue
 from relay.delivery.state import DeliveryItem, MessageState, items_from_record, load_pending
-from relay.delivery.types import AttemptResult, Classified, Outcome, Scope, SiteKey, Stage
+from relay.delivery.types import SiteKey
+from relay.rules.types import AttemptResult, Classified, Outcome, Scope, Stage
 from relay.spool import Spool
 from storage.errors import StorageError
 from storage.records import SubmissionRecord, SubStatus

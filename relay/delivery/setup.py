@@ -5,12 +5,10 @@ from __future__ import annotations
 import socket
 import time
 from collections.abc import Callable
-from pathlib import Path
 
 from policies import PolicyChain
 from relay import verp
 from relay.config import Config, parse_duration, parse_hostport
-from relay.delivery.classify import ReplyRules
 from relay.delivery.client import ClientOptions
 from relay.delivery.dispatcher import DispatchContext
 from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, MxResolver, NullMx
@@ -21,6 +19,7 @@ from relay.delivery.scheduler import Scheduler, SchedulerDeps
 from relay.delivery.site import SiteLimits
 from relay.delivery.state import DeliveryItem
 from relay.rules import load_tencent_rules
+from relay.rules.reply import ReplyRules
 from relay.spool import Spool
 from storage.protocols import Storage
 
@@ -44,12 +43,6 @@ def site_limits_from(cfg: Config) -> SiteLimits:
     )
 
 
-def read_verp_secret(path: Path) -> bytes:
-    if not path.exists():
-        raise FileNotFoundError(f"{path}: missing return-path key (run `mailrelay init`)")
-    return bytes.fromhex(path.read_text().strip())
-
-
 def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyChain | None,
                     clock: Callable[[], float] = time.time) -> Scheduler:
     d = cfg.delivery
@@ -63,7 +56,7 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
         return await plan_for(domain, resolver, routes, d.mx_port)
 
     return_domain = cfg.feedback.domains[0] if cfg.feedback.domains else ""
-    secret = read_verp_secret(cfg.path(d.verp_secret_file)) if return_domain else b""
+    secret = verp.read_verp_secret(cfg.path(d.verp_secret_file)) if return_domain else b""
 
     def return_path(item: DeliveryItem) -> str:
         if not return_domain:

@@ -19,7 +19,8 @@ from relay.delivery.client import SmtpConnection
 from relay.delivery.mx import MxPlan
 from relay.delivery.state import DeliveryItem
 from relay.delivery.throttle import AimdRate, SitePause, TokenBucket
-from relay.delivery.types import Classified, PauseReason, Signal, SiteKey
+from relay.delivery.types import SiteKey
+from relay.rules.types import Classified, PauseReason, Signal
 
 
 @dataclass(frozen=True)

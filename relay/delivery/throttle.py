@@ -21,7 +21,7 @@ import math
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from relay.delivery.types import PauseReason, Signal
+from relay.rules.types import PauseReason, Signal
 
 Clock = Callable[[], float]
 

@@ -27,9 +27,9 @@ from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from relay.delivery.classify import ReplyRules, Rule, compile_rules
-from relay.delivery.types import Category
 from relay.rules import RulesError, packaged_path, read_toml
+from relay.rules.reply import ReplyRules, Rule, compile_rules
+from relay.rules.types import Category
 
 __all__ = ["BOUNCE_RULES_FILE", "BounceClassifier", "Verdict"]
 

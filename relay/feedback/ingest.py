@@ -22,9 +22,9 @@ from datetime import timedelta
 
 from policies import TencentRules, bounce_expiry, is_tencent
 from relay import verp
-from relay.delivery.types import Category
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.report import FeedbackReport, RecipientReport
+from relay.rules.types import Category
 from storage.protocols import Storage
 from storage.records import (
     ListKind,

@@ -14,7 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from relay.delivery.types import Category
+from relay.rules.types import Category
 from storage.records import SubStatus
 
 __all__ = ["FeedbackClass", "FeedbackReport", "Kind", "RecipientReport", "first"]

@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from relay.config import Config
-from relay.delivery.setup import read_verp_secret
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.ingest import FeedbackIngestor
 from relay.feedback.parse import parse
 from relay.rules import load_tencent_rules
+from relay.verp import read_verp_secret
 from storage.protocols import Storage
 
 

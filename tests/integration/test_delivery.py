@@ -13,7 +13,7 @@ import pytest
 
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.state import load_pending
-from relay.delivery.types import Signal
+from relay.rules.types import Signal
 from storage.errors import StorageError
 from storage.protocols import Storage
 from storage.records import ListKind, LogKind, Status, SubStatus, SuppressionEntry

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from relay.delivery.client import ClientOptions, SmtpConnection, open_connection
-from relay.delivery.types import AttemptResult, Stage
+from relay.rules.types import AttemptResult, Stage
 from tests.helpers.mx_sink import ScriptedMx
 
 OPTS = ClientOptions(ehlo_name="relay.test", connect_timeout=2.0, command_timeout=2.0, data_timeout=2.0)

@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 
 from relay.delivery.throttle import AimdRate, SitePause, TokenBucket
-from relay.delivery.types import PauseReason, Signal
+from relay.rules.types import PauseReason, Signal
 
 DAY = 86400.0
 

@@ -11,10 +11,10 @@ from fb_scoring import FIXTURES
 
 from relay import verp
 from relay.commands import feedback as cli
-from relay.delivery.types import Category
 from relay.feedback import BounceClassifier, first, parse
 from relay.feedback.classify import _refused_not_missing
 from relay.rules import RulesError
+from relay.rules.types import Category
 from storage.records import SubStatus
 
 EMAILS = FIXTURES / "emails"

@@ -1,4 +1,5 @@
-"""FeedbackHandler: the second SMTP listener, for bounces and complaints coming back.
+"""FeedbackHandler: the second SMTP listener, for bounces and complaints coming back. (It lives with
+the SMTP engine; ``relay/app.py`` hands it the feedback inbox and the parser as services.)
 
 No AUTH. It accepts mail only for the configured feedback domains (exact, case-insensitive
 domain; a plain dot-atom local part) and for postmaster@ each of them (RFC 5321 §4.5.1);
@@ -14,9 +15,8 @@ import logging
 import re
 from collections.abc import Callable, Coroutine
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
-from relay.feedback.inbox import FeedbackInbox
 from relay.smtp.engine import AuthReply, DataSink, SessionInfo
 
 log = logging.getLogger("mailrelay.feedback.listener")
@@ -32,10 +32,18 @@ R_NO_AUTH = "502 5.5.1 AUTH not available here"
 MAX_MEMORY = 64 * 1024 * 1024
 
 
+class FeedbackStore(Protocol):
+    """Durable storage of received feedback mail (``relay.feedback.inbox.FeedbackInbox``)."""
+
+    async def store(self, raw: bytes) -> str:
+        """Write ``raw`` durably (fsync) and return its id."""
+        ...
+
+
 @dataclass
 class FeedbackServices:
     domains: frozenset[str]
-    inbox: FeedbackInbox
+    inbox: FeedbackStore
     process: Callable[[str, bytes, tuple[str, ...]], Coroutine[Any, Any, None]]  # (inbox id, raw, rcpts)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
 

@@ -32,17 +32,8 @@ from enum import Enum
 from pathlib import Path
 from typing import TypeVar
 
-from relay.delivery.types import (
-    AttemptResult,
-    Category,
-    Classified,
-    Outcome,
-    PauseReason,
-    Scope,
-    Signal,
-    Stage,
-)
 from relay.rules import RulesError, packaged_path, read_toml
+from relay.rules.types import AttemptResult, Category, Classified, Outcome, PauseReason, Scope, Signal, Stage
 
 __all__ = ["ReplyRules", "Rule", "RulesError", "default_scope", "parse_reply"]
 

@@ -7,11 +7,11 @@ from pathlib import Path
 
 import pytest
 
-from relay.delivery.classify import ReplyRules, RulesError, parse_reply
-from relay.delivery.types import AttemptResult, Category, Outcome, PauseReason, Scope, Signal, Stage
 from relay.rules import RULES_DIR, packaged_path
+from relay.rules.reply import ReplyRules, RulesError, parse_reply
+from relay.rules.types import AttemptResult, Category, Outcome, PauseReason, Scope, Signal, Stage
 
-CORPUS = Path(__file__).resolve().parents[2] / "fixtures" / "replies" / "corpus.txt"
+CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "replies" / "corpus.txt"
 _LINE = re.compile(
     r"^(?:\[(?P<stage>\w+)\]\s+)?(?P<code>\d{3}|-)\s+(?:(?P<enhanced>[245]\.\d{1,3}\.\d{1,3})\s+)?(?P<text>.*)$"
 )
