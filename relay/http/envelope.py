@@ -63,8 +63,9 @@ def error_middleware(handler_timeout: float) -> Middleware:
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
-            if "\x00" in request.path:
-                raise ApiError(400, "the path contains a NUL character")
+            bad = unstorable(request.path)
+            if bad:
+                raise ApiError(400, f"the path contains {bad}")
             async with asyncio.timeout(handler_timeout):
                 return await handler(request)
         except ApiError as e:
@@ -99,21 +100,38 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
-    if _has_nul(body):  # no text column on PostgreSQL can hold one; refuse it here, for both backends
-        raise ApiError(400, "the body contains a NUL character (\\u0000)")
+    bad = _unstorable_anywhere(body)
+    if bad:
+        raise ApiError(400, f"the body contains {bad}")
     return body
 
 
-def _has_nul(value: Any) -> bool:
+def unstorable(text: str) -> str | None:
+    """What in ``text`` no database text column (nor a UTF-8 response) can hold, or None.
+
+    NUL: PostgreSQL text refuses it. A lone surrogate (JSON ``"\\ud800"``, or an undecodable byte
+    in a URL): it is not a character at all, so it cannot be encoded to UTF-8 for storage or for
+    the answer."""
+    if "\x00" in text:
+        return "a NUL character (\\u0000)"
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return "a lone surrogate or undecodable byte (not a Unicode character)"
+    return None
+
+
+def _unstorable_anywhere(value: Any) -> str | None:
     stack = [value]
     while stack:
         v = stack.pop()
         if isinstance(v, str):
-            if "\x00" in v:
-                return True
+            bad = unstorable(v)
+            if bad:
+                return bad
         elif isinstance(v, dict):
             stack.extend(v.keys())
             stack.extend(v.values())
         elif isinstance(v, list):
             stack.extend(v)
-    return False
+    return None

@@ -12,7 +12,7 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from relay.http.envelope import ApiError
+from relay.http.envelope import ApiError, unstorable
 
 E = TypeVar("E", bound=Enum)
 
@@ -26,8 +26,9 @@ def text(q: Mapping[str, str], name: str, *, max_len: int = MAX_TEXT) -> str | N
         return None
     if len(raw) > max_len:
         raise ApiError(400, f"{name}: longer than {max_len} characters")
-    if "\x00" in raw:
-        raise ApiError(400, f"{name}: contains a NUL character")
+    bad = unstorable(raw)
+    if bad:
+        raise ApiError(400, f"{name}: contains {bad}")
     return raw
 
 

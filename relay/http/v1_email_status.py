@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import json
 from collections.abc import Mapping
 from dataclasses import dataclass
@@ -27,7 +28,7 @@ from datetime import UTC, date, datetime, timedelta
 from aiohttp import web
 
 from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, principal, scope_account
-from relay.http.envelope import ApiError, ok
+from relay.http.envelope import ApiError, ok, unstorable
 from relay.http.params import enum_list, integer, parse_day, text, text_list
 from relay.status_json import record_json
 from storage.records import EmailType, Status, StatusFilter, StatusKey, SubStatus
@@ -99,16 +100,23 @@ async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days:
 
 @dataclass(frozen=True)
 class Cursor:
-    """Where the next page starts, and the total counted for the first page (a walk counts once)."""
+    """Where the next page starts, the total counted for the first page (a walk counts once), and
+    a fingerprint of the search (account and filters) the cursor belongs to."""
 
     after: StatusKey
     total: int
+    search: str
+
+
+def search_fingerprint(flt: StatusFilter) -> str:
+    """Identifies one search: a cursor only continues the search it came from."""
+    return hashlib.sha256(repr(flt).encode()).hexdigest()[:16]
 
 
 def encode_cursor(cursor: Cursor) -> str:
     """The opaque ``next_cursor`` of a page: its last record's place in the search order."""
     key = cursor.after
-    raw = json.dumps([(key.request_time - _EPOCH) // _MS, key.email_id, key.recipient, cursor.total],
+    raw = json.dumps([(key.request_time - _EPOCH) // _MS, key.email_id, key.recipient, cursor.total, cursor.search],
                      separators=(",", ":"))
     return base64.urlsafe_b64encode(raw.encode()).decode().rstrip("=")
 
@@ -119,14 +127,14 @@ def decode_cursor(text: str) -> Cursor:
         raise bad
     try:
         raw = base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
-        ms, email_id, recipient, total = json.loads(raw)
+        ms, email_id, recipient, total, search = json.loads(raw)
     except (binascii.Error, ValueError, TypeError):
         raise bad from None
-    if not (isinstance(ms, int) and 0 <= ms < _MAX_CURSOR_MS and isinstance(email_id, str)
-            and isinstance(recipient, str) and "\x00" not in email_id + recipient
-            and isinstance(total, int) and 0 <= total < 2**53):
+    if not (type(ms) is int and 0 <= ms < _MAX_CURSOR_MS and isinstance(email_id, str)
+            and isinstance(recipient, str) and not unstorable(email_id + recipient)
+            and type(total) is int and 0 <= total < 2**53 and isinstance(search, str)):
         raise bad
-    return Cursor(StatusKey(_EPOCH + ms * _MS, email_id, recipient), total)
+    return Cursor(StatusKey(_EPOCH + ms * _MS, email_id, recipient), total, search)
 
 
 async def email_status(request: web.Request) -> web.Response:
@@ -139,6 +147,10 @@ async def email_status(request: web.Request) -> web.Response:
     if cursor is not None and offset:
         raise ApiError(400, "cursor: give either offset or cursor, not both")
     flt = await status_filter(request, q)
+    fingerprint = search_fingerprint(flt)
+    if cursor is not None and cursor.search != fingerprint:
+        raise ApiError(400, "cursor: it continues another search; repeat the first page's parameters (a "
+                            "default 30-day window moves at midnight UTC: then start again)")
     p = principal(request)
     request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
     result = await services.storage.statuses.search(
@@ -147,7 +159,7 @@ async def email_status(request: web.Request) -> web.Response:
     total = cursor.total if cursor else result.total
     return ok({
         "result": [record_json(r) for r in result.items], "count": len(result.items), "total": total,
-        "next_cursor": encode_cursor(Cursor(result.items[-1].key, total)) if result.has_more else None,
+        "next_cursor": encode_cursor(Cursor(result.items[-1].key, total, fingerprint)) if result.has_more else None,
     })
 
 

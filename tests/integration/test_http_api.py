@@ -196,10 +196,13 @@ async def test_email_status_cursor_paging(api: Api) -> None:
         params = {"limit": "1", "cursor": body["next_cursor"] or ""}
     assert body["next_cursor"] is None  # the third page is the last
     assert seen == [(r["email_id"], r["recipient"]) for r in everything["result"]]
-    # a cursor never widens the search: B's key with A's cursor still sees only B's mail
+    # a cursor continues only its own search: another account's key, or other filters, are a 400
     _, first = await api.call("GET", "/v1/email_status", api.a, params={"limit": "1"})
-    _, other = await api.call("GET", "/v1/email_status", api.b, params={"cursor": first["next_cursor"]})
-    assert all(r["api_user"] == "b1" for r in other["result"])
+    status, body = await api.call("GET", "/v1/email_status", api.b, params={"cursor": first["next_cursor"]})
+    assert status == 400 and "continues another search" in body["message"]
+    status, body = await api.call("GET", "/v1/email_status", api.a, params={"cursor": first["next_cursor"],
+                                                                            "status": "4"})
+    assert status == 400 and "continues another search" in body["message"]
 
 
 @pytest.mark.parametrize("params, message", [
@@ -207,12 +210,15 @@ async def test_email_status_cursor_paging(api: Api) -> None:
     ({"cursor": base64.urlsafe_b64encode(b'["x", 1, 2]').decode()}, "cursor: not a next_cursor value"),
     ({"cursor": base64.urlsafe_b64encode(b"[1, 2]").decode()}, "cursor: not a next_cursor value"),
     ({"cursor": "x" * 2000}, "cursor"),
-    ({"cursor": base64.urlsafe_b64encode(b'[9007199254740991, "a", "b", 1]').decode()}, "cursor: not a next_cursor"),
-    ({"cursor": base64.urlsafe_b64encode(b'[1, "a\\u0000", "b", 1]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[9007199254740991, "a", "b", 1, "f"]').decode()}, "cursor: not a next"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a\\u0000", "b", 1, "f"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "\\ud800", "b", 1, "f"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", true, "f"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", 7, "0000"]').decode()}, "continues another search"),
     ({"send_date": "9999-12-31"}, "year out of range"),
     ({"start_date": "9999-12-30", "end_date": "9999-12-31"}, "year out of range"),
-    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", -5]').decode()}, "cursor: not a next_cursor"),
-    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", 5]').decode(), "offset": "5"}, "either offset or cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", -5, "f"]').decode()}, "cursor: not a next_cursor"),
+    ({"cursor": base64.urlsafe_b64encode(b'[1, "a", "b", 5, "f"]').decode(), "offset": "5"}, "either offset or cursor"),
 ])
 async def test_email_status_bad_cursor(sqlite_api: Api, params: dict[str, str], message: str) -> None:
     status, body = await sqlite_api.call("GET", "/v1/email_status", sqlite_api.a, params=params)
@@ -549,6 +555,19 @@ async def test_openapi_documents_unknown_account_404(sqlite_api: Api) -> None:
                                          params={"email_or_domain": "x.example", "account": "nobody"})
     assert status == 404 and "does not exist" in body["message"]
 # endregion
+
+
+async def test_lone_surrogates_are_400_and_store_nothing(api: Api) -> None:
+    for path, body in (("/v1/exports", {"label_id": "\ud800"}),
+                       ("/v1/blocks", {"email_or_domain": "x@example.com", "reason": "\ud800"}),
+                       ("/v1/blocks", {"email_or_domain": "x@example.com", "api_user": "\udfff"})):
+        raw = json.dumps(body).encode()  # ensure_ascii: the surrogate travels as the escape \ud800
+        status, resp = await api.call("POST", path, {**api.a, "Content-Type": "application/json"}, data=raw)
+        assert status == 400 and "surrogate" in resp["message"], (path, resp)
+    assert (await api.call("GET", "/v1/exports", api.a))[1]["total"] == 0  # nothing was queued
+    assert (await api.call("GET", "/v1/exports", ADMIN))[0] == 200
+    status, _ = await api.call("GET", "/v1/email_status?label_id=%ED%A0%80", api.a)  # surrogate as bytes
+    assert status in (200, 400)  # decoded to U+FFFD (a real character) or refused: never a 500
 
 
 async def test_nul_characters_and_calendar_edges_are_400_on_both_backends(api: Api) -> None:
