@@ -4,6 +4,8 @@ Start: storage (refuse a schema that is behind) → spool (purge unfinished rece
 reconcile spool and status rows → listeners (SMTP, feedback, HTTP) → READY=1.
 Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
 grace period → spool worker drains → storage closes.
+Reload (SIGHUP): RELOADING=1 → re-read mailrelay.toml → apply what ``relay/reload.py`` allows, name
+what needs a restart → READY=1. A file that does not load changes nothing.
 Nothing else in the program wires objects together, and there is no module-level mutable state.
 """
 
@@ -20,15 +22,17 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from policies import default_chain
-from relay.config import Config, ListenerConfig, is_loopback, parse_duration, parse_hostport
+from relay.config import CONFIG_NAME, Config, ListenerConfig, is_loopback, load_config, parse_duration, parse_hostport
 from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
 from relay.exports import ExportWorker
 from relay.http.app import start_http
+from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
 from relay.http.services import HttpServices
 from relay.intake import Intake
+from relay.reload import split_changes
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackServices
@@ -75,7 +79,9 @@ class App:
     intake: Intake | None = None
     http: web.AppRunner | None = None
     exports: ExportWorker | None = None
+    tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
+    _reloads: set[asyncio.Task[tuple[list[str], list[str]]]] = field(default_factory=set)
     _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
 
@@ -152,7 +158,7 @@ class App:
             options=cfg.submission,
             node=cfg.node_name,
         )
-        tls = self._tls_context()
+        tls = self.tls = self._tls_context()
 
         def factory() -> SubmissionHandler:
             return SubmissionHandler(services)
@@ -254,10 +260,53 @@ class App:
     def request_stop(self) -> None:
         self._stop.set()
 
+    def request_reload(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.reload())
+        self._reloads.add(task)
+        task.add_done_callback(self._reloads.discard)
+
+    async def reload(self) -> tuple[list[str], list[str]]:
+        """Re-read the configuration; returns (keys applied, keys that need a restart)."""
+        notify("RELOADING=1")
+        try:
+            try:
+                new = await asyncio.to_thread(load_config, self.cfg.home / CONFIG_NAME)
+            except (ValueError, OSError) as e:  # ConfigError, TOML syntax, unreadable file
+                log.error(f"reload refused, the running configuration stays: {e}", extra={"event": "reload_refused"})
+                return [], []
+            applied, restart = split_changes(self.cfg, new)
+            self._apply(new)
+            log.info("configuration reloaded", extra={"event": "reloaded", "applied": applied,
+                                                      "needs_restart": restart})
+            if restart:
+                log.warning(f"changed keys that apply only after a restart: {', '.join(restart)}",
+                            extra={"event": "reload_needs_restart", "keys": restart})
+            return applied, restart
+        finally:
+            notify("READY=1")
+
+    def _apply(self, new: Config) -> None:
+        logging.getLogger().setLevel(new.log.level.upper())
+        if self.http is not None:
+            services = self.http.app[SERVICES_KEY]
+            services.search_per_minute = new.http.search_per_minute
+            services.exports_per_minute = new.http.exports_per_minute
+            services.handler_timeout = parse_duration(new.http.request_timeout, "http.request_timeout")
+            self.http.app[SEARCH_LIMITER_KEY].limit = new.http.search_per_minute
+            self.http.app[EXPORT_LIMITER_KEY].limit = new.http.exports_per_minute
+        if self.tls is not None:
+            cert, key = new.path(new.tls.cert_file), new.path(new.tls.key_file)
+            try:  # in place: the listeners' context serves new handshakes with the new certificate
+                self.tls.load_cert_chain(cert, key)
+            except (OSError, ssl.SSLError) as e:
+                log.error(f"TLS certificate not reloaded, the previous one stays: {e}",
+                          extra={"event": "tls_reload_failed", "cert": str(cert)})
+
     async def run(self) -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGTERM, signal.SIGINT):
             loop.add_signal_handler(sig, self.request_stop)
+        loop.add_signal_handler(signal.SIGHUP, self.request_reload)
         try:
             await self.start()
             await self._stop.wait()

@@ -17,6 +17,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+#: The configuration file in a data directory (``mailrelay init`` writes it).
+CONFIG_NAME = "mailrelay.toml"
+
 
 class ConfigError(ValueError):
     """The configuration file is invalid; the message names the key."""
@@ -330,6 +333,7 @@ def iter_keys(cls: type = Config, prefix: str = "") -> typing.Iterator[tuple[str
 
 
 __all__ = [
+    "CONFIG_NAME",
     "Config",
     "ConfigError",
     "DeliveryConfig",

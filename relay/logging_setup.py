@@ -14,6 +14,13 @@ from typing import Any
 _STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
 
 
+def _plain(v: object) -> object:
+    """Lists of plain values stay JSON lists (e.g. the keys a reload applied); the rest is str()."""
+    if isinstance(v, list | tuple) and all(isinstance(x, str | int | float | bool) for x in v):
+        return list(v)
+    return str(v)
+
+
 class JsonFormatter(logging.Formatter):
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
@@ -24,7 +31,7 @@ class JsonFormatter(logging.Formatter):
         }
         for k, v in vars(record).items():
             if k not in _STD and not k.startswith("_"):
-                doc[k] = v if isinstance(v, str | int | float | bool | type(None)) else str(v)
+                doc[k] = v if isinstance(v, str | int | float | bool | type(None)) else _plain(v)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return json.dumps(doc, ensure_ascii=False)

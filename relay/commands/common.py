@@ -7,13 +7,12 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import TypeVar
 
-from relay.config import Config, load_config
+from relay.config import CONFIG_NAME, Config, load_config
 from storage.protocols import Storage
 from storage.records import Account
 
 T = TypeVar("T")
 
-CONFIG_NAME = "mailrelay.toml"
 
 
 class CommandError(Exception):

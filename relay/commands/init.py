@@ -11,8 +11,8 @@ from pathlib import Path
 from typing import Any
 
 from relay.app import storage_url
-from relay.commands.common import CONFIG_NAME, CommandError
-from relay.config import is_loopback, load_config, parse_hostport
+from relay.commands.common import CommandError
+from relay.config import CONFIG_NAME, is_loopback, load_config, parse_hostport
 from relay.config_render import render_config
 from relay.tls import write_self_signed
 from storage import open_storage

@@ -61,7 +61,7 @@ def routes() -> list[Route]:
 def create_app(services: HttpServices) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[error_middleware(services.handler_timeout), auth_middleware],
+        middlewares=[error_middleware(lambda: services.handler_timeout), auth_middleware],
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD},
     )
     app[SERVICES_KEY] = services

@@ -59,14 +59,15 @@ _HTTP_MESSAGES = {
 }
 
 
-def error_middleware(handler_timeout: float) -> Middleware:
+def error_middleware(handler_timeout: Callable[[], float]) -> Middleware:
+    """``handler_timeout`` is read per request, so a configuration reload changes it."""
     @web.middleware
     async def middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
         try:
             bad = unstorable(request.path)
             if bad:
                 raise ApiError(400, f"the path contains {bad}")
-            async with asyncio.timeout(handler_timeout):
+            async with asyncio.timeout(handler_timeout()):
                 return await handler(request)
         except ApiError as e:
             return error(e.status, e.message, e.headers)
