@@ -74,16 +74,17 @@ def _expire_time(text: str) -> datetime | None:
 
 
 def parse_lines(lines: Iterable[bytes], kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,
-                ) -> Iterator[SuppressionEntry | str]:
+                ) -> Iterator[tuple[int, SuppressionEntry | str]]:
+    """(line number, entry or "line N: <why>") for every line that is not skipped."""
     now = utcnow()
     for lineno, raw in enumerate(lines, 1):
         item = parse_line(lineno, raw, kind, account_id, default_api_user, now)
         if item is not None:
-            yield item
+            yield lineno, item
 
 
 def parse_list_file(path: Path, kind: ListKind, account_id: int, default_api_user: str = ALL_API_USERS,
-                    *, progress: bool = False) -> Iterator[SuppressionEntry | str]:
+                    *, progress: bool = False) -> Iterator[tuple[int, SuppressionEntry | str]]:
     total = path.stat().st_size
     bar = None
     if progress:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import dataclasses
 import json
 import sys
 from collections.abc import Callable
@@ -65,6 +66,14 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.set_defaults(func=import_file)
 
 
+def _default_ttl(kind: ListKind, value: str) -> timedelta | None:
+    """How long a new entry lasts when none is given (SPEC §7): complaints 180 days, a first
+    bounce by the Tencent rule or 30 days, the other lists until removed."""
+    if kind is ListKind.BOUNCE:
+        return bounce_expiry(1, is_tencent(value.rpartition("@")[2], (), TencentRules.default()))
+    return DEFAULT_TTL[kind]
+
+
 def _entries(account_id: int, kind: ListKind, values: list[str], api_user: str, expires: str | None,
              reason_code: int | None, reason: str) -> list[SuppressionEntry]:
     now = utcnow()
@@ -73,12 +82,7 @@ def _entries(account_id: int, kind: ListKind, values: list[str], api_user: str, 
         value, err = normalize_value(raw, kind)
         if err:
             raise CommandError(f"{raw!r}: {err}")
-        if expires:
-            ttl: timedelta | None = timedelta(seconds=parse_duration(expires, "--expires"))
-        elif kind is ListKind.BOUNCE:
-            ttl = bounce_expiry(1, is_tencent(value.rpartition("@")[2], (), TencentRules.default()))
-        else:
-            ttl = DEFAULT_TTL[kind]
+        ttl = timedelta(seconds=parse_duration(expires, "--expires")) if expires else _default_ttl(kind, value)
         out.append(SuppressionEntry(
             account_id=account_id, kind=kind, value=value, api_user=api_user, created_at=now,
             expires_at=now + ttl if ttl else None, hit_count=1,
@@ -158,13 +162,21 @@ def import_file(args: argparse.Namespace) -> int:
 
     async def run(storage: Storage) -> tuple[int, int]:
         acct = await account_or_fail(storage, args.account, create=True)
+        own = {u.name for u in await storage.accounts.list_api_users(acct.id)} | {ALL_API_USERS}
+        if args.api_user not in own:
+            raise CommandError(f"--api-user: {args.api_user!r} is not an API user of account {acct.name!r}")
         imported = bad = 0
         chunk: list[SuppressionEntry] = []
-        for item in parse_list_file(path, kind, acct.id, args.api_user, progress=not args.no_progress):
+        for lineno, item in parse_list_file(path, kind, acct.id, args.api_user, progress=not args.no_progress):
+            if isinstance(item, SuppressionEntry) and item.api_user not in own:
+                item = f"line {lineno}: api_user {item.api_user[:80]!r} is not an API user of this account (or 'all')"
             if isinstance(item, str):
                 bad += 1
                 print(item, file=sys.stderr)
                 continue
+            if item.expires_at is None:
+                ttl = _default_ttl(kind, item.value)
+                item = dataclasses.replace(item, expires_at=item.created_at + ttl if ttl else None)
             chunk.append(item)
             if len(chunk) >= IMPORT_CHUNK:
                 imported += await storage.suppressions.import_entries(chunk)

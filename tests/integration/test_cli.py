@@ -91,18 +91,43 @@ def test_suppression_add_list_remove(home: Path, capsys: pytest.CaptureFixture[s
 
 
 def test_suppression_import_reports_bad_lines(home: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert run(capsys, "users", "add", "app9", "--account", "acme", "--key", KEY, "--home", str(home))[0] == 0
+    assert run(capsys, "users", "add", "other", "--account", "globex", "--key", KEY, "--home", str(home))[0] == 0
     f = tmp_path / "blocks.csv"
     f.write_text("email_or_domain,api_user\nok1@example.com\nnot an address\n\nok2@example.com,app9\n"
-                 "blocked.example\na@b@c\n")
+                 "blocked.example\na@b@c\nx@example.com,other\ny@example.com,nobody\n")
     rc, out, err = run(capsys, "suppression", "import", "--list", "block", str(f), "--no-progress",
                        "--home", str(home), "--account", "acme")
     assert rc == 0
-    assert "imported 3 block entries; skipped 2 bad lines" in out
+    assert "imported 3 block entries; skipped 4 bad lines" in out
     assert "line 3:" in err and "line 7:" in err
+    assert "line 8: api_user 'other' is not an API user" in err and "line 9: api_user 'nobody'" in err
     rc, out, _ = run(capsys, "suppression", "list", "--list", "block", "--json", "--home", str(home),
                      "--account", "acme")
     scopes = {json.loads(line)["value"]: json.loads(line)["api_user"] for line in out.splitlines()}
     assert scopes == {"ok1@example.com": "all", "ok2@example.com": "app9", "blocked.example": "all"}
+    rc, _, err = run(capsys, "suppression", "import", "--list", "block", str(f), "--no-progress",
+                     "--api-user", "other", "--home", str(home), "--account", "acme")
+    assert rc == 1 and "not an API user of account 'acme'" in err
+
+
+def test_imported_entries_get_the_lists_default_expiry(home: Path, tmp_path: Path,
+                                                        capsys: pytest.CaptureFixture[str]) -> None:
+    f = tmp_path / "list.txt"
+    f.write_text("a@example.com\nb@qq.com\n")
+    h = ("--no-progress", "--home", str(home), "--account", "acme")
+    for kind in ("complaint", "bounce", "unsubscribe"):
+        assert run(capsys, "suppression", "import", "--list", kind, str(f), *h)[0] == 0
+    days = {}
+    for kind in ("complaint", "bounce", "unsubscribe"):
+        _, out, _ = run(capsys, "suppression", "list", "--list", kind, "--json", "--home", str(home),
+                        "--account", "acme")
+        for row in map(json.loads, out.splitlines()):
+            left = row["expire_time"] and datetime.fromisoformat(row["expire_time"]) - datetime.now(UTC)
+            days[(kind, row["value"])] = round(left.total_seconds() / 86400) if left else None
+    assert days == {("complaint", "a@example.com"): 180, ("complaint", "b@qq.com"): 180,  # SPEC §7
+                    ("bounce", "a@example.com"): 30, ("bounce", "b@qq.com"): 1,  # Tencent: 2^(N-1) days
+                    ("unsubscribe", "a@example.com"): None, ("unsubscribe", "b@qq.com"): None}
 
 
 def _free_port() -> int:
