@@ -251,8 +251,9 @@ def _validate(cfg: Config) -> None:
     for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
         if lst:
             parse_hostport(lst, f"{name}.listen")
-    if cfg.http.search_per_minute < 1 or cfg.http.exports_per_minute < 1:
-        raise ConfigError("http.search_per_minute and http.exports_per_minute: must be >= 1")
+    for key in ("search_per_minute", "exports_per_minute"):
+        if not 1 <= getattr(cfg.http, key) <= 1_000_000:
+            raise ConfigError(f"http.{key}: must be between 1 and 1000000")
     if parse_duration(cfg.http.request_timeout, "http.request_timeout") <= 0:
         raise ConfigError("http.request_timeout: must be positive")
     lim = cfg.limits

@@ -59,6 +59,12 @@ _HTTP_MESSAGES = {
 }
 
 
+def no_request_timeout(handler: Handler) -> Handler:
+    """Mark a handler that bounds its own waits (a streamed upload): the request timeout skips it."""
+    setattr(handler, "_no_request_timeout", True)  # noqa: B010 - a marker read by the middleware
+    return handler
+
+
 def error_middleware(handler_timeout: Callable[[], float]) -> Middleware:
     """``handler_timeout`` is read per request, so a configuration reload changes it."""
     @web.middleware
@@ -67,7 +73,8 @@ def error_middleware(handler_timeout: Callable[[], float]) -> Middleware:
             bad = unstorable(request.path)
             if bad:
                 raise ApiError(400, f"the path contains {bad}")
-            async with asyncio.timeout(handler_timeout()):
+            exempt = getattr(request.match_info.handler, "_no_request_timeout", False)
+            async with asyncio.timeout(None if exempt else handler_timeout()):
                 return await handler(request)
         except ApiError as e:
             return error(e.status, e.message, e.headers)

@@ -221,7 +221,7 @@ def document() -> J:
         "requestBody": {"required": True, "content": {m: {"schema": {"type": "string"}}
                                                       for m in ("text/csv", "text/plain")}},
         "responses": _resp(_obj({"imported": _INT, "more_errors": _INT, "errors": {"type": "array", "items": _obj(
-            {"line": _INT, "message": _STR})}}), extra=("413", "415"))}}
+            {"line": _INT, "message": _STR})}}), extra=("408", "413", "415"))}}
     _document_unknown_account(paths)
     return {
         "openapi": "3.1.0",

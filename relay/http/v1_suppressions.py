@@ -14,6 +14,7 @@ that is not one of that account's API users is a 400, so it cannot reach another
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -25,7 +26,7 @@ from aiohttp.http_exceptions import LineTooLong
 from relay.commands.listfile import parse_line
 from relay.commands.values import normalize_value
 from relay.http.auth import SERVICES_KEY, scope_account
-from relay.http.envelope import ApiError, json_body, ok, page
+from relay.http.envelope import ApiError, json_body, no_request_timeout, ok, page
 from relay.http.params import body_int, body_text, body_time, body_values, integer, text, text_list, time_param
 from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, UnsubscribeReason, utcnow
 
@@ -178,6 +179,7 @@ UPLOAD_MAX_ERRORS = 100
 UPLOAD_MAX_LINE = 64 * 1024
 
 
+@no_request_timeout  # a large file may take long; the upload bounds the wait for each line instead
 async def upload_blocks(request: web.Request) -> web.Response:
     """``POST /v1/blocks/upload``: a CSV or one-value-per-line body (``value``, ``value,api_user`` or
     ``value,api_user,expire_time``,
@@ -206,13 +208,20 @@ async def upload_blocks(request: web.Request) -> web.Response:
             more += 1
 
     lineno = 0
+    idle = services.handler_timeout
     # an empty body (no Content-Length, or 0) has no stream to read lines from: nothing to import
     while request.can_read_body:
         try:
-            raw = await request.content.readuntil(b"\n", max_size=UPLOAD_MAX_LINE)  # b"" at the end
+            async with asyncio.timeout(idle):
+                raw = await request.content.readuntil(b"\n", max_size=UPLOAD_MAX_LINE)  # b"" at the end
         except LineTooLong:
             raise ApiError(400, f"line {lineno + 1}: longer than {UPLOAD_MAX_LINE} bytes; {imported} entries "
                                 "were imported before it") from None
+        except TimeoutError:
+            if chunk:
+                imported += await services.storage.suppressions.import_entries(chunk)
+            raise ApiError(408, f"no data for {idle:g} s after line {lineno}; the {imported} entries before it "
+                                "were imported (send the rest again: entries already there are kept once)") from None
         if not raw:
             break
         lineno += 1

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 
 import pytest
@@ -107,3 +108,27 @@ async def test_upload_sets_expiry_per_line(sqlite_api: Api) -> None:
     assert expiry["later@example.com"].startswith("2099-01-31T00:00:00")
     assert expiry["stamp@example.com"].startswith("2099-01-31T10:30:00")
     assert expiry["forever@example.com"] is None
+
+
+async def test_slow_uploads_bound_each_wait_not_the_whole_request(relay_factory: RelayFactory) -> None:
+    relay = await relay_factory({**HTTP, "http.request_timeout": "1s"})
+    async for api in open_api(relay):
+        async def steady() -> AsyncIterator[bytes]:  # 1.6 s in all, never 1 s without data
+            for i in range(4):
+                yield f"steady{i}@example.com\n".encode()
+                await asyncio.sleep(0.4)
+
+        status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/plain"},
+                                      data=steady())
+        assert status == 200 and resp["imported"] == 4, resp
+
+        async def stalls() -> AsyncIterator[bytes]:
+            yield b"first@example.com\nsecond@example.com\n"
+            await asyncio.sleep(2.5)
+            yield b"never@example.com\n"
+
+        status, resp = await api.call("POST", "/v1/blocks/upload", {**api.a, "Content-Type": "text/plain"},
+                                      data=stalls())
+        assert status == 408 and "after line 2" in resp["message"] and "the 2 entries" in resp["message"], resp
+        _, listed = await api.call("GET", "/v1/blocks", api.a, params={"email_or_domain": "second@example.com"})
+        assert listed["total"] == 1

@@ -85,6 +85,7 @@ def test_durations(text: str | int, seconds: float) -> None:
 @pytest.mark.parametrize("overrides, message", [
     ({"http": {"search_per_minute": 0}}, "http.search_per_minute"),
     ({"http": {"exports_per_minute": -1}}, "http.exports_per_minute"),
+    ({"http": {"search_per_minute": 10**20}}, "http.search_per_minute"),
     ({"http": {"request_timeout": "soon"}}, "http.request_timeout"),
     ({"http": {"request_timeout": "0s"}}, "http.request_timeout"),
 ])
