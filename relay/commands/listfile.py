@@ -18,7 +18,7 @@ from pathlib import Path
 from relay.commands.values import normalize_value
 from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, utcnow
 
-_HEADER_WORDS = {"email", "email_or_domain", "address", "domain", "value"}
+_HEADER_WORDS = {"email", "email_or_domain", "address", "domain", "value", "email address", "e-mail"}
 
 
 def parse_line(lineno: int, raw: bytes, kind: ListKind, account_id: int, default_api_user: str,
@@ -39,7 +39,7 @@ def parse_line(lineno: int, raw: bytes, kind: ListKind, account_id: int, default
     else:
         fields = [line]
     fields = [f.strip() for f in fields]
-    if lineno == 1 and fields and fields[0].lower() in _HEADER_WORDS:
+    if fields and fields[0].lower() in _HEADER_WORDS:  # a header row (none of these is a valid value)
         return None
     if not fields or not fields[0]:
         return f"line {lineno}: empty value"

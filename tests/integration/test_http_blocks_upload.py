@@ -132,3 +132,10 @@ async def test_slow_uploads_bound_each_wait_not_the_whole_request(relay_factory:
         assert status == 408 and "after line 2" in resp["message"] and "the 2 entries" in resp["message"], resp
         _, listed = await api.call("GET", "/v1/blocks", api.a, params={"email_or_domain": "second@example.com"})
         assert listed["total"] == 1
+
+
+async def test_header_row_after_comments(sqlite_api: Api) -> None:
+    body = b"# exported from our CRM\n\nEmail Address,api_user\nh1@example.com,all\n"
+    status, resp = await sqlite_api.call("POST", "/v1/blocks/upload", {**sqlite_api.a, "Content-Type": "text/csv"},
+                                         data=body)
+    assert status == 200 and resp == {"imported": 1, "errors": [], "more_errors": 0}, resp
