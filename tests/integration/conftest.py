@@ -6,7 +6,7 @@ import os
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import asyncpg
 import pytest
@@ -14,6 +14,9 @@ import pytest
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.delivery_harness import free_port
 from tests.integration.relay_fixture import RelayUnderTest, start_relay
+
+if TYPE_CHECKING:
+    from tests.integration.test_http_api import Api
 
 PG_DSN = os.environ.get("MAILRELAY_TEST_PG_DSN", "postgresql://postgres@127.0.0.1:5432/test")
 
@@ -86,3 +89,23 @@ async def sink() -> AsyncIterator[ScriptedMx]:
     await mx.start()
     yield mx
     await mx.stop()
+
+
+# The HTTP API under test, seeded (tests/integration/test_http_api.py builds it): on both backends,
+# and on SQLite only for the tests of request handling that do not depend on the storage.
+@pytest.fixture(params=["sqlite", "postgres"])
+async def api(request: pytest.FixtureRequest, relay_factory: RelayFactory) -> AsyncIterator[Api]:
+    from tests.integration.test_http_api import HTTP, open_api  # imports this module: not at the top
+
+    relay = await relay_factory(HTTP, backend=request.param)
+    async for a in open_api(relay):
+        yield a
+
+
+@pytest.fixture
+async def sqlite_api(relay_factory: RelayFactory) -> AsyncIterator[Api]:
+    from tests.integration.test_http_api import HTTP, open_api
+
+    relay = await relay_factory(HTTP)
+    async for a in open_api(relay):
+        yield a

@@ -123,18 +123,6 @@ async def open_api(relay: RelayUnderTest) -> AsyncIterator[Api]:
 HTTP = {"http.listen": "127.0.0.1:0", "http.admin_token": ADMIN_TOKEN}
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
-async def api(request: pytest.FixtureRequest, relay_factory: RelayFactory) -> AsyncIterator[Api]:
-    relay = await relay_factory(HTTP, backend=request.param)
-    async for a in open_api(relay):
-        yield a
-
-
-@pytest.fixture
-async def sqlite_api(relay_factory: RelayFactory) -> AsyncIterator[Api]:
-    relay = await relay_factory(HTTP)
-    async for a in open_api(relay):
-        yield a
 
 
 # region email_status

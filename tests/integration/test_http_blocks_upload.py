@@ -5,17 +5,8 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator
 
-import pytest
-
 from tests.integration.conftest import RelayFactory
 from tests.integration.test_http_api import HTTP, Api, open_api
-
-
-@pytest.fixture
-async def sqlite_api(relay_factory: RelayFactory) -> AsyncIterator[Api]:
-    relay = await relay_factory(HTTP)
-    async for a in open_api(relay):
-        yield a
 
 
 async def test_upload_reports_bad_lines_with_numbers(sqlite_api: Api) -> None:

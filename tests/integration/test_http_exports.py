@@ -8,7 +8,6 @@ import csv
 import gzip
 import io
 import json
-from collections.abc import AsyncIterator
 from datetime import timedelta
 from typing import Any
 
@@ -16,23 +15,8 @@ import pytest
 
 from relay.exports import COLUMNS, INTERRUPTED
 from storage.records import ExportStatus, StatusFilter
-from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import wait_until
-from tests.integration.test_http_api import ADMIN, HTTP, NOW, Api, open_api
-
-
-@pytest.fixture(params=["sqlite", "postgres"])
-async def api(request: pytest.FixtureRequest, relay_factory: RelayFactory) -> AsyncIterator[Api]:
-    relay = await relay_factory(HTTP, backend=request.param)
-    async for a in open_api(relay):
-        yield a
-
-
-@pytest.fixture
-async def sqlite_api(relay_factory: RelayFactory) -> AsyncIterator[Api]:
-    relay = await relay_factory(HTTP)
-    async for a in open_api(relay):
-        yield a
+from tests.integration.test_http_api import ADMIN, NOW, Api
 
 
 async def finished(api: Api, export_id: str, who: dict[str, str]) -> dict[str, Any]:
