@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import importlib.metadata
 import os
 import sys
 from collections.abc import Sequence
@@ -26,6 +27,7 @@ def _home_default() -> str:
 
 def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog="mailrelay", description="mailrelay: an ESP's sending engine")
+    p.add_argument("--version", action="version", version=f"mailrelay {importlib.metadata.version('mailrelay')}")
     sub = p.add_subparsers(dest="command", required=True)
 
     def with_home(sp: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -52,29 +54,44 @@ def build_parser() -> argparse.ArgumentParser:
 def _serve(args: argparse.Namespace) -> int:
     from relay.app import App
     from relay.commands.common import load_home_config
+    from relay.home_lock import HomeLocked, lock_home
     from relay.logging_setup import setup_logging
 
     cfg = load_home_config(args.home)
-    setup_logging(cfg.log.level, cfg.log.format)
-    try:
-        import uvloop
-    except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
-        asyncio.run(App(cfg).run())
-    else:
-        uvloop.run(App(cfg).run())
+    try:  # before the spool, the database or a socket is touched
+        lock = lock_home(cfg.home, shown_as=args.home)
+    except HomeLocked as e:
+        raise CommandError(str(e)) from None
+    with lock:
+        setup_logging(cfg.log.level, cfg.log.format)
+        try:
+            import uvloop
+        except ImportError:  # pragma: no cover - uvloop is a dependency on Linux
+            asyncio.run(App(cfg).run())
+        else:
+            uvloop.run(App(cfg).run())
     return 0
 
 
 def _config_check(args: argparse.Namespace) -> int:
     from relay.commands.common import load_home_config
     from relay.config import iter_keys
-    from relay.config_render import toml_value
+    from relay.config_render import redact, toml_value
 
     cfg = load_home_config(args.home)
     for key, _default in iter_keys():
         section, name = key.split(".", 1)
-        print(f"{key} = {toml_value(getattr(getattr(cfg, section), name))}")
+        print(f"{key} = {toml_value(redact(key, getattr(getattr(cfg, section), name)))}")
     return 0
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so that the interpreter's final flush cannot fail again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout is not a real file (e.g. captured by a test)
+        pass
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -85,7 +102,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.home = Path(args.home)
     try:
         rc: int = args.func(args)
-    except (CommandError, ConfigError, StorageError) as e:
+        sys.stdout.flush()  # inside the try: a reader that went away is handled below, not at exit
+    except BrokenPipeError:  # `mailrelay ... | head`: stop quietly, like a command killed by SIGPIPE
+        _silence_stdout()
+        return 141
+    except (CommandError, ConfigError, StorageError, OSError) as e:
         print(f"mailrelay: {e}", file=sys.stderr)
         return 1
     except KeyboardInterrupt:

@@ -17,6 +17,11 @@ from typing import Any
 from relay.config import Config
 
 _FIELD_DOC = re.compile(r"^\s+(\w+)\s*:[^#]*#\s*(.+)$")
+#: Keys whose value is a secret (http.admin_token, any *_token, *_password, *_secret, *_key).
+_SECRET_NAME = re.compile(r"(?:^|_)(?:token|password|passwd|secret|key)$")
+#: The password of a URL's user info (postgresql://user:PASSWORD@host/db).
+_URL_PASSWORD = re.compile(r"^([A-Za-z][A-Za-z0-9+.-]{0,30}://[^/:@\s]*:)[^@/\s]*@")
+REDACTED = "<redacted>"
 
 
 def _field_docs(cls: type) -> dict[str, str]:
@@ -38,6 +43,16 @@ def toml_value(value: Any) -> str:
     if isinstance(value, tuple | list):
         return "[" + ", ".join(toml_value(v) for v in value) + "]"
     raise TypeError(f"cannot render {value!r}")
+
+
+def redact(key: str, value: Any) -> Any:
+    """``value`` as `config check` shows it: a secret becomes ``<redacted>`` (an empty one stays
+    empty, so "not set" is still visible), a password inside a URL too."""
+    if not isinstance(value, str) or not value:
+        return value
+    if _SECRET_NAME.search(key.rpartition(".")[2]):
+        return REDACTED
+    return _URL_PASSWORD.sub(lambda m: f"{m.group(1)}{REDACTED}@", value)
 
 
 def render_config(settings: dict[str, Any], notes: dict[str, str] | None = None) -> str:

@@ -12,6 +12,7 @@ import asyncio
 import json
 import logging
 import os
+import stat
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,7 @@ class ControlServer:
         self.queues = queues
         self.exports_wake = exports_wake
         self._server: asyncio.AbstractServer | None = None
+        self._bound: tuple[int, int] | None = None  # (st_dev, st_ino) of the socket file we created
 
     def _commands(self) -> dict[str, Callable[[dict[str, Any]], Any]]:
         out: dict[str, Callable[[dict[str, Any]], Any]] = {}
@@ -89,17 +91,46 @@ class ControlServer:
         finally:
             writer.close()
 
+    async def _clear_stale(self) -> None:
+        """Remove a socket file left by a server that died (kill -9); refuse to touch a live one
+        or anything that is not a socket."""
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            return
+        if not stat.S_ISSOCK(st.st_mode):
+            raise OSError(f"{self.path} exists and is not a socket; not replacing it")
+        try:
+            _, writer = await asyncio.wait_for(asyncio.open_unix_connection(str(self.path)), 5)
+        except ConnectionRefusedError:  # nobody listens: stale
+            self.path.unlink(missing_ok=True)
+            return
+        except (OSError, TimeoutError) as e:
+            raise OSError(f"control socket {self.path}: cannot tell whether a server uses it ({e}); "
+                          "not replacing it") from None
+        writer.close()
+        raise OSError(f"another process answers on the control socket {self.path}; not replacing it")
+
     async def start(self) -> None:
-        self.path.unlink(missing_ok=True)
+        await self._clear_stale()
         self._server = await asyncio.start_unix_server(self._client, path=str(self.path), limit=MAX_REQUEST)
         os.chmod(self.path, 0o600)
+        st = self.path.lstat()
+        self._bound = (st.st_dev, st.st_ino)
 
     async def stop(self) -> None:
         if self._server is not None:
             self._server.close()
             await self._server.wait_closed()
             self._server = None
-        self.path.unlink(missing_ok=True)
+        # Only the socket this server bound: the path may have been taken over since.
+        try:
+            st = self.path.lstat()
+        except FileNotFoundError:
+            st = None
+        if st is not None and (st.st_dev, st.st_ino) == self._bound:
+            self.path.unlink(missing_ok=True)
+        self._bound = None
 
 
 async def call(path: Path, cmd: str, args: dict[str, Any] | None = None, timeout: float = 10.0) -> Any:
