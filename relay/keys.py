@@ -18,8 +18,13 @@ _N, _R, _P = 2**14, 8, 1
 _DKLEN = 32
 
 
-def generate_key() -> str:
-    return secrets.token_urlsafe(32)
+def generate_key(nbytes: int = 32) -> str:
+    """A random key in the URL-safe base64 alphabet that never starts with ``-`` (a command line
+    tool such as swaks would take such a key for an option)."""
+    while True:
+        key = secrets.token_urlsafe(nbytes)
+        if not key.startswith("-"):
+            return key
 
 
 def hash_key(key: str, *, n: int = _N, r: int = _R, p: int = _P) -> str:
