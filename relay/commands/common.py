@@ -14,7 +14,6 @@ from storage.records import Account
 T = TypeVar("T")
 
 
-
 class CommandError(Exception):
     """A user-facing error: printed as `mailrelay: <message>`, exit status 1."""
 
@@ -45,5 +44,5 @@ async def account_or_fail(storage: Storage, name: str, *, create: bool = False) 
         return await storage.accounts.ensure_account(name)
     acct = await storage.accounts.get_account(name)
     if acct is None:
-        raise CommandError(f"no such account: {name!r}")
+        raise CommandError(f"no such account: {name!r} (`mailrelay users add API_USER --account NAME` creates one)")
     return acct

@@ -12,8 +12,9 @@ import json
 from collections.abc import Callable
 from typing import Any
 
-from relay.commands.common import CommandError, load_home_config
+from relay.commands.common import CommandError, account_or_fail, load_home_config, with_storage
 from relay.control import call
+from storage.protocols import Storage
 
 
 def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.ArgumentParser],
@@ -21,6 +22,7 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sub = p.add_subparsers(dest="queues_command", required=True)
     sp = with_home(sub.add_parser("list", help="every queue with its status, pending count and rates"))
     sp.add_argument("--api-user", help="only this API_USER's queues")
+    sp.add_argument("--account", help="only the queues of this account's API users")
     sp.add_argument("--json", action="store_true")
     sp.set_defaults(func=list_queues)
     for name, help_text in (("show", "one queue: status, rates, the messages waiting with their next attempt"),
@@ -37,6 +39,29 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
         if name == "show":
             sp.add_argument("--limit", type=int, default=100)
         sp.set_defaults(func=_control(name))
+
+
+def _api_users(args: argparse.Namespace) -> set[str] | None:
+    """The API_USERs the command names (--api-user, or every one of --account); CommandError
+    if that API_USER or account does not exist. None: no filter."""
+    api_user: str | None = args.api_user
+    account: str | None = getattr(args, "account", None)
+    if api_user is None and account is None:
+        return None
+
+    async def run(storage: Storage) -> set[str]:
+        names: set[str] | None = None
+        if api_user is not None:
+            if await storage.accounts.get_api_user(api_user) is None:
+                raise CommandError(f"no such API_USER: {api_user!r}")
+            names = {api_user}
+        if account is not None:
+            acct = await account_or_fail(storage, account)
+            own = {u.name for u in await storage.accounts.list_api_users(acct.id)}
+            names = own if names is None else names & own
+        return names or set()
+
+    return with_storage(args.home, run)
 
 
 def _call(args: argparse.Namespace, cmd: str, payload: dict[str, Any]) -> Any:
@@ -56,14 +81,18 @@ def _line(v: dict[str, Any]) -> str:
 
 
 def list_queues(args: argparse.Namespace) -> int:
+    names = _api_users(args)
     views = _call(args, "queues.list", {"api_user": args.api_user} if args.api_user else {})
     for v in views:
+        if names is not None and v["api_user"] not in names:
+            continue
         print(json.dumps(v) if args.json else _line(v))
     return 0
 
 
 def _control(name: str) -> Callable[[argparse.Namespace], int]:
     def run(args: argparse.Namespace) -> int:
+        _api_users(args)
         payload: dict[str, Any] = {"api_user": args.api_user, "domain": args.domain.lower()}
         if name == "rate":
             payload["rate"] = None if args.rate.lower() in ("none", "0") else args.rate

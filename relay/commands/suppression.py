@@ -97,7 +97,7 @@ def add(args: argparse.Namespace) -> int:
     kind = ListKind(args.kind)
 
     async def run(storage: Storage) -> int:
-        acct = await account_or_fail(storage, args.account, create=True)
+        acct = await account_or_fail(storage, args.account)
         return await storage.suppressions.add(
             _entries(acct.id, kind, args.values, args.api_user, args.expires, args.reason_code, args.reason))
 
@@ -161,7 +161,7 @@ def import_file(args: argparse.Namespace) -> int:
         raise CommandError(f"{path}: not a readable file")
 
     async def run(storage: Storage) -> tuple[int, int]:
-        acct = await account_or_fail(storage, args.account, create=True)
+        acct = await account_or_fail(storage, args.account)
         own = {u.name for u in await storage.accounts.list_api_users(acct.id)} | {ALL_API_USERS}
         if args.api_user not in own:
             raise CommandError(f"--api-user: {args.api_user!r} is not an API user of account {acct.name!r}")
@@ -188,4 +188,8 @@ def import_file(args: argparse.Namespace) -> int:
 
     imported, bad = with_storage(args.home, run)
     print(f"imported {imported} {kind.value} entries; skipped {bad} bad line{'s' if bad != 1 else ''}")
+    if bad:  # the good lines are in; the exit status still tells a script that some were not
+        sys.stdout.flush()
+        print(f"mailrelay: {path}: {bad} bad line{'s' if bad != 1 else ''} skipped (listed above)", file=sys.stderr)
+        return 1
     return 0
