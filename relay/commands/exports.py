@@ -7,6 +7,7 @@ import asyncio
 import json
 import secrets
 import shutil
+import sys
 from collections.abc import Callable
 from pathlib import Path
 
@@ -86,9 +87,10 @@ def create(args: argparse.Namespace) -> int:
 
     task, how = with_storage(args.home, run)
     print(f"export {task.id}: {task.status.value}, {task.rows_done} rows; {how}")
-    if task.status is ExportStatus.FAILED:
-        print(f"error: {task.error}")
     print(task.id)
+    if task.status is ExportStatus.FAILED:
+        sys.stdout.flush()
+        print(f"mailrelay: export {task.id} failed: {task.error}", file=sys.stderr)
     return 1 if task.status is ExportStatus.FAILED else 0
 
 

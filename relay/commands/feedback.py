@@ -2,7 +2,8 @@
 
 No server, no database, no --home: it reads files and prints one result per file, in input
 order. A file that cannot be read gives a result with kind "unknown" and an "error" key, never a
-crash. (`feedback ingest`, which changes statuses and lists, is wired by the application.)
+crash, a `mailrelay: FILE: ...` line on stderr, and exit status 1 once every file was tried.
+(`feedback ingest`, which changes statuses and lists, is wired by the application.)
 """
 
 from __future__ import annotations
@@ -89,11 +90,16 @@ def _line(obj: dict[str, Any]) -> str:
 
 def classify(args: argparse.Namespace) -> int:
     classifier = BounceClassifier.load(paths=args.rules) if args.rules else None
+    unreadable = 0
     for path in args.files:
         obj = classify_file(path, classifier)
         if args.json:
             print(json.dumps(obj, ensure_ascii=False), flush=False)
         else:
             print(_line(obj))
+        if obj.get("error"):
+            unreadable += 1
+            sys.stdout.flush()  # keep stdout and stderr in input order on a terminal
+            print(f"mailrelay: {path}: cannot read it ({obj['error']})", file=sys.stderr)
     sys.stdout.flush()
-    return 0
+    return 1 if unreadable else 0

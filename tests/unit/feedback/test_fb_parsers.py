@@ -145,15 +145,17 @@ def test_cli_json_in_order_and_unreadable_file(tmp_path: Path, capsys: pytest.Ca
     cli.add_parser(parser, lambda p: p)
     files = [str(EMAILS / "lhost-exim-02.eml"), str(tmp_path / "missing.eml"), str(EMAILS / "arf-01.eml")]
     args = parser.parse_args(["classify", "--json", *files])
-    assert args.func(args) == 0
-    lines = [json.loads(x) for x in capsys.readouterr().out.splitlines()]
+    assert args.func(args) == 1  # one file could not be read; the others are still reported
+    out, err = capsys.readouterr()
+    assert err.splitlines() == [f"mailrelay: {files[1]}: cannot read it (FileNotFoundError: No such file or directory)"]
+    lines = [json.loads(x) for x in out.splitlines()]
     assert [x["file"] for x in lines] == files
     assert lines[0]["kind"] == "dsn" and lines[0]["class"] == "soft_bounce" and lines[0]["sub_status"] == 506
     assert lines[0]["status"] == "5.1.1" and lines[0]["smtp_code"] == 550 and lines[0]["rule"]
     assert lines[1]["kind"] == "unknown" and "error" in lines[1] and lines[1]["class"] is None
     assert lines[2]["kind"] == "arf" and lines[2]["class"] == "complaint" and lines[2]["category"] is None
     args = parser.parse_args(["classify", *files])
-    args.func(args)
+    assert args.func(args) == 1
     out = capsys.readouterr().out.splitlines()
     assert len(out) == 3 and "soft_bounce/not_exist (506)" in out[0] and "error" in out[1]
 
