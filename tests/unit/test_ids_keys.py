@@ -1,6 +1,9 @@
 from __future__ import annotations
 
+import secrets
 import time
+
+import pytest
 
 from relay.ids import is_email_id, new_email_id
 from relay.keys import DUMMY_HASH, generate_key, hash_key, verify_key
@@ -27,3 +30,16 @@ def test_unknown_user_costs_a_real_scrypt() -> None:
     t = time.perf_counter()
     verify_key("whatever", DUMMY_HASH)
     assert time.perf_counter() - t > 0.005  # the dummy path is not a shortcut
+
+
+def test_generated_keys_never_start_with_a_dash() -> None:
+    keys = [generate_key() for _ in range(20_000)]  # about 300 would start with "-" if nothing prevented it
+    assert not [k for k in keys if k.startswith("-")]
+    assert len({k[0] for k in keys}) == 63  # the rest of the URL-safe alphabet still opens keys
+    assert len(set(keys)) == len(keys) and all(len(k) == 43 for k in keys)
+
+
+def test_a_key_drawn_with_a_leading_dash_is_drawn_again(monkeypatch: pytest.MonkeyPatch) -> None:
+    drawn = iter(["-looks-like-an-option", "_fine-key"])
+    monkeypatch.setattr(secrets, "token_urlsafe", lambda nbytes: next(drawn))
+    assert generate_key() == "_fine-key"
