@@ -5,17 +5,16 @@ from __future__ import annotations
 import json
 import os
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
-import time
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
 from relay.cli import main
+from tests.helpers.serve_process import smtp_when_up
 
 KEY = "cli-test-key-123456"
 
@@ -151,14 +150,7 @@ def test_serve_submit_and_status_search(tmp_path: Path, capsys: pytest.CaptureFi
     proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--home", str(home)],
                             stderr=log.open("wb"), env={**os.environ, "NOTIFY_SOCKET": ""})
     try:
-        deadline = time.monotonic() + 20
-        while True:
-            try:
-                s = smtplib.SMTP("127.0.0.1", port, timeout=10)
-                break
-            except OSError:
-                assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-                time.sleep(0.1)
+        s = smtp_when_up(port, proc, log)
         s.login("app1", KEY)
         refused = s.sendmail("app@acme.example", ["angry@example.com", "happy@example.com"],
                              "Subject: cli\r\nX-Email-Type: transactional\r\n\r\nhello\r\n")

@@ -7,16 +7,15 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
-import smtplib
 import socket
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 from relay.control import ControlServer, call
+from tests.helpers.serve_process import smtp_when_up
 
 KEY = "single-instance-key-0123"
 
@@ -38,14 +37,7 @@ def _serve(home: Path, log: Path) -> subprocess.Popen[bytes]:
 
 
 def _submit(port: int, proc: subprocess.Popen[bytes], log: Path, rcpt: str) -> None:
-    deadline = time.monotonic() + 20
-    while True:
-        try:
-            s = smtplib.SMTP("127.0.0.1", port, timeout=10)
-            break
-        except OSError:
-            assert time.monotonic() < deadline and proc.poll() is None, log.read_text()
-            time.sleep(0.1)
+    s = smtp_when_up(port, proc, log)
     s.login("app1", KEY)
     assert s.sendmail("app@acme.example", [rcpt], "Subject: one\r\n\r\nhello\r\n") == {}
     s.quit()
