@@ -95,6 +95,8 @@ def _silence_stdout() -> None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    if sys.stdout is None:  # started with stdout closed (`>&-`): the output goes nowhere, quietly
+        sys.stdout = open(os.devnull, "w")
     args = build_parser().parse_args(argv)
     if getattr(args, "home", None) is None and hasattr(args, "home"):
         args.home = _home_default()

@@ -16,6 +16,7 @@ import pytest
 from relay.cli import main
 
 KEY = "ops-cli-test-key-123456"
+UNREADABLE = "mailrelay: /nonexistent.eml: cannot read it (FileNotFoundError: No such file or directory)\n"
 NOSUCH = "mailrelay: no such account: 'nosuch' (`mailrelay users add API_USER --account NAME` creates one)\n"
 
 
@@ -137,6 +138,11 @@ def test_closed_stdout_is_no_traceback(tmp_path: Path) -> None:
     shell = subprocess.run(f"{sys.executable} -m relay config check --home {home} | head -1", shell=True,
                            capture_output=True, text=True, timeout=60)
     assert shell.stdout.count("\n") == 1 and shell.stderr == ""
+    # started with stdout closed altogether (`>&-`): the error is still the one line it should be
+    fd_closed = subprocess.run([sys.executable, "-m", "relay", "feedback", "classify", "/nonexistent.eml"],
+                               stderr=subprocess.PIPE, text=True, timeout=60, preexec_fn=lambda: os.close(1))
+    assert fd_closed.returncode == 1
+    assert fd_closed.stderr == UNREADABLE
 
 
 def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
@@ -145,7 +151,7 @@ def test_errors_are_one_line_and_non_zero(tmp_path: Path) -> None:
     r = _process("feedback", "classify", str(eml), "/nonexistent.eml")
     assert r.returncode == 1
     assert r.stdout.splitlines()[0].startswith(f"{eml}: ")  # the readable file is still reported
-    assert r.stderr == "mailrelay: /nonexistent.eml: cannot read it (FileNotFoundError: No such file or directory)\n"
+    assert r.stderr == UNREADABLE
     for argv in (("config", "check", "--home", str(tmp_path / "none")),
                  ("serve", "--home", str(tmp_path / "none")),
                  ("db", "status", "--home", str(tmp_path / "none"))):
