@@ -1,19 +1,25 @@
-"""Reading and removing the customer's control headers before spooling (SPEC §2).
+"""Reading and removing the customer's control headers before spooling; our trace header.
 
 The label and email-type headers are read, then removed from the message, so they are never
 delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
-is touched; the body passes through unchanged.
+is touched; the body passes through unchanged. :func:`received_header` is the ``Received:`` line
+prepended to every accepted message (RFC 5321 §4.4).
 """
 
 from __future__ import annotations
 
+import ipaddress
 import re
 from dataclasses import dataclass
+from datetime import datetime
 from email.header import decode_header, make_header
+from email.utils import format_datetime
 
 from storage.records import EmailType
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
+# What may appear of client-chosen names inside the trace header (no comment/quote/CR/LF tricks).
+_UNSAFE_NAME = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+]")
 
 
 @dataclass(frozen=True)
@@ -97,3 +103,45 @@ def process_headers(
         kept.insert(0, b"Message-ID: " + default_message_id.encode("ascii"))
     out = b"\r\n".join(kept) + b"\r\n\r\n" if kept else b"\r\n"
     return out, HeaderFacts(subject, message_id, label, email_type, type_error)
+
+
+def with_protocol(*, esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str:
+    """The ``with`` keyword of a Received line: RFC 3848 (ESMTP/ESMTPS/ESMTPA/ESMTPSA) and
+    RFC 6531 §3.7.4 (UTF8SMTP...) for a transaction that used SMTPUTF8."""
+    if not esmtp:
+        return "SMTP"
+    return ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + ("A" if authenticated else "")
+
+
+def _safe(name: str, limit: int = 255) -> str:
+    return _UNSAFE_NAME.sub("", name)[:limit] or "unknown"
+
+
+def _address_literal(ip: str) -> str:
+    try:
+        v6 = ipaddress.ip_address(ip).version == 6
+    except ValueError:
+        return f"[{_safe(ip, 64)}]"
+    return f"[IPv6:{ip}]" if v6 else f"[{ip}]"
+
+
+def received_header(
+    *, helo: str | None, peer_ip: str, api_user: str | None, hostname: str, protocol: str, email_id: str,
+    recipients: list[str], at: datetime,
+) -> bytes:
+    """The ``Received:`` field (folded, CRLF-terminated) for a message we accepted.
+
+    Like Postfix, the authenticated API_USER is named in a comment (never the key), and ``for``
+    is given only when there is exactly one recipient (more would disclose the others)."""
+    lines = [f"Received: from {_safe(helo or '')} ({_address_literal(peer_ip)})"]
+    if api_user:
+        lines.append(f"\t(Authenticated sender: {_safe(api_user)})")
+    by = f"\tby {_safe(hostname)} (mailrelay) with {protocol} id {email_id}"
+    date = format_datetime(at)
+    if len(recipients) == 1:
+        lines.append(by)
+        lines.append(f"\tfor <{recipients[0]}>; {date}")
+    else:
+        lines.append(by + ";")
+        lines.append(f"\t{date}")
+    return ("\r\n".join(lines) + "\r\n").encode("utf-8")

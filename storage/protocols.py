@@ -68,6 +68,10 @@ class AccountRepo(Protocol):
     async def revoke_api_user(self, name: str, at: datetime) -> bool:
         """True if an active user was revoked."""
         ...
+    async def replace_api_user_key(self, name: str, key_hash: str) -> bool:
+        """Give an active user a new key hash (the old key stops working); False if there is no
+        active user of that name."""
+        ...
 
 
 class SuppressionRepo(Protocol):

@@ -101,6 +101,9 @@ class SqlAccountRepo:
     async def revoke_api_user(self, name: str, at: datetime) -> bool:
         return await self._ex.execute("api_user.revoke", {"name": name, "revoked_at": codec.to_ms(at)}) > 0
 
+    async def replace_api_user_key(self, name: str, key_hash: str) -> bool:
+        return await self._ex.execute("api_user.set_key", {"name": name, "key_hash": key_hash}) > 0
+
 
 class SqlSuppressionRepo:
     def __init__(self, ex: Executor, count_cap: int | None = DEFAULT_COUNT_CAP) -> None:

@@ -1,4 +1,7 @@
-"""`mailrelay users add|list|revoke`: API users, the credentials for SMTP AUTH and the HTTP API."""
+"""`mailrelay users add|list|revoke|rotate-key`: API users, the credentials for SMTP AUTH and the HTTP API.
+
+A revoke or a new key is written to the database only; every node's authenticator reads the user's
+row at each AUTH, so it applies to the next AUTH everywhere without telling a running server."""
 
 from __future__ import annotations
 
@@ -32,15 +35,25 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp = with_home(sub.add_parser("revoke", help="revoke an API user (its key stops working)"))
     sp.add_argument("api_user")
     sp.set_defaults(func=revoke)
+    sp = with_home(sub.add_parser("rotate-key", help="give an API user a new key (the old one stops working); "
+                                                     "prints the new key as the last line"))
+    sp.add_argument("api_user")
+    sp.add_argument("--key", help="use this key instead of a generated one")
+    sp.set_defaults(func=rotate_key)
+
+
+def _new_key(given: str | None) -> str:
+    key = given or generate_key()
+    if len(key) < 8:
+        raise CommandError("a key must have at least 8 characters")
+    return key
 
 
 def add(args: argparse.Namespace) -> int:
     name: str = args.api_user
     if not _NAME.match(name) or name.lower() == ALL_API_USERS:
         raise CommandError(f"invalid API_USER name {name!r} (letters, digits and ._@+-; not 'all')")
-    key: str = args.key or generate_key()
-    if len(key) < 8:
-        raise CommandError("a key must have at least 8 characters")
+    key = _new_key(args.key)
 
     async def run(storage: Storage) -> ApiUser:
         acct = await account_or_fail(storage, args.account, create=True)
@@ -89,4 +102,18 @@ def revoke(args: argparse.Namespace) -> int:
     if not with_storage(args.home, run):
         raise CommandError(f"no active API_USER {args.api_user!r}")
     print(f"revoked {args.api_user}")
+    return 0
+
+
+def rotate_key(args: argparse.Namespace) -> int:
+    key = _new_key(args.key)
+
+    async def run(storage: Storage) -> bool:
+        key_hash = await asyncio.to_thread(hash_key, key)
+        return await storage.accounts.replace_api_user_key(args.api_user, key_hash)
+
+    if not with_storage(args.home, run):
+        raise CommandError(f"no active API_USER {args.api_user!r}")
+    print(f"new key for API_USER {args.api_user}; the old key no longer works; the key is shown only once:")
+    print(key)
     return 0

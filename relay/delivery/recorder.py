@@ -1,7 +1,8 @@
 """OutcomeRecorder: the only writer of delivery outcomes to the shared database.
 
 Each attempt becomes a send-log line (time, MX, reply code, enhanced code, text, duration, the
-rule that classified it) and, when final, the recipient's new status. A "user unknown" also
+rule that classified it) and the recipient's status and reason: the final one, or for a deferral
+still "sending" with that reply as its reason. A "user unknown" also
 enters the account's bounce list with the SPEC §7 expiry (Tencent by domain or MX host).
 """
 
@@ -44,8 +45,12 @@ class OutcomeRecorder:
             self.log_entry(result, c, at), send_ip=result.local_ip,
         )
 
-    async def retrying(self, item: DeliveryItem, result: AttemptResult, c: Classified, at: float) -> None:
-        await self.storage.statuses.append_log(item.email_id, item.recipient, self.log_entry(result, c, at))
+    async def retrying(self, item: DeliveryItem, result: AttemptResult, c: Classified, reason: str, at: float) -> None:
+        # Still sending; the reason is the last reply, so a status search shows why it waits.
+        await self.storage.statuses.update_status(
+            item.email_id, item.recipient, Status.SENDING, None, reason,
+            self.log_entry(result, c, at), send_ip=result.local_ip,
+        )
 
     async def invalid(self, item: DeliveryItem, result: AttemptResult, c: Classified | None,
                       sub_status: SubStatus | None, reason: str, at: float) -> None:

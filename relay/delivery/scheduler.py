@@ -305,7 +305,7 @@ class Scheduler:
                                                              f"retries exhausted: {reply}", now))
                 await self._done(item)
                 return
-            await self._record(item, lambda: rec.retrying(item, result, c, now))
+            await self._record(item, lambda: rec.retrying(item, result, c, reply, now))
             item.next_at = max(nxt, pause_end or 0.0)
             self._push(item)
             await self._save(item.email_id)

@@ -24,7 +24,7 @@ from policies import TencentRules, bounce_expiry, is_tencent
 from relay import verp
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.report import FeedbackReport, RecipientReport
-from relay.rules.types import Category
+from relay.rules.types import Category, reply_text
 from storage.protocols import Storage
 from storage.records import (
     ListKind,
@@ -166,7 +166,7 @@ class FeedbackIngestor:
         category = (rr.category if rr else None) or Category.OTHERS
         sub = category.soft_bounce_sub_status
         diag = (rr.diagnostic if rr else "") or "bounce"
-        reason = " ".join(x for x in (str(rr.smtp_code) if rr and rr.smtp_code else "", status or "", diag) if x)
+        reason = reply_text(rr.smtp_code if rr else None, status, diag)
         entry = LogEntry(at=now, kind=LogKind.FEEDBACK, text=f"bounce: {reason}"[:2000],
                          code=rr.smtp_code if rr else None, enhanced=status, mx_host=rr.remote_mta if rr else None,
                          rule=rr.rule if rr else None)

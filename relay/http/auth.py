@@ -53,8 +53,9 @@ def _peer(request: web.Request) -> str:
 def _fail(reply: str) -> ApiError:
     if reply.startswith("421"):
         return ApiError(429, "too many authentication failures from your address or for this user; try later")
-    if reply.startswith("454"):
-        return ApiError(503, "temporary authentication failure; try again")
+    if reply.startswith("454"):  # the key check could not read the database (it does at every request)
+        return ApiError(503, "temporary authentication failure: the database is unavailable; try again shortly",
+                        {"Retry-After": "5"})
     return ApiError(401, "authentication failed: send HTTP Basic api_user:api_key", _CHALLENGE)
 
 

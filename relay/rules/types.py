@@ -7,6 +7,7 @@ throttle signal. Only SITE-scope results touch throttling and pauses.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from enum import Enum, StrEnum
 
@@ -28,6 +29,27 @@ class Stage(StrEnum):
     POLICY = "policy"  # stopped by our own suppression re-check before the attempt
 
 
+_LEADING_CODE = re.compile(r"([2-5][0-9]{2})(?:[ -]+|$)")
+_LEADING_ENHANCED = re.compile(r"([245]\.[0-9]{1,3}\.[0-9]{1,3})(?:\s+|$)")
+
+
+def reply_text(code: int | str | None, enhanced: str | None, text: str) -> str:
+    """One reply as ``"550 5.1.1 text"``, for live replies and bounce reports alike.
+
+    The code and enhanced code are not repeated when the text already starts with them: a DSN's
+    Diagnostic-Code usually is the whole reply (``550 5.1.1 <x@y>: user unknown``) and comes with
+    the same code and status. A leading enhanced code of the same class counts as the text's own
+    (more precise than a report's summary status); any other leading number is just text."""
+    rest = text.strip()
+    lead = _LEADING_CODE.match(rest)
+    if lead is not None and (code is None or lead.group(1) == str(code)):
+        code, rest = lead.group(1), rest[lead.end():]
+    lead_enh = _LEADING_ENHANCED.match(rest)
+    if enhanced and lead_enh is not None and lead_enh.group(1)[0] == enhanced[0]:
+        enhanced = None
+    return " ".join(str(p) for p in (code, enhanced, rest) if p)
+
+
 @dataclass(frozen=True, slots=True)
 class AttemptResult:
     stage: Stage
@@ -46,11 +68,7 @@ class AttemptResult:
 
     def reply_line(self) -> str:
         """``"550 5.1.1 text"`` form, what rules match against."""
-        parts = [str(self.code) if self.code is not None else "000"]
-        if self.enhanced:
-            parts.append(self.enhanced)
-        parts.append(self.text)
-        return " ".join(parts)
+        return reply_text(self.code if self.code is not None else "000", self.enhanced, self.text)
 
 
 class Outcome(Enum):

@@ -3,10 +3,12 @@
 - Keys are checked with scrypt in a worker thread (never on the event loop). An unknown API_USER
   is checked against a dummy hash, so both paths cost the same.
 - A successful check is cached under an HMAC of the key with a per-process secret (the key itself
-  is never kept). Without it, one connection per message at hundreds of messages per second would
-  need a core per 30 messages/s for scrypt alone. After ``CACHE_TTL`` an entry is re-read from the
-  database in the background (stale-while-revalidate: no burst of scrypts when it expires), so a
-  revoked user stops working within about ``CACHE_TTL`` on other processes, at once on this one.
+  is never kept), together with the stored hash it matched. Without it, one connection per message
+  at hundreds of messages per second would need a core per 30 messages/s for scrypt alone.
+- Every AUTH still reads the API user's row (one primary-key lookup) and uses the cached answer
+  only while the row is active with that same hash: a revoke or a key change (a new salted hash)
+  applies to the very next AUTH on every node sharing the database, with no expiry to wait for.
+  An authenticated session re-checks its user the same way at each MAIL (:meth:`still_valid`).
   Concurrent misses for the same credentials share one check; at most two scrypts run at once.
 - Failures are throttled per connection (then 421 and close), per client IP and per API_USER
   across connections (sliding windows; then 421 before any key check), and each failure is
@@ -30,9 +32,6 @@ from storage.protocols import AccountRepo
 from storage.records import ApiUser
 
 log = logging.getLogger("mailrelay.auth")
-
-CACHE_TTL = 30.0  # a verified key is re-checked against the database after this ...
-CACHE_MAX_STALE = 600.0  # ... in the background; after this long without a successful re-check, from scratch
 
 REPLY_OK = "235 2.7.0 Authentication successful"
 REPLY_BAD = "535 5.7.8 Authentication credentials invalid"
@@ -99,70 +98,64 @@ class ApiUserAuthenticator:
         self._ip = _Window(per_ip, window)
         self._user = _Window(per_user, window)
         self._secret = os.urandom(32)
-        self._cache: dict[tuple[str, bytes], tuple[float, ApiUser]] = {}  # -> (checked at, user)
-        self._inflight: dict[tuple[str, bytes], asyncio.Future[ApiUser | None]] = {}
-        self._refreshing: set[tuple[str, bytes]] = set()
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._cache: dict[tuple[str, bytes], str] = {}  # (name, key fingerprint) -> the key_hash it matched
+        self._inflight: dict[tuple[str, bytes], asyncio.Future[bool]] = {}  # (key_hash, fingerprint) -> check
         self._scrypt_slots = asyncio.Semaphore(2)
 
-    async def _verified_user(self, name: str, key: str, fp: bytes, now: float) -> ApiUser | None:
-        """The active API user whose key this is, or None. Cached; concurrent misses share one check."""
+    async def _verified_user(self, name: str, key: str, fp: bytes) -> ApiUser | None:
+        """The active API user whose key this is, or None.
+
+        The user's row is read at every call (one primary-key lookup): a revoke or a new key is
+        seen by the very next AUTH, on every node sharing the database. Only the scrypt is cached,
+        and only for the hash it was checked against."""
+        user = await self.accounts.get_api_user(name)
         ck = (name, fp)
-        cached = self._cache.get(ck)
-        if cached is not None:
-            checked_at, hit = cached
-            if now - checked_at < CACHE_TTL:
-                return hit
-            if now - checked_at < CACHE_MAX_STALE and ck not in self._refreshing:
-                # Stale: answer from the cache and re-read the user (revoked? key changed?) in the background,
-                # so an expiring entry never sends every arriving session into scrypt at once.
-                self._refreshing.add(ck)
-                task = asyncio.create_task(self._refresh(ck, hit))
-                self._tasks.add(task)
-                task.add_done_callback(self._tasks.discard)
-                return hit
-        pending = self._inflight.get(ck)
+        if user is None or not user.active:
+            self._cache.pop(ck, None)
+            await self._check(key, fp, DUMMY_HASH)  # same cost as a real check: no hint which names exist
+            return None
+        if self._cache.get(ck) == user.key_hash:
+            return user
+        if not await self._check(key, fp, user.key_hash):
+            self._cache.pop(ck, None)
+            return None
+        if len(self._cache) > 50_000:
+            self._cache.clear()
+        self._cache[ck] = user.key_hash
+        return user
+
+    async def _check(self, key: str, fp: bytes, stored: str) -> bool:
+        """scrypt in a worker thread; concurrent checks of the same key against the same hash share one."""
+        ik = (stored, fp)
+        pending = self._inflight.get(ik)
         if pending is not None:
             return await asyncio.shield(pending)
-        fut: asyncio.Future[ApiUser | None] = asyncio.get_running_loop().create_future()
-        self._inflight[ck] = fut
+        fut: asyncio.Future[bool] = asyncio.get_running_loop().create_future()
+        self._inflight[ik] = fut
         try:
-            user = await self.accounts.get_api_user(name)
-            stored = user.key_hash if user is not None and user.active else DUMMY_HASH
             async with self._scrypt_slots:  # each scrypt takes 16 MiB: bound how many run at once
                 ok = await asyncio.to_thread(verify_key, key, stored)
-            result = user if ok and user is not None and user.active else None
-            if result is not None:
-                if len(self._cache) > 50_000:
-                    self._cache.clear()
-                self._cache[ck] = (time.monotonic(), result)
-            fut.set_result(result)
-            return result
+            fut.set_result(ok)
+            return ok
         except BaseException as e:
             fut.set_exception(e)
             fut.exception()  # retrieved: waiters get it, nobody else needs to
             raise
         finally:
-            del self._inflight[ck]
+            del self._inflight[ik]
 
-    async def _refresh(self, ck: tuple[str, bytes], old: ApiUser) -> None:
-        try:
-            user = await self.accounts.get_api_user(ck[0])
-        except Exception:
-            log.warning("auth refresh failed", extra={"event": "auth_refresh_failed", "api_user": ck[0]})
-            return
-        finally:
-            self._refreshing.discard(ck)
-        if user is None or not user.active or user.key_hash != old.key_hash:
-            self._cache.pop(ck, None)  # revoked or key replaced: the next AUTH checks from scratch
-        else:
-            self._cache[ck] = (time.monotonic(), user)
+    async def still_valid(self, user: ApiUser) -> bool:
+        """Whether ``user`` (a session's principal) is still active with the key it authenticated
+        with: checked at each new transaction of an authenticated session."""
+        current = await self.accounts.get_api_user(user.name)
+        return current is not None and current.active and current.key_hash == user.key_hash
 
     def _fingerprint(self, key: str) -> bytes:
         return hmac.new(self._secret, key.encode("utf-8", "surrogateescape"), hashlib.sha256).digest()
 
     def forget(self, api_user: str) -> None:
-        """Drop cached credentials of ``api_user`` (after revoke on this node)."""
+        """Drop cached credentials of ``api_user`` (after a revoke on this node: frees memory only,
+        a revoked user's cached answer is never used anyway)."""
         for k in [k for k in self._cache if k[0] == api_user]:
             del self._cache[k]
 
@@ -175,7 +168,7 @@ class ApiUserAuthenticator:
             return AuthDecision(False, REPLY_BLOCKED, close=True)
         fp = self._fingerprint(key)
         try:
-            user = await self._verified_user(name, key, fp, now)
+            user = await self._verified_user(name, key, fp)
         except Exception:
             log.exception("auth lookup failed", extra={"event": "auth_storage_error", "api_user": name})
             return AuthDecision(False, REPLY_TEMP)

@@ -100,6 +100,7 @@ class SessionInfo:
     peer_ip: str
     peer_port: int
     listener: str
+    hostname: str = ""                 # the listener's greeting / EHLO name (ListenerOptions.hostname)
     tls: bool = False
     helo: str | None = None
     principal: object | None = None    # set when AUTH succeeded (AuthReply.principal)
@@ -216,7 +217,7 @@ class HardenedSMTP(VerbsMixin):
                 log.debug("%s: refused %s:%d (too many connections)", self.options.name, ip, port)
                 return
             self._gate_ip = ip
-        info = SessionInfo(peer_ip=ip, peer_port=port, listener=self.options.name)
+        info = SessionInfo(peer_ip=ip, peer_port=port, listener=self.options.name, hostname=self.options.hostname)
         sslobj = tr.get_extra_info("ssl_object")
         if sslobj is not None:
             self._tls = True

@@ -4,11 +4,12 @@ One instance per connection. It owns the transaction (sender, recipients, refuse
 and turns each SMTP event into a call on a service:
 
 - AUTH  → :class:`relay.smtp.auth.ApiUserAuthenticator`
-- MAIL  → per-API_USER rate limit; the email_id is allocated here
+- MAIL  → the session's API_USER re-checked (revoked or key replaced since AUTH: 421, close);
+          per-API_USER rate limit; the email_id is allocated here
 - RCPT  → ``policies.PolicyChain.check`` (one storage round trip); a refused recipient is kept
           and recorded as INVALID with its reason when the transaction ends
-- DATA  → :class:`IntakeSink`: label/type headers stripped, content streamed to the spool,
-          then :meth:`relay.intake.Intake.accept`; the 250 names the email_id
+- DATA  → :class:`IntakeSink`: our ``Received:`` prepended, label/type headers stripped, content
+          streamed to the spool, then :meth:`relay.intake.Intake.accept`; the 250 names the email_id
 
 It decides nothing itself beyond sequencing: reply texts live in ``replies.py``, policy order in
 ``policies/chain.py``.
@@ -22,7 +23,7 @@ from datetime import datetime
 
 from policies import Decision, FormatError, PolicyChain, RecipientContext, parse_address
 from relay.config import SubmissionConfig
-from relay.headers import find_header_end, process_headers
+from relay.headers import find_header_end, process_headers, received_header, with_protocol
 from relay.ids import new_email_id
 from relay.intake import Intake, IntakeError
 from relay.smtp import replies
@@ -101,6 +102,15 @@ class SubmissionHandler:
             parsed = parse_address(sender, smtputf8)
             if isinstance(parsed, FormatError):
                 return replies.SENDER_SYNTAX + parsed.detail
+        try:
+            valid = await self.s.authenticator.still_valid(user)
+        except Exception:
+            log.exception("credentials re-check failed", extra={"event": "auth_storage_error", "api_user": user.name})
+            return replies.CREDENTIALS_CHECK_FAILED
+        if not valid:
+            log.warning("session credentials revoked or replaced", extra={
+                "event": "auth_revoked_session", "api_user": user.name, "ip": session.peer_ip})
+            return replies.CREDENTIALS_GONE
         if not self.s.rate_limiter.allow(user.name):
             return replies.RATE_LIMITED
         self.tx = Transaction(new_email_id(), sender, smtputf8, utcnow())
@@ -205,15 +215,23 @@ class IntakeSink:
         self.email_type: EmailType | None = None
         self.type_error: str | None = None
 
+    def _received(self) -> bytes:
+        s = self.session
+        return received_header(
+            helo=s.helo, peer_ip=s.peer_ip, api_user=self.user.name, hostname=s.hostname,
+            protocol=with_protocol(esmtp=s.esmtp, tls=s.tls, authenticated=s.authenticated, smtputf8=self.tx.smtputf8),
+            email_id=self.tx.email_id, recipients=self.tx.accepted, at=utcnow(),
+        )
+
     async def _flush_headers(self, end: int) -> None:
         assert self.head is not None
         block, rest = bytes(self.head[:end]), bytes(self.head[end:])
         self.head = None
-        default_id = f"<{self.tx.email_id.lower()}@{self.h.s.node}>"
+        default_id = f"<{self.tx.email_id.lower()}@{self.session.hostname or self.h.s.node}>"
         filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers, default_id)
         self.subject, self.label, self.message_id = facts.subject, facts.label, facts.message_id
         self.email_type, self.type_error = facts.email_type, facts.type_error
-        await self.writer.write(filtered)
+        await self.writer.write(self._received() + filtered)
         if rest:
             await self.writer.write(rest)
 
@@ -228,7 +246,7 @@ class IntakeSink:
         elif len(self.head) > self.opts.max_header_bytes:
             # No end of headers in sight: pass it through untouched rather than hold it in memory.
             data, self.head = bytes(self.head), None
-            await self.writer.write(data)
+            await self.writer.write(self._received() + data)
 
     async def finish(self) -> str:
         if self.head is not None:

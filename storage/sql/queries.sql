@@ -68,6 +68,9 @@ ORDER BY u.name
 -- name: api_user.revoke
 UPDATE api_users SET revoked_at = :revoked_at WHERE name = :name AND revoked_at IS NULL
 
+-- name: api_user.set_key
+UPDATE api_users SET key_hash = :key_hash WHERE name = :name AND revoked_at IS NULL
+
 -- ---------------------------------------------------------------- suppression lists
 
 -- name: suppression.hits

@@ -42,7 +42,8 @@ def _send(relay: RelayUnderTest, to: str, raw: str) -> None:
         s.sendmail("", [to], raw.replace("\n", "\r\n").encode())
 
 
-def _dsn(return_path: str, rcpt: str) -> str:
+def _dsn(return_path: str, rcpt: str, diag: str = "") -> str:
+    diag = diag or f"smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown"
     return f"""From: MAILER-DAEMON@mx.example.com
 To: {return_path}
 Subject: Undelivered Mail Returned to Sender
@@ -64,7 +65,7 @@ Final-Recipient: rfc822; {rcpt}
 Action: failed
 Status: 5.1.1
 Remote-MTA: dns; mx.example.com
-Diagnostic-Code: smtp; 550 5.1.1 <{rcpt}>: Recipient address rejected: User unknown
+Diagnostic-Code: {diag}
 
 --BOUND
 Content-Type: text/rfc822-headers

@@ -4,7 +4,8 @@ database — set up with the CLI exactly as an operator would, driven over SMTP 
 Proves, across real processes: a list entry made through either node stops (or frees) the other
 node's next RCPT within a second; a status search on one node sees the mail both accepted; each
 export task runs exactly once although both nodes' workers poll the queue, and its file is served
-by the node that wrote it (the other answers 409 and names it).
+by the node that wrote it (the other answers 409 and names it); a revoke or a new key made with
+the CLI applies to the next AUTH on both nodes, although both had the old key cached.
 """
 
 from __future__ import annotations
@@ -171,3 +172,40 @@ def test_two_serve_processes_share_one_database(nodes: tuple[Node, Node]) -> Non
         status, body, _ = other.http("GET", f"/v1/exports/{task_id}/download")
         assert status == 409 and task["node"] in body["message"]
     assert not [p for n in (a, b) for p in (n.home / "exports").glob("*.part")]
+
+
+def _auth(node: Node, user: str, key: str) -> int:
+    with smtplib.SMTP("127.0.0.1", node.smtp_port, timeout=10) as s:
+        s.ehlo()
+        try:
+            return s.login(user, key)[0]
+        except smtplib.SMTPAuthenticationError as e:
+            return e.smtp_code
+
+
+def _cli_process(node: Node, *argv: str) -> str:
+    """The CLI in its own process, as an operator runs it next to a running server."""
+    done = subprocess.run([sys.executable, "-m", "relay", *argv, "--home", str(node.home)], capture_output=True,
+                          text=True, timeout=60)
+    assert done.returncode == 0, done.stderr
+    return done.stdout
+
+
+@pytest.mark.slow
+def test_revoke_and_new_key_apply_to_the_next_auth_on_every_node(nodes: tuple[Node, Node]) -> None:
+    a, b = nodes
+    key = _cli_process(a, "users", "add", "u9", "--account", "acme").splitlines()[-1]
+    for n in (a, b, a, b):
+        assert _auth(n, "u9", key) == 235  # both nodes' caches are warm
+
+    new_key = _cli_process(b, "users", "rotate-key", "u9").splitlines()[-1]
+    for n in (a, b):
+        assert _auth(n, "u9", key) == 535, n.name
+        assert _auth(n, "u9", new_key) == 235, n.name
+
+    assert _cli_process(a, "users", "revoke", "u9").strip() == "revoked u9"
+    for n in (b, a):
+        assert _auth(n, "u9", new_key) == 535, n.name
+        assert n.http("GET", "/v1/messages/NOSUCHID", headers={
+            "Authorization": "Basic " + base64.b64encode(f"u9:{new_key}".encode()).decode()})[0] == 401
+    assert _auth(b, "app1", KEY) == 235  # the other users are untouched

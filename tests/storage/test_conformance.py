@@ -116,6 +116,22 @@ async def test_accounts_and_api_users(storage: SqlStorage) -> None:
         await acc.add_api_user("acme_tx", a.id, "again")
 
 
+async def test_api_user_key_change_and_revoke_are_what_auth_reads(storage: SqlStorage) -> None:
+    """The authenticator trusts a cached key check only while get_api_user shows the user active
+    with the hash the key matched: a key change and a revoke must both show there at once."""
+    acc = storage.accounts
+    a = await acc.ensure_account("acme")
+    await acc.add_api_user("u1", a.id, "scrypt$old")
+    assert await acc.replace_api_user_key("u1", "scrypt$new") is True
+    u = await acc.get_api_user("u1")
+    assert u is not None and u.key_hash == "scrypt$new" and u.active
+    assert await acc.replace_api_user_key("ghost", "scrypt$x") is False
+    assert await acc.revoke_api_user("u1", T0) is True
+    assert await acc.replace_api_user_key("u1", "scrypt$again") is False  # a revoked user stays revoked
+    u = await acc.get_api_user("u1")
+    assert u is not None and u.key_hash == "scrypt$new" and not u.active
+
+
 # ---------------------------------------------------------------- suppression lists
 
 

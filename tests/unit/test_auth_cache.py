@@ -1,5 +1,5 @@
-"""The verified-credential cache: one scrypt for concurrent sessions, no stampede on expiry,
-revocation noticed by the background re-check."""
+"""The verified-credential cache: one scrypt for concurrent sessions; a revoke or a new key made
+by another process (the CLI, another node) applies to the very next AUTH, with no scrypt for hits."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ import pytest
 
 from relay.keys import hash_key
 from relay.smtp import auth as auth_mod
-from relay.smtp.auth import CACHE_TTL, ApiUserAuthenticator
+from relay.smtp.auth import ApiUserAuthenticator
 from storage import open_storage
 from storage.records import utcnow
 
@@ -41,13 +41,23 @@ async def test_concurrent_sessions_share_one_check(setup) -> None:  # type: igno
     assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok and len(calls) == 1
 
 
-async def test_expired_entry_is_rechecked_in_the_background(setup) -> None:  # type: ignore[no-untyped-def]
+async def test_revoke_in_the_database_applies_to_the_next_auth(setup) -> None:  # type: ignore[no-untyped-def]
     a, storage, calls = setup
     assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok
-    for k, (at, user) in list(a._cache.items()):
-        a._cache[k] = (at - CACHE_TTL - 1, user)
-    await storage.accounts.revoke_api_user("app1", utcnow())
-    assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok  # served while re-checking
-    await asyncio.gather(*a._tasks)
-    assert not (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok  # revocation seen
-    assert len(calls) == 2  # the stale hit needed no scrypt; the revoked user's retry did
+    assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok and len(calls) == 1  # cached
+    await storage.accounts.revoke_api_user("app1", utcnow())  # as the CLI does: nothing tells `a`
+    d = await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")
+    assert not d.ok and d.reply.startswith("535 ")
+
+
+async def test_new_key_applies_to_the_next_auth(setup) -> None:  # type: ignore[no-untyped-def]
+    a, storage, calls = setup
+    ok = await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")
+    assert ok.ok and ok.principal is not None and await a.still_valid(ok.principal)
+    assert await storage.accounts.replace_api_user_key("app1", hash_key("k-new-987654321", n=2**10))
+    assert not (await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")).ok
+    assert not await a.still_valid(ok.principal)  # a session authenticated with the old key
+    new = await a.authenticate("127.0.0.1", 0, b"app1", b"k-new-987654321")
+    assert new.ok and new.principal is not None and await a.still_valid(new.principal)
+    n = len(calls)
+    assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-new-987654321")).ok and len(calls) == n  # cached

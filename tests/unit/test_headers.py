@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from relay.headers import find_header_end, process_headers
+from datetime import UTC, datetime
+
+from relay.headers import find_header_end, process_headers, received_header, with_protocol
 from storage.records import EmailType
 
 LABELS = ("X-Label", "X-Label-Id")
@@ -41,3 +43,32 @@ def test_message_id_kept_or_added() -> None:
     assert facts.message_id == "<a@b>" and b"<new@relay>" not in out
     out, facts = process_headers(b"Subject: s\r\n\r\n", LABELS, TYPES, "<new@relay>")
     assert facts.message_id == "<new@relay>" and out.startswith(b"Message-ID: <new@relay>\r\n")
+
+
+AT = datetime(2026, 12, 3, 8, 17, 8, tzinfo=UTC)
+
+
+def test_received_header_one_recipient() -> None:
+    h = received_header(helo="client.example", peer_ip="192.0.2.7", api_user="app1", hostname="relay.example.com",
+                        protocol="ESMTPSA", email_id="E123", recipients=["bob@example.org"], at=AT)
+    assert h == (b"Received: from client.example ([192.0.2.7])\r\n"
+                 b"\t(Authenticated sender: app1)\r\n"
+                 b"\tby relay.example.com (mailrelay) with ESMTPSA id E123\r\n"
+                 b"\tfor <bob@example.org>; Thu, 03 Dec 2026 08:17:08 +0000\r\n")
+
+
+def test_received_header_several_recipients_ipv6_and_hostile_helo() -> None:
+    h = received_header(helo="x)(\\evil;", peer_ip="2001:db8::1", api_user=None, hostname="relay.example.com",
+                        protocol="ESMTP", email_id="E1", recipients=["a@x.org", "b@x.org"], at=AT).decode()
+    assert h.startswith("Received: from xevil ([IPv6:2001:db8::1])\r\n\tby relay.example.com")
+    assert "for <" not in h and "Authenticated" not in h
+    assert h.endswith("id E1;\r\n\tThu, 03 Dec 2026 08:17:08 +0000\r\n")
+
+
+def test_with_protocol_rfc3848() -> None:
+    kinds = {(t, a): with_protocol(esmtp=True, tls=t, authenticated=a, smtputf8=False)
+             for t in (False, True) for a in (False, True)}
+    assert kinds == {(False, False): "ESMTP", (True, False): "ESMTPS", (False, True): "ESMTPA",
+                     (True, True): "ESMTPSA"}
+    assert with_protocol(esmtp=True, tls=True, authenticated=True, smtputf8=True) == "UTF8SMTPSA"
+    assert with_protocol(esmtp=False, tls=False, authenticated=False, smtputf8=False) == "SMTP"

@@ -9,7 +9,7 @@ import pytest
 
 from relay.rules import RULES_DIR, packaged_path
 from relay.rules.reply import ReplyRules, RulesError, parse_reply
-from relay.rules.types import AttemptResult, Category, Outcome, PauseReason, Scope, Signal, Stage
+from relay.rules.types import AttemptResult, Category, Outcome, PauseReason, Scope, Signal, Stage, reply_text
 
 CORPUS = Path(__file__).resolve().parents[1] / "fixtures" / "replies" / "corpus.txt"
 _LINE = re.compile(
@@ -319,3 +319,18 @@ def test_tencent_rules_validation(tmp_path: Path, body: str, error: str) -> None
 
 
 # endregion
+
+
+@pytest.mark.parametrize(("code", "enhanced", "text", "want"), [
+    (550, "5.1.1", "550 5.1.1 <x@y>: user unknown", "550 5.1.1 <x@y>: user unknown"),  # a DSN's Diagnostic-Code
+    (550, "5.1.1", "550-5.1.1 <x@y>: user unknown", "550 5.1.1 <x@y>: user unknown"),
+    (550, "5.1.1", "<x@y>: user unknown", "550 5.1.1 <x@y>: user unknown"),  # a live reply's text
+    (550, "5.0.0", "5.1.1 user unknown", "550 5.1.1 user unknown"),  # the text's own code is more precise
+    (None, "5.1.1", "550 5.1.1 gone", "550 5.1.1 gone"),
+    (550, "5.7.1", "250 messages per hour exceeded", "550 5.7.1 250 messages per hour exceeded"),  # just text
+    (451, None, "try later", "451 try later"),
+    (None, None, "bounce", "bounce"),
+])
+def test_reply_text_never_repeats_a_leading_code(code: int | None, enhanced: str | None, text: str,
+                                                 want: str) -> None:
+    assert reply_text(code, enhanced, text) == want
