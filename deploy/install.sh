@@ -4,6 +4,9 @@
 #
 #   sudo deploy/install.sh [--root DIR] [--python PYTHON] [-- INIT_OPTIONS...]
 #
+# Needs Python >= 3.11 with venv (Debian 12: apt-get install python3-venv); PYTHON defaults to
+# /usr/bin/python3.
+#
 # What it does (paths relative to DIR, default /):
 #   /opt/mailrelay/                  a venv with this checkout pip-installed into it (not editable)
 #   /usr/local/bin/mailrelay         -> /opt/mailrelay/bin/mailrelay
@@ -21,7 +24,7 @@
 set -eu
 
 ROOT=${DESTDIR:-}
-PYTHON=python3
+PYTHON=/usr/bin/python3  # Debian's: the service user must be able to run it (not a pyenv under /root)
 while [ $# -gt 0 ]; do
     case $1 in
         --root) [ $# -ge 2 ] || { echo "install.sh: --root needs a directory" >&2; exit 2; }
@@ -30,7 +33,7 @@ while [ $# -gt 0 ]; do
         --python) [ $# -ge 2 ] || { echo "install.sh: --python needs an interpreter" >&2; exit 2; }
                   PYTHON=$2; shift 2 ;;
         --) shift; break ;;
-        -h|--help) sed -n '2,20p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+        -h|--help) sed -n '2,25p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
         *) echo "install.sh: unknown option $1 (options for \`mailrelay init\` go after --)" >&2; exit 2 ;;
     esac
 done
@@ -54,19 +57,7 @@ say() { echo "install.sh: $*"; }
 # As the service user on a real install, so everything init creates belongs to it.
 as_mailrelay() { if [ -z "$ROOT" ]; then runuser -u mailrelay -- "$@"; else "$@"; fi; }
 
-# 1. the program
-if [ ! -x "$PREFIX/bin/python" ]; then
-    say "creating the venv $PREFIX"
-    "$PYTHON" -m venv "$PREFIX" || {
-        echo "install.sh: cannot create a venv with $PYTHON (Debian: apt-get install python3-venv)" >&2; exit 1; }
-fi
-say "installing mailrelay from $SRC into $PREFIX"
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC"
-install -d -m 0755 "$ROOT/usr/local/bin" "$PREFIX/share/doc/mailrelay"
-ln -sfn /opt/mailrelay/bin/mailrelay "$ROOT/usr/local/bin/mailrelay"
-install -m 0644 "$SRC/README.md" "$SRC/deploy/mailrelay.toml.example" "$PREFIX/share/doc/mailrelay/"
-
-# 2. the user
+# 1. the user
 if [ -z "$ROOT" ] && ! getent passwd mailrelay >/dev/null; then
     if command -v systemd-sysusers >/dev/null; then
         say "creating the mailrelay user (systemd-sysusers)"
@@ -77,6 +68,23 @@ if [ -z "$ROOT" ] && ! getent passwd mailrelay >/dev/null; then
             --shell /usr/sbin/nologin --comment "mailrelay sending engine" mailrelay
     fi
 fi
+
+# 2. the program
+if [ ! -x "$PREFIX/bin/python" ]; then
+    say "creating the venv $PREFIX"
+    "$PYTHON" -m venv "$PREFIX" || {
+        echo "install.sh: cannot create a venv with $PYTHON (Debian: apt-get install python3-venv)" >&2; exit 1; }
+fi
+if [ -z "$ROOT" ] && ! runuser -u mailrelay -- "$PREFIX/bin/python" -c '' 2>/dev/null; then
+    echo "install.sh: the mailrelay user cannot run $PREFIX/bin/python (made from $(readlink -f "$PREFIX/bin/python"));" \
+         "remove $PREFIX and run again with --python /usr/bin/python3" >&2
+    exit 1
+fi
+say "installing mailrelay from $SRC into $PREFIX"
+"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC"
+install -d -m 0755 "$ROOT/usr/local/bin" "$PREFIX/share/doc/mailrelay"
+ln -sfn /opt/mailrelay/bin/mailrelay "$ROOT/usr/local/bin/mailrelay"
+install -m 0644 "$SRC/README.md" "$SRC/deploy/mailrelay.toml.example" "$PREFIX/share/doc/mailrelay/"
 
 # 3. the data directory and the configuration
 install -d -m 0750 "$DATA"
