@@ -13,16 +13,13 @@ from pathlib import Path
 
 import pytest
 
+from tests.helpers.systemd_notify import serving
+from tests.integration.delivery_harness import free_port
+
 ROOT = Path(__file__).resolve().parents[2]
 INSTALL = ROOT / "deploy" / "install.sh"
 UNIT = ROOT / "deploy" / "mailrelay.service"
 SYSTEMD_ANALYZE = "/usr/bin/systemd-analyze"
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _install(root: Path, *init_options: str) -> subprocess.CompletedProcess[str]:
@@ -35,7 +32,7 @@ def _install(root: Path, *init_options: str) -> subprocess.CompletedProcess[str]
 @pytest.fixture(scope="module")
 def installed(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, int]:
     root = tmp_path_factory.mktemp("install") / "root"
-    port = _free_port()
+    port = free_port("127.0.0.1")
     done = _install(root, "--smtp", f"127.0.0.1:{port}", "--no-delivery")
     assert done.returncode == 0, done.stdout + done.stderr
     return root, port
@@ -83,25 +80,15 @@ def test_install_lays_out_the_program_the_data_and_the_configuration(installed: 
 @pytest.mark.slow
 def test_the_installed_program_serves_and_pings_the_watchdog(installed: tuple[Path, int], tmp_path: Path) -> None:
     root, port = installed
-    sock_path = tmp_path / "notify.sock"
-    sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
-    sock.bind(str(sock_path))
-    sock.settimeout(30)
-    env = {**os.environ, "NOTIFY_SOCKET": str(sock_path), "WATCHDOG_USEC": "400000"}
-    proc = subprocess.Popen([str(root / "opt/mailrelay/bin/mailrelay"), "serve", "--home",
-                             str(root / "var/lib/mailrelay")], env=env, cwd="/", stderr=subprocess.DEVNULL)
-    try:
-        assert "READY=1" in sock.recv(4096).decode()
+    command = [str(root / "opt/mailrelay/bin/mailrelay"), "serve", "--home", str(root / "var/lib/mailrelay")]
+    with serving(command, tmp_path / "notify.sock", {"WATCHDOG_USEC": "400000"}) as (proc, notify):
+        assert "READY=1" in notify.recv(timeout=30)
         with socket.create_connection(("127.0.0.1", port), timeout=5) as c:
             assert c.recv(512).startswith(b"220 ")
-        assert sock.recv(4096).decode() == "WATCHDOG=1"
+        assert notify.recv() == "WATCHDOG=1"
         proc.terminate()
+        assert notify.recv_skipping_pings() == "STOPPING=1"
         assert proc.wait(30) == 0
-    finally:
-        sock.close()
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(10)
 
 
 @pytest.mark.slow
