@@ -81,7 +81,13 @@ if [ -z "$ROOT" ] && ! runuser -u mailrelay -- "$PREFIX/bin/python" -c '' 2>/dev
     exit 1
 fi
 say "installing mailrelay from $SRC into $PREFIX"
-"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$SRC"
+# Built from a clean copy: setuptools reuses a build/ directory in the source tree, and a module
+# deleted since an earlier build would be installed again from it.
+BUILD=$(mktemp -d)
+trap 'rm -rf "$BUILD"' EXIT
+tar -C "$SRC" --exclude=./.git --exclude=./.venv --exclude=./var --exclude=./build --exclude='*.egg-info' \
+    --exclude=__pycache__ -cf - . | tar -C "$BUILD" -xf -
+"$PREFIX/bin/python" -m pip install --quiet --disable-pip-version-check "$BUILD"
 install -d -m 0755 "$ROOT/usr/local/bin" "$PREFIX/share/doc/mailrelay"
 ln -sfn /opt/mailrelay/bin/mailrelay "$ROOT/usr/local/bin/mailrelay"
 install -m 0644 "$SRC/README.md" "$SRC/deploy/mailrelay.toml.example" "$PREFIX/share/doc/mailrelay/"
