@@ -40,7 +40,7 @@ from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
-from relay.systemd import notify
+from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
 from storage import default_sqlite_url, open_storage
 from storage.errors import SchemaBehind
@@ -185,6 +185,9 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout")))
         notify("READY=1\nSTATUS=accepting mail")
+        interval = watchdog_interval()
+        if interval is not None:  # WatchdogSec= in the unit: a stuck loop stops the pings, systemd restarts us
+            self._tasks.append(asyncio.create_task(watchdog(interval), name="watchdog"))
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
         from relay.feedback.setup import build_ingestor  # the parser loads its rules at import
