@@ -127,7 +127,11 @@ def _settings(args: argparse.Namespace, previous: dict[str, Any] | None) -> tupl
 
 
 def _write_config(cfg_path: Path, text: str) -> None:
-    """Replace the file atomically; a rewritten file keeps the previous one's mode and owner."""
+    """Replace the file atomically; a rewritten file keeps the previous one's mode and owner.
+
+    A home whose mailrelay.toml links elsewhere (deploy/install.sh keeps it in /etc/mailrelay)
+    gets the link's target rewritten, so the link stays."""
+    cfg_path = cfg_path.resolve() if cfg_path.is_symlink() else cfg_path
     old = cfg_path.stat() if cfg_path.exists() else None
     tmp = cfg_path.with_name(f".{cfg_path.name}.tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)  # it holds the admin token

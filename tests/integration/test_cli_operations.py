@@ -75,6 +75,19 @@ def test_init_refuses_an_existing_home_and_force_keeps_what_was_there(
     assert cfg_file.read_text() == '[smtp]\nlisten = "nohostport"\n'
 
 
+def test_init_force_on_an_installed_home_rewrites_the_linked_file(
+        tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """deploy/install.sh keeps the file in /etc/mailrelay and links it from the home: the link stays."""
+    home, etc = tmp_path / "home", tmp_path / "etc"
+    assert run(capsys, "init", "--home", str(home), "--smtp", "127.0.0.1:2601", "--no-delivery")[0] == 0
+    etc.mkdir()
+    (home / "mailrelay.toml").rename(etc / "mailrelay.toml")
+    (home / "mailrelay.toml").symlink_to(etc / "mailrelay.toml")
+    assert run(capsys, "init", "--home", str(home), "--force", "--smtp", "127.0.0.1:2611")[0] == 0
+    assert (home / "mailrelay.toml").is_symlink()
+    assert tomllib.loads((etc / "mailrelay.toml").read_text())["smtp"]["listen"] == "127.0.0.1:2611"
+
+
 def test_config_check_redacts_secrets(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     home = tmp_path / "home"
     assert run(capsys, "init", "--home", str(home), "--http", "127.0.0.1:2602", "--no-delivery")[0] == 0
