@@ -1,0 +1,83 @@
+"""TimedExecutor: an Executor that reports how long each call took to a callback (storage latency).
+
+The callback is given by whoever opens the storage (``open_storage(url, observe=...)``), so the
+storage layer records latency without knowing about metrics. It is called with the executor
+method's name (``fetch``, ``fetchrow``, ``fetchval``, ``execute``, ``executemany``,
+``write_batch``): a fixed vocabulary, safe as a metric label. It must be cheap and must not
+raise; failed calls are timed too.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Callable, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from storage.executor import Executor, Op, Params, QueryRef, Row
+
+StorageObserver = Callable[[str, float], None]
+
+OPS = ("fetch", "fetchrow", "fetchval", "execute", "executemany", "write_batch")
+
+
+class TimedExecutor:
+    def __init__(self, inner: Executor, observe: StorageObserver) -> None:
+        self.inner = inner
+        self.observe = observe
+        self.dialect = inner.dialect
+        self.queries = inner.queries
+        self.stats = inner.stats
+
+    async def fetch(self, query: QueryRef, params: Params | None = None) -> list[Row]:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.fetch(query, params)
+        finally:
+            self.observe("fetch", time.perf_counter() - t0)
+
+    async def fetchrow(self, query: QueryRef, params: Params | None = None) -> Row | None:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.fetchrow(query, params)
+        finally:
+            self.observe("fetchrow", time.perf_counter() - t0)
+
+    async def fetchval(self, query: QueryRef, params: Params | None = None) -> Any:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.fetchval(query, params)
+        finally:
+            self.observe("fetchval", time.perf_counter() - t0)
+
+    async def execute(self, query: QueryRef, params: Params | None = None) -> int:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.execute(query, params)
+        finally:
+            self.observe("execute", time.perf_counter() - t0)
+
+    async def executemany(self, query: QueryRef, rows: Sequence[Params]) -> None:
+        t0 = time.perf_counter()
+        try:
+            await self.inner.executemany(query, rows)
+        finally:
+            self.observe("executemany", time.perf_counter() - t0)
+
+    async def write_batch(self, ops: Sequence[Op]) -> list[int]:
+        t0 = time.perf_counter()
+        try:
+            return await self.inner.write_batch(ops)
+        finally:
+            self.observe("write_batch", time.perf_counter() - t0)
+
+    async def execute_script(self, script: str) -> None:  # migrations: not a latency worth watching
+        await self.inner.execute_script(script)
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Executor]:
+        async with self.inner.transaction() as tx:
+            yield TimedExecutor(tx, self.observe)
+
+    async def close(self) -> None:
+        await self.inner.close()
