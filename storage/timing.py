@@ -10,13 +10,14 @@ raise; failed calls are timed too.
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from contextlib import asynccontextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from storage.executor import Executor, Op, Params, QueryRef, Row
 
 StorageObserver = Callable[[str, float], None]
+T = TypeVar("T")
 
 OPS = ("fetch", "fetchrow", "fetchval", "execute", "executemany", "write_batch")
 
@@ -29,47 +30,30 @@ class TimedExecutor:
         self.queries = inner.queries
         self.stats = inner.stats
 
-    async def fetch(self, query: QueryRef, params: Params | None = None) -> list[Row]:
+    async def _timed(self, op: str, call: Awaitable[T]) -> T:
         t0 = time.perf_counter()
         try:
-            return await self.inner.fetch(query, params)
+            return await call
         finally:
-            self.observe("fetch", time.perf_counter() - t0)
+            self.observe(op, time.perf_counter() - t0)
+
+    async def fetch(self, query: QueryRef, params: Params | None = None) -> list[Row]:
+        return await self._timed("fetch", self.inner.fetch(query, params))
 
     async def fetchrow(self, query: QueryRef, params: Params | None = None) -> Row | None:
-        t0 = time.perf_counter()
-        try:
-            return await self.inner.fetchrow(query, params)
-        finally:
-            self.observe("fetchrow", time.perf_counter() - t0)
+        return await self._timed("fetchrow", self.inner.fetchrow(query, params))
 
     async def fetchval(self, query: QueryRef, params: Params | None = None) -> Any:
-        t0 = time.perf_counter()
-        try:
-            return await self.inner.fetchval(query, params)
-        finally:
-            self.observe("fetchval", time.perf_counter() - t0)
+        return await self._timed("fetchval", self.inner.fetchval(query, params))
 
     async def execute(self, query: QueryRef, params: Params | None = None) -> int:
-        t0 = time.perf_counter()
-        try:
-            return await self.inner.execute(query, params)
-        finally:
-            self.observe("execute", time.perf_counter() - t0)
+        return await self._timed("execute", self.inner.execute(query, params))
 
     async def executemany(self, query: QueryRef, rows: Sequence[Params]) -> None:
-        t0 = time.perf_counter()
-        try:
-            await self.inner.executemany(query, rows)
-        finally:
-            self.observe("executemany", time.perf_counter() - t0)
+        await self._timed("executemany", self.inner.executemany(query, rows))
 
     async def write_batch(self, ops: Sequence[Op]) -> list[int]:
-        t0 = time.perf_counter()
-        try:
-            return await self.inner.write_batch(ops)
-        finally:
-            self.observe("write_batch", time.perf_counter() - t0)
+        return await self._timed("write_batch", self.inner.write_batch(ops))
 
     async def execute_script(self, script: str) -> None:  # migrations: not a latency worth watching
         await self.inner.execute_script(script)

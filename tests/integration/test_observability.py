@@ -285,3 +285,29 @@ async def test_readyz_follows_a_postgresql_that_becomes_unreachable_and_returns(
             await relay.app.stop(grace=2)
         await proxy.cut()
         await _drop_pg_database(name)
+
+
+TSS04 = "421 4.7.0 [TSS04] Messages from 127.0.0.1 temporarily deferred due to user complaints"
+
+
+@pytest.mark.parametrize(("pause", "reason"), [("1s", "pause ended"), ("1h", "recover")])
+async def test_a_site_pause_and_its_end_are_logged(relay_factory: RelayFactory, sink: ScriptedMx, log_lines: _Lines,
+                                                   pause: str, reason: str) -> None:
+    relay = await _start(relay_factory, sink, **{"sites.pause_initial": pause})
+    sink.set(rcpt=TSS04)
+    c = await relay.client()
+    _, reply = await c.sendmail(SENDER, ["a@example.com"], "Subject: p\r\n\r\nx\r\n")
+    await c.quit()
+    await wait_until(lambda: bool(log_lines.events("paused")))
+    sink.set(rcpt=None)
+    if reason == "recover":
+        QueueAdmin(relay.app.scheduler).recover("app1", "example.com")  # type: ignore[arg-type]
+    await wait_until(lambda: bool(log_lines.events("resumed")), timeout=15)
+    site = f"127.0.0.2:{sink.port}"
+    [paused], [resumed] = log_lines.events("paused"), log_lines.events("resumed")
+    assert (paused["site"], paused["reason"], paused["reply"]) == (site, "domain_limit", TSS04)
+    assert paused["until"] > 0 and "api_user" not in paused  # the site's pause: every queue sending there
+    assert (resumed["site"], resumed["reason"]) == (site, reason)
+    if reason == "pause ended":  # the recipient's own retry time is the pause's end: it goes now
+        await wait_until(lambda: bool(log_lines.events("delivered")), timeout=15)
+        assert [e["event"] for e in log_lines.grep(reply.rsplit(" ", 1)[1])] == ["accepted", "deferred", "delivered"]
