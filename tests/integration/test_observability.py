@@ -17,7 +17,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from relay.app import metrics_public
-from relay.config import HttpConfig
+from relay.config import ConfigError, HttpConfig, config_from_dict
 from relay.delivery.admin import QueueAdmin
 from relay.logging_setup import JsonFormatter
 from storage.records import ListKind, Status, SuppressionEntry
@@ -220,6 +220,12 @@ async def test_metrics_need_the_admin_token_when_so_configured(relay_factory: Re
     status, ctype, body = await _get(relay, "/metrics", ADMIN)
     assert status == 200 and ctype.startswith("text/plain") and "mailrelay_spool_messages 0.0" in body
     assert (await _get(relay, "/healthz"))[::2] == (200, "ok\n")  # the probes stay open
+
+
+def test_metrics_auth_takes_only_its_three_values(tmp_path: Path) -> None:
+    assert config_from_dict({"http": {"metrics_auth": "token"}}, tmp_path).http.metrics_auth == "token"
+    with pytest.raises(ConfigError, match=r"http\.metrics_auth: auto, none or token"):
+        config_from_dict({"http": {"metrics_auth": "open"}}, tmp_path)
 
 
 def test_metrics_auth_auto_is_public_only_on_loopback() -> None:
