@@ -22,16 +22,27 @@ from dataclasses import dataclass, field
 from aiohttp import web
 
 from policies import default_chain
-from relay.config import CONFIG_NAME, Config, ListenerConfig, is_loopback, load_config, parse_duration, parse_hostport
+from relay.config import (
+    CONFIG_NAME,
+    Config,
+    HttpConfig,
+    ListenerConfig,
+    is_loopback,
+    load_config,
+    parse_duration,
+    parse_hostport,
+)
 from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
 from relay.exports import ExportWorker
+from relay.health import Readiness
 from relay.http.app import start_http
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
 from relay.http.services import HttpServices
 from relay.intake import Intake
+from relay.metrics import Metrics
 from relay.reload import split_changes
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
@@ -42,7 +53,7 @@ from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
 from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
-from storage import default_sqlite_url, open_storage
+from storage import StorageObserver, default_sqlite_url, open_storage
 from storage.errors import SchemaBehind
 from storage.protocols import Storage
 
@@ -55,8 +66,8 @@ def storage_url(cfg: Config) -> str:
     return os.environ.get("MAILRELAY_DATABASE_URL") or cfg.storage.url or default_sqlite_url(cfg.home)
 
 
-async def open_checked_storage(cfg: Config) -> Storage:
-    storage = await open_storage(storage_url(cfg))
+async def open_checked_storage(cfg: Config, observe: StorageObserver | None = None) -> Storage:
+    storage = await open_storage(storage_url(cfg), observe=observe)
     state = await storage.schema_state()
     if state.behind:
         await storage.close()
@@ -65,6 +76,13 @@ async def open_checked_storage(cfg: Config) -> Storage:
             "run `mailrelay db migrate`"
         )
     return storage
+
+
+def metrics_public(http: HttpConfig) -> bool:
+    """``[http] metrics_auth``: ``auto`` serves /metrics without credentials only on loopback."""
+    if http.metrics_auth == "auto":
+        return is_loopback(parse_hostport(http.listen, "http.listen")[0])
+    return http.metrics_auth == "none"
 
 
 @dataclass
@@ -80,6 +98,7 @@ class App:
     http: web.AppRunner | None = None
     exports: ExportWorker | None = None
     tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
+    metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _reloads: set[asyncio.Task[tuple[list[str], list[str]]]] = field(default_factory=set)
     _stopped: bool = False
@@ -120,15 +139,17 @@ class App:
 
     async def start(self) -> None:
         cfg = self.cfg
-        self.storage = await open_checked_storage(cfg)
-        self.spool = Spool(cfg.path(cfg.node.spool_dir), fsync=cfg.spool.fsync,
-                           batch_max=cfg.spool.group_commit_max)
+        self.storage = await open_checked_storage(cfg, self.metrics.storage_call)
+        spool = self.spool = Spool(cfg.path(cfg.node.spool_dir), fsync=cfg.spool.fsync,
+                                   batch_max=cfg.spool.group_commit_max)
+        self.metrics.watch(spool=lambda: sum(1 for _ in spool.enumerate()))
         await self.spool.start()
         intake = self.intake = Intake(self.spool, self.storage.statuses)
         await intake.reconcile()
         chain = default_chain(self.storage.suppressions)
         if cfg.delivery.enabled:
-            self.scheduler = build_scheduler(cfg, self.storage, self.spool, chain)
+            self.scheduler = build_scheduler(cfg, self.storage, self.spool, chain, metrics=self.metrics)
+            self.metrics.watch(pending=QueueAdmin(self.scheduler).pending_by_site)
             await self.scheduler.restore()
             intake.on_accepted(self.scheduler.enqueue)
             self._tasks.append(asyncio.create_task(self.scheduler.run(), name="scheduler"))
@@ -157,6 +178,7 @@ class App:
             rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
             options=cfg.submission,
             node=cfg.node_name,
+            metrics=self.metrics,
         )
         tls = self.tls = self._tls_context()
 
@@ -183,7 +205,9 @@ class App:
                 queues=QueueAdmin(self.scheduler) if self.scheduler else None,
                 exports=self.exports, admin_token=cfg.http.admin_token,
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
-                handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout")))
+                handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
+                metrics=self.metrics, metrics_public=metrics_public(cfg.http),
+                readiness=Readiness(self.storage, self.spool.tmp_dir).problems))
         notify("READY=1\nSTATUS=accepting mail")
         interval = watchdog_interval()
         if interval is not None:  # WatchdogSec= in the unit: a stuck loop stops the pings, systemd restarts us
@@ -194,7 +218,7 @@ class App:
 
         cfg = self.cfg
         assert self.storage is not None
-        ingestor = build_ingestor(cfg, self.storage)
+        ingestor = build_ingestor(cfg, self.storage, self.metrics)
 
         async def process(mid: str, raw: bytes, rcpts: tuple[str, ...]) -> None:
             await ingestor.ingest(raw, f"smtp:{mid}", envelope_rcpts=rcpts, inbox_id=mid)

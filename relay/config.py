@@ -162,6 +162,7 @@ class HttpConfig:
     search_per_minute: int = 60  # status searches (GET /v1/email_status) per account per minute; 429 beyond
     exports_per_minute: int = 10  # exports created per account per minute; 429 beyond
     request_timeout: str = "60s"  # longest a request may take before it answers 503 (uploads included)
+    metrics_auth: str = "auto"  # GET /metrics: auto (public on a loopback listen, else admin token) | none | token
 
 
 @dataclass(frozen=True)
@@ -254,6 +255,8 @@ def _validate(cfg: Config) -> None:
     for key in ("search_per_minute", "exports_per_minute"):
         if not 1 <= getattr(cfg.http, key) <= 1_000_000:
             raise ConfigError(f"http.{key}: must be between 1 and 1000000")
+    if cfg.http.metrics_auth not in ("auto", "none", "token"):
+        raise ConfigError("http.metrics_auth: auto, none or token")
     if parse_duration(cfg.http.request_timeout, "http.request_timeout") <= 0:
         raise ConfigError("http.request_timeout: must be positive")
     lim = cfg.limits

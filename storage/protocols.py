@@ -228,6 +228,9 @@ class Storage(Protocol):
     url: str
 
     async def schema_state(self) -> SchemaState: ...
+    async def ping(self) -> None:
+        """Run a trivial query; raises when the database does not answer (readiness probe)."""
+        ...
     async def migrate(self) -> list[int]:
         """Apply pending migrations; returns the versions applied."""
         ...

@@ -32,6 +32,9 @@ class SqlStorage:
     async def schema_state(self) -> SchemaState:
         return await _migrate.schema_state(self.executor)
 
+    async def ping(self) -> None:
+        await self.executor.fetchval("health.ping")
+
     async def migrate(self) -> list[int]:
         return await _migrate.migrate(self.executor)
 

@@ -13,6 +13,7 @@ from typing import Any
 
 from relay.delivery.queue import ScheduledQueue
 from relay.delivery.scheduler import Scheduler
+from relay.metrics import UNROUTED_SITE
 
 WINDOWS = (5, 15, 30)
 
@@ -74,6 +75,11 @@ class QueueAdmin:
             long_pause=long_pause, max_rate=q.max_rate, current_rate=rate,
             site=site.key.name if site else None,
         )
+
+    def pending_by_site(self) -> list[tuple[str, int]]:
+        """(site name, pending recipients) per queue, for the ``mailrelay_queue_pending`` gauge; a queue
+        whose domain is not routed yet counts as site ``unrouted``."""
+        return [(q.site.name if q.site else UNROUTED_SITE, q.pending) for q in self.s.queues.values() if q.pending]
 
     def _get(self, api_user: str, domain: str) -> ScheduledQueue:
         q = self.s.find_queue(api_user, domain)

@@ -18,7 +18,7 @@ import heapq
 import itertools
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from relay.delivery.dispatcher import DispatchContext, run_dispatcher
@@ -29,6 +29,7 @@ from relay.delivery.retry import RetryPolicy
 from relay.delivery.site import SiteLimits, SiteQueue
 from relay.delivery.state import DeliveryItem, MessageState, items_from_record, load_pending
 from relay.delivery.types import SiteKey
+from relay.metrics import Metrics
 from relay.rules.types import AttemptResult, Classified, Outcome, Scope, Stage
 from relay.spool import Spool
 from storage.errors import StorageError
@@ -45,6 +46,7 @@ class SchedulerDeps:
     limits: SiteLimits
     clock: Callable[[], float]
     max_in_flight: int = 20000
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 class Scheduler:
@@ -66,6 +68,7 @@ class Scheduler:
         self._resolving: dict[str, list[DeliveryItem]] = {}
         self._tasks: set[asyncio.Task[None]] = set()
         self._holding: set[ScheduledQueue] = set()
+        self._paused_sites: set[SiteQueue] = set()  # logged as paused, not yet as resumed
         self._stopping = False
         self._last_sample = 0.0
 
@@ -119,6 +122,7 @@ class Scheduler:
 
     async def tick(self) -> None:
         now = self.d.clock()
+        self._log_site_resumes()
         self._release_holds(now)
         budget = self.d.max_in_flight - self.in_flight()
         while self._heap and self._heap[0][0] <= now and budget > 0:
@@ -272,6 +276,7 @@ class Scheduler:
         if result.stage is Stage.POLICY or c is None:
             await self._record(item, lambda: rec.invalid(item, result, None, policy_sub_status or SubStatus.BLACKLIST,
                                                          result.text, now))
+            self._outcome("failed", item, result, result.text, now)
             await self._done(item)
             return
         if result.stage is not Stage.DNS:
@@ -282,19 +287,23 @@ class Scheduler:
             pause_end = site.feedback(c, reply, q.meter.rate("try", 5))
             if pause_end is not None:
                 self._park_site(site)
-                log.warning("site paused", extra={"event": "site_paused", "site": site.key.name,
-                                                  "reason": str(c.pause), "reply": reply})
+                if site not in self._paused_sites:
+                    self._paused_sites.add(site)
+                    log.warning("paused", extra={"event": "paused", "site": site.key.name, "reason": str(c.pause),
+                                                 "reply": reply, "until": round(pause_end, 3)})
         if c.outcome is Outcome.DELIVERED:
             q.meter.add("out")
             if site is not None:
                 site.on_delivered()
             await self._record(item, lambda: rec.delivered(item, result, c, now))
+            self._outcome("delivered", item, result, reply, now)
             await self._done(item)
         elif c.outcome is Outcome.PERMFAIL:
             await self._record(item, lambda: rec.invalid(item, result, c, c.sub_status, reply, now))
             if c.adds_bounce:
                 hosts = site.key.hosts if site is not None else ()
                 await self._record(item, lambda: rec.not_exist(item, hosts, reply, now))
+            self._outcome("failed", item, result, reply, now)
             await self._done(item)
         else:
             item.attempts += 1
@@ -303,12 +312,28 @@ class Scheduler:
             if nxt is None:
                 await self._record(item, lambda: rec.invalid(item, result, c, c.sub_status,
                                                              f"retries exhausted: {reply}", now))
+                self._outcome("failed", item, result, f"retries exhausted: {reply}", now)
                 await self._done(item)
                 return
             await self._record(item, lambda: rec.retrying(item, result, c, reply, now))
             item.next_at = max(nxt, pause_end or 0.0)
+            self._outcome("deferred", item, result, reply, now, retry_at=item.next_at)
             self._push(item)
             await self._save(item.email_id)
+
+    def _outcome(self, outcome: str, item: DeliveryItem, result: AttemptResult, reply: str, now: float,
+                 retry_at: float | None = None) -> None:
+        """One log line and one counter per recorded outcome (``item.attempts`` counts the failed
+        attempts so far: a deferral has already added its own)."""
+        self.d.metrics.delivery_outcome(outcome)
+        attempt = item.attempts if outcome == "deferred" else item.attempts + 1
+        fields: dict[str, object] = {
+            "event": outcome, "email_id": item.email_id, "recipient": item.recipient, "api_user": item.api_user,
+            "mx_host": result.mx_host, "mx_ip": result.mx_ip, "reply": reply, "stage": result.stage.value,
+            "delay": round(max(0.0, now - item.first_seen), 3), "attempt": attempt}
+        if retry_at is not None:
+            fields["retry_in"] = round(max(0.0, retry_at - now), 3)
+        log.info(outcome, extra=fields)
 
     async def _record(self, item: DeliveryItem, write: Callable[[], Awaitable[None]]) -> None:
         """Write an attempt's outcome, retrying while the database refuses. The attempt happened and
@@ -358,19 +383,35 @@ class Scheduler:
         return self.queues.get((api_user, domain.lower()))
 
     def pause_queue(self, q: ScheduledQueue) -> None:
+        if not q.admin_paused:
+            log.info("paused", extra={"event": "paused", "api_user": q.api_user, "domain": q.domain,
+                                      "reason": "admin", "pending": q.pending})
         q.admin_paused = True
 
+    def _log_admin_resume(self, q: ScheduledQueue, reason: str) -> None:
+        if q.admin_paused:
+            log.info("resumed", extra={"event": "resumed", "api_user": q.api_user, "domain": q.domain,
+                                       "reason": reason, "pending": q.pending})
+
     def resume_queue(self, q: ScheduledQueue) -> None:
+        self._log_admin_resume(q, "admin")
         q.admin_paused = False
         self._wake.set()
 
     def recover_queue(self, q: ScheduledQueue) -> None:
+        self._log_admin_resume(q, "recover")
         q.admin_paused = False
         site = self.sites.get(q.site) if q.site else None
         if site is not None:
             site.pause.recover(self.d.clock())
+            self._log_site_resumes("recover")
         self._release_holds(self.d.clock())
         self._wake.set()
+
+    def _log_site_resumes(self, reason: str = "pause ended") -> None:
+        for site in [s for s in self._paused_sites if not s.paused()]:
+            self._paused_sites.discard(site)
+            log.info("resumed", extra={"event": "resumed", "site": site.key.name, "reason": reason})
 
     def set_queue_rate(self, q: ScheduledQueue, rate: float | None) -> None:
         q.max_rate = rate if rate and rate > 0 else None

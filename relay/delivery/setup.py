@@ -18,6 +18,7 @@ from relay.delivery.routes import Routes, plan_for
 from relay.delivery.scheduler import Scheduler, SchedulerDeps
 from relay.delivery.site import SiteLimits
 from relay.delivery.state import DeliveryItem
+from relay.metrics import Metrics
 from relay.rules import load_tencent_rules
 from relay.rules.reply import ReplyRules
 from relay.spool import Spool
@@ -44,7 +45,7 @@ def site_limits_from(cfg: Config) -> SiteLimits:
 
 
 def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyChain | None,
-                    clock: Callable[[], float] = time.time) -> Scheduler:
+                    clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> Scheduler:
     d = cfg.delivery
     resolver = MxResolver(
         nameservers=[parse_hostport(ns, "delivery.dns") for ns in d.dns] or None,
@@ -90,6 +91,7 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
         limits=site_limits_from(cfg),
         clock=clock,
         max_in_flight=d.max_in_flight,
+        metrics=metrics or Metrics(),
     )
     return Scheduler(deps, ctx)
 

@@ -24,6 +24,7 @@ from policies import TencentRules, bounce_expiry, is_tencent
 from relay import verp
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.report import FeedbackReport, RecipientReport
+from relay.metrics import Metrics
 from relay.rules.types import Category, reply_text
 from storage.protocols import Storage
 from storage.records import (
@@ -59,8 +60,9 @@ class _Match:
 
 class FeedbackIngestor:
     def __init__(self, storage: Storage, secrets: Sequence[bytes], tencent: TencentRules, inbox: FeedbackInbox,
-                 parse: Callable[[bytes], FeedbackReport]) -> None:
+                 parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None) -> None:
         self.storage = storage
+        self.metrics = metrics or Metrics()
         self.secrets = [s for s in secrets if s]
         self.tencent = tencent
         self.inbox = inbox
@@ -91,6 +93,8 @@ class FeedbackIngestor:
             return IngestResult("quarantined", report.kind, report.reason or "not a bounce or complaint report")
         matches, why = await self._match(report, envelope_rcpts)
         if not matches:
+            reported = report.recipients[0] if report.recipients else None
+            self._event(report, reported, reported.recipient if reported else None, None, "unmatched")
             return IngestResult("quarantined", report.kind, why)
         applied = 0
         for m in matches:
@@ -156,6 +160,7 @@ class FeedbackIngestor:
             await self.storage.suppressions.add([SuppressionEntry(
                 account_id=row.account_id, kind=ListKind.COMPLAINT, value=row.recipient, created_at=now,
                 expires_at=now + COMPLAINT_TTL, reason=text)])
+            self._event(report, rr, row.recipient, row.email_id, "applied")
             return 1
         if rr is not None and rr.category is None:
             return 0  # a row that did not fail (delivered/relayed in a mixed report)
@@ -177,4 +182,18 @@ class FeedbackIngestor:
             tencent = is_tencent(domain, (row.mx_host,) if row.mx_host else (), self.tencent)
             await self.storage.suppressions.report_not_exist(
                 row.account_id, row.recipient, now, lambda n: bounce_expiry(n, tencent), reason=reason[:500])
+        self._event(report, rr, row.recipient, row.email_id, "applied", reason=reason[:1000])
         return 1
+
+    def _event(self, report: FeedbackReport, rr: RecipientReport | None, recipient: str | None,
+               email_id: str | None, outcome: str, reason: str | None = None) -> None:
+        """The ``feedback`` log line (and, once applied, the counter) of one report for one recipient."""
+        if report.kind == "arf":
+            category = (report.feedback_type or "abuse").lower()[:64]
+        else:
+            category = str((rr.category if rr else None) or Category.OTHERS)
+        if outcome == "applied":
+            self.metrics.feedback_applied(report.kind, category)
+        log.info("feedback", extra={"event": "feedback", "kind": report.kind, "recipient": recipient,
+                                    "category": category, "email_id": email_id, "outcome": outcome,
+                                    "reason": reason})

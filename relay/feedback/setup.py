@@ -6,14 +6,15 @@ from relay.config import Config
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.ingest import FeedbackIngestor
 from relay.feedback.parse import parse
+from relay.metrics import Metrics
 from relay.rules import load_tencent_rules
 from relay.verp import read_verp_secret
 from storage.protocols import Storage
 
 
-def build_ingestor(cfg: Config, storage: Storage) -> FeedbackIngestor:
+def build_ingestor(cfg: Config, storage: Storage, metrics: Metrics | None = None) -> FeedbackIngestor:
     inbox = FeedbackInbox(cfg.path("feedback"), fsync=cfg.spool.fsync)
     inbox.prepare()
     key = cfg.path(cfg.delivery.verp_secret_file)
     secrets = [read_verp_secret(key)] if key.exists() else []
-    return FeedbackIngestor(storage, secrets, load_tencent_rules(), inbox, parse)
+    return FeedbackIngestor(storage, secrets, load_tencent_rules(), inbox, parse, metrics)

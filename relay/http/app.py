@@ -6,7 +6,8 @@ keep-alive handling and graceful shutdown built in, and a mature client for the 
 
 Every response is JSON (``envelope.py``). Bodies are limited to :data:`MAX_BODY`; each request
 has :attr:`HttpServices.handler_timeout` seconds. Middlewares, outermost first: errors → JSON,
-then authentication (everything except ``/openapi.json``).
+then authentication (everything except ``/openapi.json``, ``/healthz``, ``/readyz`` and a public
+``/metrics``).
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, exports, openapi, queues, v1_email_status, v1_suppressions
+from relay.http import api_users, exports, openapi, ops, queues, v1_email_status, v1_suppressions
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.envelope import error_middleware
 from relay.http.services import HttpServices
@@ -34,6 +35,9 @@ Route = tuple[str, str, Callable[[web.Request], Awaitable[web.StreamResponse]]]
 def routes() -> list[Route]:
     out: list[Route] = [
         ("GET", "/openapi.json", openapi.serve),
+        ("GET", "/healthz", ops.healthz),
+        ("GET", "/readyz", ops.readyz),
+        ("GET", "/metrics", ops.metrics),
         ("GET", "/v1/email_status", v1_email_status.email_status),
         ("GET", "/v1/messages/{email_id}", v1_email_status.message),
     ]

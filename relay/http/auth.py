@@ -23,7 +23,8 @@ from aiohttp import web
 from relay.http.envelope import ApiError, Handler
 from relay.http.services import HttpServices
 
-PUBLIC_PATHS = frozenset({"/openapi.json"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz"})
+METRICS_PATH = "/metrics"  # public or operators only, as [http] metrics_auth says
 _ADMIN_PSEUDO_USER = b""  # never a valid API_USER name: bad bearer tokens count against the IP only
 
 SERVICES_KEY: web.AppKey[HttpServices] = web.AppKey("services", HttpServices)
@@ -91,8 +92,10 @@ async def authenticate(request: web.Request, services: HttpServices) -> Principa
 
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    if request.path not in PUBLIC_PATHS and request.match_info.http_exception is None:
-        request[PRINCIPAL] = await authenticate(request, request.app[SERVICES_KEY])
+    services = request.app[SERVICES_KEY]
+    public = request.path in PUBLIC_PATHS or (request.path == METRICS_PATH and services.metrics_public)
+    if not public and request.match_info.http_exception is None:
+        request[PRINCIPAL] = await authenticate(request, services)
     return await handler(request)
 
 

@@ -159,6 +159,7 @@ def document() -> J:
     paths: J = {
         "/openapi.json": {"get": {"summary": "this document", "security": [], "responses": {"200": {
             "description": "OpenAPI 3.1 document", "content": {"application/json": {"schema": {"type": "object"}}}}}}},
+        **_ops_paths(),
         "/v1/email_status": {"get": {
             "summary": "search per-recipient status records (at most 30 consecutive days per query)",
             "parameters": [
@@ -233,6 +234,28 @@ def document() -> J:
             "admin": {"type": "http", "scheme": "bearer", "description": "the operators' admin token"}}},
         "security": [{"basic": []}, {"admin": []}],
         "paths": paths,
+    }
+
+
+def _text(description: str) -> J:
+    return {"description": description, "content": {"text/plain": {"schema": {"type": "string"}}}}
+
+
+def _ops_paths() -> J:
+    return {
+        "/healthz": {"get": {"summary": "liveness: the process answers", "security": [],
+                             "responses": {"200": _text("ok")}}},
+        "/readyz": {"get": {"summary": "readiness: the database answers and the spool directory takes a file",
+                            "security": [],
+                            "responses": {"200": _text("ready"),
+                                          "503": _text("not ready: one line per failed probe with the reason")}}},
+        "/metrics": {"get": {
+            "summary": "Prometheus metrics (text exposition format)",
+            "description": "Public when [http] metrics_auth is 'none', or 'auto' (the default) on a loopback "
+                           "listener; otherwise the operators' bearer token.",
+            "security": [{}, {"admin": []}],
+            "responses": {"200": _text("the metrics in the Prometheus text format"),
+                          **{c: _ERRORS[c] for c in ("401", "403", "404")}}}},
     }
 
 

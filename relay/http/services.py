@@ -7,7 +7,7 @@ small protocols below.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
@@ -62,6 +62,14 @@ class ExportFiles(Protocol):
     def wake(self) -> None: ...
 
 
+class MetricsSource(Protocol):
+    """``relay.metrics.Metrics`` satisfies this: the Prometheus exposition of this process."""
+
+    @property
+    def content_type(self) -> str: ...
+    async def render(self) -> bytes: ...
+
+
 @dataclass
 class HttpServices:
     storage: Storage
@@ -73,3 +81,6 @@ class HttpServices:
     exports_per_minute: int = 10  # per account, on POST /v1/exports
     handler_timeout: float = 60.0  # seconds per request
     clock: Callable[[], datetime] = field(default=utcnow)
+    metrics: MetricsSource | None = None  # None: /metrics answers 404
+    metrics_public: bool = False  # /metrics without authentication (else the admin token)
+    readiness: Callable[[], Awaitable[list[str]]] | None = None  # /readyz: the problems, empty when ready

@@ -18,6 +18,7 @@ It decides nothing itself beyond sequencing: reply texts live in ``replies.py``,
 from __future__ import annotations
 
 import logging
+import time
 from dataclasses import dataclass, field
 from datetime import datetime
 
@@ -26,6 +27,7 @@ from relay.config import SubmissionConfig
 from relay.headers import find_header_end, process_headers, received_header, with_protocol
 from relay.ids import new_email_id
 from relay.intake import Intake, IntakeError
+from relay.metrics import Metrics
 from relay.smtp import replies
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import AuthReply, DataSink, SessionInfo
@@ -55,6 +57,7 @@ class SubmissionServices:
     rate_limiter: MessageRateLimiter
     options: SubmissionConfig
     node: str
+    metrics: Metrics = field(default_factory=Metrics)
 
 
 @dataclass
@@ -63,6 +66,7 @@ class Transaction:
     sender: str
     smtputf8: bool
     request_time: datetime
+    started: float = field(default_factory=time.monotonic)  # for the transaction-time histogram
     accepted: list[str] = field(default_factory=list)
     accepted_keys: set[str] = field(default_factory=set)
     refused: list[RecipientOutcome] = field(default_factory=list)
@@ -140,6 +144,10 @@ class SubmissionHandler:
             tx.refused.append(
                 RecipientOutcome(recipient, Status.INVALID, v.sub_status, reason, rule=v.policy)
             )
+            self.s.metrics.rcpt_refused(v.policy)
+            log.info("refused", extra={"event": "refused", "email_id": tx.email_id, "recipient": recipient,
+                                       "reason": reason, "policy": v.policy, "api_user": user.name,
+                                       "client_ip": session.peer_ip})
             return replies.for_verdict(v)
         assert result.address is not None
         addr = result.address
@@ -259,12 +267,21 @@ class IntakeSink:
             self.session, self.user, self.tx, subject=self.subject, label=self.label,
             email_type=self.email_type, size=self.writer.size, accepted=True, message_id=self.message_id,
         )
+        s = self.h.s
         try:
-            await self.h.s.intake.accept(self.writer, record)
+            await s.intake.accept(self.writer, record)
         except IntakeError:
             self.h._finished()
+            s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
             return replies.STORE_FAILED
         self.h._finished()
+        s.metrics.message_accepted(self.user.name)
+        s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
+        msg = record.message
+        log.info("accepted", extra={"event": "accepted", "email_id": msg.email_id, "api_user": msg.api_user,
+                                    "sender": msg.sender, "recipients": len(self.tx.accepted),
+                                    "refused": len(self.tx.refused), "size": msg.size,
+                                    "client_ip": msg.request_ip, "message_id": msg.message_id})
         return replies.queued(self.tx.email_id)
 
     async def abort(self, reason: str) -> None:

@@ -5,6 +5,10 @@
 
 -- ---------------------------------------------------------------- migrations
 
+-- name: health.ping
+-- the readiness probe: the database answers a trivial query
+SELECT 1
+
 -- name: migration.lock
 -- serialise concurrent `migrate` runs (postgres: advisory lock; sqlite: the write lock suffices)
 SELECT 1

@@ -209,8 +209,30 @@ async def _openapi(api: Api) -> None:
     assert status == 200 and "01BBB" not in str(doc)
 
 
+async def _probe(api: Api, path: str) -> str:
+    async with api.session.get(api.base + path, headers=api.a) as r:
+        assert r.status == 200, (path, r.status)
+        return await r.text()
+
+
+async def _health(api: Api) -> None:
+    assert await _probe(api, "/healthz") == "ok\n"
+    assert await _probe(api, "/readyz") == "ready\n"
+
+
+async def _metrics(api: Api) -> None:
+    # counts only: API_USER labels, never a recipient, a message id or a list entry
+    text = await _probe(api, "/metrics")
+    assert 'mailrelay_messages_accepted_total{api_user="b1"} 1.0' in text
+    for secret in ("x@example.net", "example.net", "b-only", "01BBB", "beta"):
+        assert secret not in text, secret
+
+
 CASES: dict[tuple[str, str], Check] = {
     ("GET", "/openapi.json"): _openapi,
+    ("GET", "/healthz"): _health,
+    ("GET", "/readyz"): _health,
+    ("GET", "/metrics"): _metrics,
     ("GET", "/v1/email_status"): _status_search(),
     ("GET", "/v1/messages/{email_id}"): _message(),
     ("GET", "/v1/queues"): _queues_list(),
