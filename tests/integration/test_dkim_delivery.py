@@ -23,7 +23,7 @@ from storage.protocols import Storage
 from storage.records import DkimAlgorithm, DkimKey, Status, utcnow
 from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
-from tests.integration.delivery_harness import DeliveryHarness, free_port, make_harness
+from tests.integration.delivery_harness import DeliveryHarness, make_harness
 
 
 def dns_lookup(server: LoopbackDns) -> Callable[..., bytes | None]:
@@ -100,31 +100,8 @@ def message(kind: str, sender: str = "App <app@acme.example>") -> bytes:
 
 
 @pytest.fixture
-async def dnssrv() -> AsyncIterator[LoopbackDns]:
-    server = LoopbackDns()
-    await server.start()
-    server.add_mx("example.test", [(10, "mx1.example.test")])
-    server.add_a("mx1.example.test", "127.0.0.2")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def mx_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def mx(mx_port: int) -> AsyncIterator[ScriptedMx]:
-    server = ScriptedMx("127.0.0.2", mx_port)
-    await server.start()
-    yield server
-    await server.stop()
-
-
-@pytest.fixture
-async def h(tmp_path: Path, storage: Storage, dnssrv: LoopbackDns, mx_port: int) -> AsyncIterator[DeliveryHarness]:
-    harness = await make_harness(tmp_path, storage, dnssrv, mx_port, {"delivery.dkim_processes": 1})
+async def h(tmp_path: Path, storage: Storage, dns: LoopbackDns, mx_port: int) -> AsyncIterator[DeliveryHarness]:
+    harness = await make_harness(tmp_path, storage, dns, mx_port, {"delivery.dkim_processes": 1})
     yield harness
     await harness.close()
 
@@ -135,8 +112,8 @@ def outgoing(h: DeliveryHarness) -> Outgoing:
 
 
 async def test_every_kind_of_mime_mail_is_signed_and_verifies(h: DeliveryHarness, mx: ScriptedMx,
-                                                               dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example", "mr202612")
+                                                               dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example", "mr202612")
     kinds = ["7bit", "8bit", "quoted-printable", "base64", "multipart/alternative"]
     for kind in kinds:
         await h.submit("user@example.test", body=message(kind))
@@ -155,30 +132,30 @@ async def test_every_kind_of_mime_mail_is_signed_and_verifies(h: DeliveryHarness
         assert ("content-transfer-encoding" in signed) == (not kind.startswith("multipart")), kind
         assert signed.count("from") == 2 and signed.count("subject") == 2  # over-signed
         assert b"\r\nFeedback-ID: default:app1:acme:mailrelay\r\n" in got.content
-        assert await verify(dnssrv, got.content), kind
+        assert await verify(dns, got.content), kind
     eight = mx.messages[1].content
     assert "Grüße aus Köln".encode() in eight  # 8-bit body left as it is, still verifies
     # a tampered copy does not verify: body, a signed header, or an added From
     first = mx.messages[0].content
-    assert not await verify(dnssrv, tamper(first, b"ships today", b"ships tomorrow"))
-    assert not await verify(dnssrv, tamper(first, b"Reply-To: support@", b"Reply-To: evil@"))
-    assert not await verify(dnssrv, tamper(first, b"\r\nTo: ", b"\r\nFrom: x@evil.test\r\nTo: "))
-    assert not await verify(dnssrv, tamper(eight, "Köln".encode(), b"Bonn"))
+    assert not await verify(dns, tamper(first, b"ships today", b"ships tomorrow"))
+    assert not await verify(dns, tamper(first, b"Reply-To: support@", b"Reply-To: evil@"))
+    assert not await verify(dns, tamper(first, b"\r\nTo: ", b"\r\nFrom: x@evil.test\r\nTo: "))
+    assert not await verify(dns, tamper(eight, "Köln".encode(), b"Bonn"))
 
 
-async def test_ed25519_key_signs(h: DeliveryHarness, mx: ScriptedMx, dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example", "ed1", DkimAlgorithm.ED25519)
+async def test_ed25519_key_signs(h: DeliveryHarness, mx: ScriptedMx, dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example", "ed1", DkimAlgorithm.ED25519)
     await h.submit("user@example.test", body=message("multipart/alternative"))
     await h.step()
     tags = signature_tags(mx.messages[0].content)
     assert (tags["a"], tags["s"]) == ("ed25519-sha256", "ed1")
-    assert await verify(dnssrv, mx.messages[0].content)
-    assert not await verify(dnssrv, tamper(mx.messages[0].content, b"ships today", b"ships later"))
+    assert await verify(dns, mx.messages[0].content)
+    assert not await verify(dns, tamper(mx.messages[0].content, b"ships today", b"ships later"))
 
 
 async def test_unsigned_without_key_and_subdomain_signed_with_the_parent(h: DeliveryHarness, mx: ScriptedMx,
-                                                                         dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example")
+                                                                         dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example")
     no_key = await h.submit("user@example.test", body=message("7bit", "app@other.example"))
     sub = await h.submit("user@example.test", body=message("7bit", "News <news@mail.acme.example>"))
     lookalike = await h.submit("user@example.test", body=message("7bit", "x@notacme.example"))
@@ -188,15 +165,15 @@ async def test_unsigned_without_key_and_subdomain_signed_with_the_parent(h: Deli
     assert b"DKIM-Signature" not in by_id[lookalike].content
     assert b"Feedback-ID: default:app1:acme:mailrelay" in by_id[no_key].content  # added to every message
     assert signature_tags(by_id[sub].content)["d"] == "acme.example"
-    assert await verify(dnssrv, by_id[sub].content)
+    assert await verify(dns, by_id[sub].content)
     for email_id in (no_key, sub, lookalike):
         assert (await h.status(email_id, "user@example.test")).status == Status.DELIVERED
 
 
 async def test_account_bound_key_signs_only_that_accounts_mail(h: DeliveryHarness, mx: ScriptedMx,
-                                                               dnssrv: LoopbackDns) -> None:
+                                                               dns: LoopbackDns) -> None:
     beta = await h.storage.accounts.ensure_account("beta")
-    await publish(h.storage, dnssrv, "acme.example", "bound", account_id=h.account_id)
+    await publish(h.storage, dns, "acme.example", "bound", account_id=h.account_id)
     h.account_id = beta.id
     await h.submit("user@example.test", body=message("7bit"))
     await h.step()
@@ -204,20 +181,20 @@ async def test_account_bound_key_signs_only_that_accounts_mail(h: DeliveryHarnes
     assert b"Feedback-ID: default:app1:beta:mailrelay" in mx.messages[0].content
 
 
-async def test_existing_feedback_id_is_kept(h: DeliveryHarness, mx: ScriptedMx, dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example")
+async def test_existing_feedback_id_is_kept(h: DeliveryHarness, mx: ScriptedMx, dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example")
     body = message("7bit").replace(b"Subject:", b"Feedback-ID: c1:cust9:promo:esp\r\nSubject:")
     await h.submit("user@example.test", body=body)
     await h.step()
     content = mx.messages[0].content
     assert content.count(b"Feedback-ID:") == 1 and b"Feedback-ID: c1:cust9:promo:esp" in content
     assert "feedback-id" in signature_tags(content)["h"].split(":")
-    assert await verify(dnssrv, content)
+    assert await verify(dns, content)
 
 
 async def test_per_recipient_headers_are_signed_per_recipient(h: DeliveryHarness, mx: ScriptedMx,
-                                                              dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example")
+                                                              dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example")
 
     async def unsubscribe(item: DeliveryItem) -> Sequence[tuple[str, str]]:
         token = item.recipient.split("@")[0]
@@ -234,15 +211,15 @@ async def test_per_recipient_headers_are_signed_per_recipient(h: DeliveryHarness
         signed = signature_tags(content)["h"].split(":")
         assert "list-unsubscribe" in signed and "list-unsubscribe-post" in signed
         assert content.startswith(b"DKIM-Signature: ")
-        assert await verify(dnssrv, content)
+        assert await verify(dns, content)
     assert signature_tags(got["ann@example.test"])["b"] != signature_tags(got["bob@example.test"])["b"]
     swapped = tamper(got["ann@example.test"], b"/u/ann>", b"/u/bob>")
-    assert not await verify(dnssrv, swapped)  # one recipient's link cannot be moved to another's mail
+    assert not await verify(dns, swapped)  # one recipient's link cannot be moved to another's mail
 
 
 async def test_one_signature_per_message_without_per_recipient_headers(h: DeliveryHarness, mx: ScriptedMx,
-                                                                       dnssrv: LoopbackDns) -> None:
-    await publish(h.storage, dnssrv, "acme.example")
+                                                                       dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example")
     calls = 0
     signer = outgoing(h)._signer
     real = signer.sign
@@ -258,26 +235,26 @@ async def test_one_signature_per_message_without_per_recipient_headers(h: Delive
     assert len(mx.messages) == 3 and calls == 1
     assert len({signature_tags(m.content)["b"] for m in mx.messages}) == 1
     for m in mx.messages:
-        assert await verify(dnssrv, m.content)
+        assert await verify(dns, m.content)
 
 
 async def test_key_added_on_another_node_applies_after_the_cache_ttl(tmp_path: Path, storage: Storage,
-                                                                     dnssrv: LoopbackDns, mx: ScriptedMx,
+                                                                     dns: LoopbackDns, mx: ScriptedMx,
                                                                      mx_port: int) -> None:
-    h = await make_harness(tmp_path, storage, dnssrv, mx_port,
+    h = await make_harness(tmp_path, storage, dns, mx_port,
                            {"delivery.dkim_processes": 0, "delivery.dkim_cache_ttl": "300ms"})
     try:
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert b"DKIM-Signature" not in mx.messages[0].content  # no key yet (the empty table is cached)
-        await publish(storage, dnssrv, "acme.example")  # as `mailrelay dkim add` on any node does
+        await publish(storage, dns, "acme.example")  # as `mailrelay dkim add` on any node does
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert b"DKIM-Signature" not in mx.messages[1].content  # still the cached snapshot
         await asyncio.sleep(0.4)
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
-        assert await verify(dnssrv, mx.messages[2].content)
+        assert await verify(dns, mx.messages[2].content)
         await storage.dkim.remove("acme.example", "s1")
         await asyncio.sleep(0.4)
         await h.submit("user@example.test", body=message("7bit"))
