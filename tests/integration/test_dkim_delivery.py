@@ -19,6 +19,7 @@ import pytest
 from relay import dkim
 from relay.delivery.outgoing import Outgoing
 from relay.delivery.state import DeliveryItem
+from storage.errors import StorageError
 from storage.protocols import Storage
 from storage.records import DkimAlgorithm, DkimKey, Status, utcnow
 from tests.helpers.dns_server import LoopbackDns
@@ -262,3 +263,64 @@ async def test_key_added_on_another_node_applies_after_the_cache_ttl(tmp_path: P
         assert b"DKIM-Signature" not in mx.messages[3].content
     finally:
         await h.close()
+
+
+async def test_unreadable_keys_delay_the_mail_instead_of_sending_it_unsigned(
+        h: DeliveryHarness, mx: ScriptedMx, dns: LoopbackDns, monkeypatch: pytest.MonkeyPatch) -> None:
+    await publish(h.storage, dns, "acme.example")
+    real = h.storage.dkim.list
+
+    async def down(domain: str | None = None) -> list[DkimKey]:
+        raise StorageError("connection refused")
+
+    monkeypatch.setattr(h.storage.dkim, "list", down)
+    email_id = await h.submit("user@example.test", body=message("7bit"))
+    await h.step()
+    assert mx.messages == []
+    row = await h.status(email_id, "user@example.test")
+    assert row.status == Status.SENDING and "DKIM keys not readable" in row.log[-1].text
+    monkeypatch.setattr(h.storage.dkim, "list", real)
+    await h.step(advance=60)  # the first retry
+    assert len(mx.messages) == 1 and await verify(dns, mx.messages[0].content)
+    assert (await h.status(email_id, "user@example.test")).status == Status.DELIVERED
+
+
+async def test_keys_already_loaded_keep_signing_while_the_database_is_down(
+        tmp_path: Path, storage: Storage, dns: LoopbackDns, mx: ScriptedMx, mx_port: int,
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    h = await make_harness(tmp_path, storage, dns, mx_port, {"delivery.dkim_processes": 0,
+                                                             "delivery.dkim_cache_ttl": "0s"})
+    try:
+        await publish(storage, dns, "acme.example")
+        await h.submit("user@example.test", body=message("7bit"))
+        await h.step()
+
+        async def down(domain: str | None = None) -> list[DkimKey]:
+            raise StorageError("connection refused")
+
+        monkeypatch.setattr(storage.dkim, "list", down)
+        await h.submit("user@example.test", body=message("base64"))
+        await h.step()
+        assert len(mx.messages) == 2
+        for m in mx.messages:
+            assert await verify(dns, m.content)
+    finally:
+        await h.close()
+
+
+async def test_broken_key_delays_and_unparsable_header_is_sent_unsigned(
+        h: DeliveryHarness, mx: ScriptedMx, dns: LoopbackDns) -> None:
+    await publish(h.storage, dns, "acme.example")
+    # a key whose private part is damaged (edited in the database)
+    _, public = dkim.generate(DkimAlgorithm.RSA)
+    await h.storage.dkim.add(DkimKey("broken.example", "bad", DkimAlgorithm.RSA, "not a key", public, utcnow()))
+    # a header line dkimpy cannot parse: the message still goes out (unsigned), never held forever
+    odd = await h.submit("user@example.test",
+                         body=b"From: app@acme.example\r\nnot a header line\r\nSubject: x\r\n\r\nbody\r\n")
+    waiting = await h.submit("user@example.test", body=message("7bit", "app@broken.example"))
+    await h.step()
+    assert len(mx.messages) == 1 and b"DKIM-Signature" not in mx.messages[0].content
+    assert (await h.status(odd, "user@example.test")).status == Status.DELIVERED
+    # the broken key: the mail waits (retried), with the reason in its log
+    row = await h.status(waiting, "user@example.test")
+    assert row.status == Status.SENDING and "cannot sign with bad._domainkey.broken.example" in row.log[-1].text
