@@ -18,7 +18,8 @@ Keys come from the database (every node signs with the same keys): :class:`DkimK
 snapshot of the whole table and reloads it when it is older than ``delivery.dkim_cache_ttl``, so a
 `mailrelay dkim add` on any node applies everywhere within that time. Signing runs in a process
 pool (``delivery.dkim_processes``): dkimpy's RSA is pure Python big-integer arithmetic that holds
-the GIL (~5-10 ms per signature), so a thread would still stall the event loop.
+the GIL (~10-17 ms per signature on the 2-vCPU test VM), so a thread would still stall the event
+loop; ed25519 (~0.4 ms) is signed in a thread.
 """
 
 from __future__ import annotations
@@ -41,7 +42,7 @@ from relay.delivery.state import DeliveryItem
 from relay.delivery.wireformat import to_crlf
 from relay.headers import find_header_end, header_fields
 from storage.protocols import AccountRepo, DkimRepo
-from storage.records import DkimKey
+from storage.records import DkimAlgorithm, DkimKey
 
 log = logging.getLogger("mailrelay.delivery.outgoing")
 
@@ -111,7 +112,9 @@ def choose_key(keys: Sequence[DkimKey], from_domain: str, account_id: int) -> Dk
 
 
 class Signer:
-    """Runs :func:`relay.dkim.sign` in a process pool (``processes`` > 0) or a thread (0)."""
+    """Runs :func:`relay.dkim.sign` for RSA keys in a process pool (``processes`` > 0), else and for
+    ed25519 keys in a thread: an ed25519 signature costs less than the trip to a worker process
+    (``bench/dkim_sign.py``)."""
 
     def __init__(self, processes: int) -> None:
         self._processes = processes
@@ -125,7 +128,7 @@ class Signer:
 
     async def sign(self, content: bytes, names: list[str], key: DkimKey) -> bytes:
         args = (content, names, key.domain, key.selector, key.algorithm, key.private_key)
-        if self._processes <= 0:
+        if self._processes <= 0 or key.algorithm is DkimAlgorithm.ED25519:
             return await asyncio.to_thread(dkim.sign, *args)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor(), dkim.sign, *args)
