@@ -6,11 +6,17 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import re
+import signal
+import socket
 import stat
+import sys
+import time
 from datetime import UTC, datetime
 from pathlib import Path
 
+import aiosmtplib
 import pytest
 
 from relay.cli import main
@@ -26,8 +32,21 @@ RECORD = re.compile(r'^(?P<name>(?P<sel>[a-z0-9._-]+)\._domainkey\.(?P<dom>[a-z0
                     r'"(?P<txt>v=DKIM1; k=(?P<k>rsa|ed25519); p=(?P<p>[A-Za-z0-9+/]+=*))"$')
 
 
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
 def run(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
     rc = main(list(argv))
+    out, err = capsys.readouterr()
+    return rc, out, err
+
+
+async def arun(capsys: pytest.CaptureFixture[str], *argv: str) -> tuple[int, str, str]:
+    """The CLI from an async test (it runs its own event loop: in a thread)."""
+    rc = await asyncio.to_thread(main, list(argv))
     out, err = capsys.readouterr()
     return rc, out, err
 
@@ -106,9 +125,8 @@ async def test_key_added_with_the_cli_signs_mail_submitted_over_smtp(
     relay = await relay_factory({"delivery.enabled": True, "delivery.relayhost": f"127.0.0.2:{sink.port}",
                                  "delivery.ehlo_name": "relay.test", "delivery.dkim_cache_ttl": "200ms"},
                                 backend=backend)
-    rc = await asyncio.to_thread(main, ["dkim", "add", "acme.example", "--selector", "s2026",
-                                        "--home", str(relay.home)])
-    out, err = capsys.readouterr()
+    rc, out, err = await arun(capsys, "dkim", "add", "acme.example", "--selector", "s2026",
+                              "--home", str(relay.home))
     assert rc == 0, err
     m = RECORD.match(out.rstrip("\n").splitlines()[-1])
     assert m is not None
@@ -129,3 +147,74 @@ async def test_key_added_with_the_cli_signs_mail_submitted_over_smtp(
             assert b"X-Label" not in got.content
             assert await verify(dns, got.content)
             assert not await verify(dns, tamper(got.content, b"dot line", b"dot-line"))
+
+
+def _children(pid: int) -> list[int]:
+    found = []
+    for stat_file in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            fields = stat_file.read_text().rsplit(")", 1)[1].split()
+        except OSError:
+            continue
+        if int(fields[1]) == pid:
+            found.append(int(stat_file.parent.name))
+    return found
+
+
+def _alive(pid: int) -> bool:
+    try:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+    except OSError:
+        return False
+    return state not in ("Z", "X")
+
+
+@pytest.mark.slow
+async def test_served_relay_signs_in_worker_processes_and_stops_them(
+        tmp_path: Path, sink: ScriptedMx, capsys: pytest.CaptureFixture[str]) -> None:
+    """`mailrelay serve` as a process: RSA signatures come from its worker processes (spawned from
+    `python -m relay`), and SIGTERM leaves none of them behind."""
+    home = tmp_path / "served"
+    port = _free_port()
+    assert (await arun(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}",
+               "--relayhost", f"127.0.0.2:{sink.port}"))[0] == 0
+    assert (await arun(capsys, "users", "add", "app1", "--account", "acme", "--key", "serve-key-123456",
+                       "--home", str(home)))[0] == 0
+    rc, out, err = await arun(capsys, "dkim", "add", "acme.example", "--selector", "proc", "--home", str(home))
+    assert rc == 0, err
+    m = RECORD.match(out.rstrip("\n").splitlines()[-1])
+    assert m is not None
+    log = tmp_path / "serve.log"
+    with log.open("wb") as log_file:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "relay", "serve", "--home", str(home), stderr=log_file,
+            env={**os.environ, "NOTIFY_SOCKET": ""})
+    try:
+        async with LoopbackDns() as dns:
+            dns.add_txt(m["name"], m["txt"])
+            deadline = time.monotonic() + 20
+            while True:
+                try:
+                    c = aiosmtplib.SMTP(hostname="127.0.0.1", port=port, start_tls=False, timeout=10)
+                    await c.connect()
+                    break
+                except (OSError, aiosmtplib.SMTPException):
+                    assert time.monotonic() < deadline and proc.returncode is None, log.read_text()
+                    await asyncio.sleep(0.1)
+            await c.login("app1", "serve-key-123456")
+            await c.sendmail("app@acme.example", ["someone@example.com"],
+                             b"From: app@acme.example\r\nTo: someone@example.com\r\nSubject: proc\r\n\r\nhi\r\n")
+            await c.quit()
+            await wait_until(lambda: len(sink.messages) == 1, timeout=30)
+            assert signature_tags(sink.messages[0].content)["s"] == "proc"
+            assert await verify(dns, sink.messages[0].content)
+        workers = _children(proc.pid)
+        assert workers, "RSA signing runs in worker processes"
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()
+        await wait_until(lambda: not any(_alive(w) for w in workers), timeout=10)
+        assert "Traceback" not in log.read_text()
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+            await proc.wait()
