@@ -63,12 +63,18 @@ def signature_tags(content: bytes) -> dict[str, str]:
     return dict(t.split("=", 1) for t in text.split(";") if t)
 
 
-async def publish(storage: Storage, server: LoopbackDns, domain: str, selector: str = "s1",
-                  algorithm: DkimAlgorithm = DkimAlgorithm.RSA, account_id: int | None = None) -> DkimKey:
+def new_key(domain: str, selector: str = "s1", algorithm: DkimAlgorithm = DkimAlgorithm.RSA,
+            account_id: int | None = None) -> DkimKey:
     private, public = dkim.generate(algorithm)
-    key = await storage.dkim.add(DkimKey(domain, selector, algorithm, private, public, utcnow(),
-                                         account_id=account_id))
-    line = dkim.dns_record(selector, domain, algorithm, public)
+    return DkimKey(domain, selector, algorithm, private, public, utcnow(), account_id=account_id)
+
+
+async def publish(storage: Storage, server: LoopbackDns, domain: str, selector: str = "s1",
+                  algorithm: DkimAlgorithm = DkimAlgorithm.RSA, account_id: int | None = None,
+                  key: DkimKey | None = None) -> DkimKey:
+    """Store a key (a new one unless given) and publish its record as `mailrelay dkim add` prints it."""
+    key = await storage.dkim.add(key or new_key(domain, selector, algorithm, account_id))
+    line = dkim.dns_record(key.selector, key.domain, key.algorithm, key.public_key)
     m = re.match(r'^(\S+)\. IN TXT "(.*)"$', line)
     assert m is not None
     server.add_txt(m.group(1), m.group(2))
@@ -243,21 +249,22 @@ async def test_key_added_on_another_node_applies_after_the_cache_ttl(tmp_path: P
                                                                      dns: LoopbackDns, mx: ScriptedMx,
                                                                      mx_port: int) -> None:
     h = await make_harness(tmp_path, storage, dns, mx_port,
-                           {"delivery.dkim_processes": 0, "delivery.dkim_cache_ttl": "300ms"})
+                           {"delivery.dkim_processes": 0, "delivery.dkim_cache_ttl": "1500ms"})
+    key = new_key("acme.example")  # made beforehand: generating it may take longer than the TTL
     try:
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert b"DKIM-Signature" not in mx.messages[0].content  # no key yet (the empty table is cached)
-        await publish(storage, dns, "acme.example")  # as `mailrelay dkim add` on any node does
+        await publish(storage, dns, "acme.example", key=key)  # as `mailrelay dkim add` on any node does
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert b"DKIM-Signature" not in mx.messages[1].content  # still the cached snapshot
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.6)
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert await verify(dns, mx.messages[2].content)
         await storage.dkim.remove("acme.example", "s1")
-        await asyncio.sleep(0.4)
+        await asyncio.sleep(1.6)
         await h.submit("user@example.test", body=message("7bit"))
         await h.step()
         assert b"DKIM-Signature" not in mx.messages[3].content
@@ -312,8 +319,9 @@ async def test_broken_key_delays_and_unparsable_header_is_sent_unsigned(
         h: DeliveryHarness, mx: ScriptedMx, dns: LoopbackDns) -> None:
     await publish(h.storage, dns, "acme.example")
     # a key whose private part is damaged (edited in the database)
-    _, public = dkim.generate(DkimAlgorithm.RSA)
-    await h.storage.dkim.add(DkimKey("broken.example", "bad", DkimAlgorithm.RSA, "not a key", public, utcnow()))
+    good = new_key("broken.example", "bad")
+    await h.storage.dkim.add(DkimKey("broken.example", "bad", DkimAlgorithm.RSA, "not a key", good.public_key,
+                                     utcnow()))
     # a header line dkimpy cannot parse: the message still goes out (unsigned), never held forever
     odd = await h.submit("user@example.test",
                          body=b"From: app@acme.example\r\nnot a header line\r\nSubject: x\r\n\r\nbody\r\n")
