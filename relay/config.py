@@ -288,8 +288,10 @@ def _validate(cfg: Config) -> None:
     if not 0 < d.mx_port < 65536:
         raise ConfigError("delivery.mx_port: 1-65535")
     for key in ("dns_timeout", "retry_then_every", "max_age", "connect_timeout", "command_timeout",
-                "data_timeout", "shutdown_grace"):
+                "data_timeout", "shutdown_grace", "dkim_cache_ttl"):
         parse_duration(getattr(d, key), f"delivery.{key}")
+    if not 0 <= d.dkim_processes <= 64:
+        raise ConfigError("delivery.dkim_processes: 0 (sign in a thread) to 64")
     for i, step in enumerate(d.retry_schedule):
         parse_duration(step, f"delivery.retry_schedule[{i}]")
     st = cfg.sites

@@ -6,11 +6,13 @@ from __future__ import annotations
 import base64
 import re
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import dkim as dkimpy
 import pytest
 
 from relay import dkim
+from relay.config import ConfigError, config_from_dict
 from relay.delivery.outgoing import choose_key, from_domain
 from storage.records import DkimAlgorithm, DkimKey
 
@@ -98,3 +100,14 @@ def test_from_domain() -> None:
     assert from_domain([b"a@acme.example", b"b@acme.example"]) is None  # two From fields
     assert from_domain([]) is None and from_domain([b"undisclosed"]) is None
     assert from_domain(["a@bücher.example".encode()]) == "xn--bcher-kva.example"
+
+
+@pytest.mark.parametrize(("delivery", "message"), [
+    ({"dkim_cache_ttl": "soon"}, "delivery.dkim_cache_ttl"),
+    ({"dkim_processes": -1}, "delivery.dkim_processes"),
+    ({"dkim_processes": 1000}, "delivery.dkim_processes"),
+    ({"feedback_id": "yes"}, "true or false"),
+])
+def test_dkim_settings_are_validated(delivery: dict[str, object], message: str) -> None:
+    with pytest.raises(ConfigError, match=message):
+        config_from_dict({"delivery": delivery}, Path("."))
