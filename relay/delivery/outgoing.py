@@ -168,7 +168,9 @@ def from_domain(values: list[bytes]) -> str | None:
     if len(values) != 1:
         return None
     addrs = [a for _, a in getaddresses([values[0].decode("utf-8", "replace")]) if a]
-    domains = {a.rpartition("@")[2].strip().rstrip(">").lower() for a in addrs}
+    if not addrs or not all("@" in a for a in addrs):
+        return None
+    domains = {a.rpartition("@")[2].strip().lower() for a in addrs}
     if len(domains) != 1:
         return None
     try:
@@ -238,30 +240,30 @@ class Outgoing:
             for name, value in await source(item):
                 extra += _line(name, value)
                 names = [*names, name]
-        body = head + msg.added + extra + rest
+        message = head + msg.added + extra + rest
         key = None
         if self._keys is not None and msg.from_domain is not None:
             key = choose_key(await self._keys.current(), msg.from_domain, item.account_id)
         if key is None:
-            return body
+            return message
         cache_key = (key.domain, key.selector, key.public_key)
         sig = None if extra else msg.signatures.get(cache_key)
         if sig is None:
             try:
-                sig = await self._signer.sign(body, names, key)
+                sig = await self._signer.sign(message, names, key)
             except dkim.DkimMessageError as e:
-                # dkimpy cannot parse this header block: send it as it is rather than hold it forever
+                # dkimpy cannot parse this header block: send it unsigned rather than hold it forever
                 log.warning("message not DKIM-signed", extra={"event": "dkim_unsignable",
                                                              "email_id": item.email_id, "error": str(e)})
-                return body
+                sig = b""
             except dkim.DkimError as e:
                 log.error("DKIM key unusable", extra={"event": "dkim_key_error", "email_id": item.email_id,
                                                       "domain": key.domain, "selector": key.selector,
                                                       "error": str(e)})
                 raise OutgoingUnavailable(str(e)) from e
             if not extra:
-                msg.signatures[cache_key] = sig
-        return sig + body
+                msg.signatures[cache_key] = sig  # b"": this message cannot be signed, do not try again
+        return sig + message
 
     async def close(self) -> None:
         await self._signer.close()

@@ -99,6 +99,7 @@ def test_from_domain() -> None:
     assert from_domain([b"a@acme.example, b@other.example"]) is None  # two author domains
     assert from_domain([b"a@acme.example", b"b@acme.example"]) is None  # two From fields
     assert from_domain([]) is None and from_domain([b"undisclosed"]) is None
+    assert from_domain([b"acme.example"]) is None and from_domain([b"a@acme.example, acme.example"]) is None
     assert from_domain(["a@bücher.example".encode()]) == "xn--bcher-kva.example"
 
 
