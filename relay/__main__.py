@@ -4,4 +4,5 @@ import sys
 
 from relay.cli import main
 
-sys.exit(main())
+if __name__ == "__main__":  # not when a spawned worker process (DKIM signing) re-imports it
+    sys.exit(main())

@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay.commands import db, exports, feedback, init, queues, status, suppression, users
+from relay.commands import db, dkim, exports, feedback, init, queues, status, suppression, users
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -48,6 +48,7 @@ def build_parser() -> argparse.ArgumentParser:
     exports.add_parser(sub.add_parser("exports", help="offline exports of status records (CSV.gz)"), with_home)
     queues.add_parser(sub.add_parser("queues", help="delivery queues of the running server"), with_home)
     feedback.add_parser(sub.add_parser("feedback", help="bounce and complaint mail: classify, ingest"), with_home)
+    dkim.add_parser(sub.add_parser("dkim", help="DKIM signing keys"), with_home)
     return p
 
 

@@ -134,6 +134,9 @@ class DeliveryConfig:
     max_in_flight: int = 20000  # recipients held in memory ready for sites; the rest wait in the scheduler
     shutdown_grace: str = "20s"  # SIGTERM: attempts in flight may finish within this
     verp_secret_file: str = "verp.key"  # HMAC key of the signed return path (created by init)
+    dkim_cache_ttl: str = "5s"  # DKIM keys are re-read from the database this often (`mailrelay dkim add` elsewhere)
+    dkim_processes: int = 2  # worker processes that compute DKIM signatures; 0 = a thread (blocks more)
+    feedback_id: bool = True  # add "Feedback-ID: LABEL:API_USER:ACCOUNT:mailrelay" when the message has none
 
 
 @dataclass(frozen=True)
@@ -288,8 +291,10 @@ def _validate(cfg: Config) -> None:
     if not 0 < d.mx_port < 65536:
         raise ConfigError("delivery.mx_port: 1-65535")
     for key in ("dns_timeout", "retry_then_every", "max_age", "connect_timeout", "command_timeout",
-                "data_timeout", "shutdown_grace"):
+                "data_timeout", "shutdown_grace", "dkim_cache_ttl"):
         parse_duration(getattr(d, key), f"delivery.{key}")
+    if not 0 <= d.dkim_processes <= 64:
+        raise ConfigError("delivery.dkim_processes: 0 (sign in a thread) to 64")
     for i, step in enumerate(d.retry_schedule):
         parse_duration(step, f"delivery.retry_schedule[{i}]")
     st = cfg.sites

@@ -55,6 +55,15 @@ def _unfold(lines: list[bytes]) -> list[tuple[str, bytes, list[bytes]]]:
     return fields
 
 
+def header_fields(header_block: bytes) -> list[tuple[str, bytes]]:
+    """(lower-case name, unfolded value) of each field of a header block with CRLF line ends
+    (lines that are not fields are skipped)."""
+    text = header_block.rstrip(b"\r\n")
+    if not text:
+        return []
+    return [(name, value) for name, value, _raw in _unfold(text.split(b"\r\n")) if name]
+
+
 def _decode(value: bytes) -> str:
     text = value.decode("utf-8", "replace")
     try:

@@ -17,6 +17,8 @@ from storage.executor import Params, Row
 from storage.records import (
     Account,
     ApiUser,
+    DkimAlgorithm,
+    DkimKey,
     EmailType,
     ExportStatus,
     ExportTask,
@@ -276,4 +278,29 @@ def export_from_row(row: Row) -> ExportTask:
         node=row["node"],
         error=row["error"],
         expired_at=opt_dt(row["expired_at"]),
+    )
+
+
+def dkim_params(key: DkimKey) -> Params:
+    return {
+        "domain": key.domain,
+        "selector": key.selector,
+        "algorithm": key.algorithm.value,
+        "private_key": key.private_key,
+        "public_key": key.public_key,
+        "account_id": key.account_id,
+        "created_at": to_ms(key.created_at),
+    }
+
+
+def dkim_from_row(row: Row) -> DkimKey:
+    return DkimKey(
+        domain=row["domain"],
+        selector=row["selector"],
+        algorithm=DkimAlgorithm(row["algorithm"]),
+        private_key=row["private_key"],
+        public_key=row["public_key"],
+        created_at=from_ms(row["created_at"]),
+        account_id=None if row["account_id"] is None else int(row["account_id"]),
+        account_name=row["account_name"],
     )

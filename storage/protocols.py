@@ -21,6 +21,7 @@ from typing import Generic, Protocol, TypeVar
 from storage.records import (
     Account,
     ApiUser,
+    DkimKey,
     ExportTask,
     ListKind,
     LogEntry,
@@ -219,12 +220,25 @@ class ExportRepo(Protocol):
     async def mark_expired(self, task_id: str, now: datetime) -> bool: ...
 
 
+class DkimRepo(Protocol):
+    async def add(self, key: DkimKey) -> DkimKey:
+        """Raises ``storage.errors.Conflict`` if (domain, selector) exists."""
+        ...
+    async def list(self, domain: str | None = None) -> builtins.list[DkimKey]:
+        """Every key (or one domain's), newest first, with ``account_name`` filled."""
+        ...
+    async def remove(self, domain: str, selector: str) -> bool:
+        """True if the key existed."""
+        ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
     feedback: FeedbackRepo
     exports: ExportRepo
+    dkim: DkimRepo
     url: str
 
     async def schema_state(self) -> SchemaState: ...

@@ -289,3 +289,27 @@ class ExportTask:
     node: str = ""
     error: str = ""
     expired_at: datetime | None = None
+
+
+class DkimAlgorithm(StrEnum):
+    RSA = "rsa"  # rsa-sha256, 2048-bit keys
+    ED25519 = "ed25519"  # ed25519-sha256 (RFC 8463)
+
+
+@dataclass(frozen=True, slots=True)
+class DkimKey:
+    """One DKIM signing key (``domain`` lower-case A-labels; the DNS name is
+    ``selector._domainkey.domain``).
+
+    ``private_key`` is what dkimpy signs with: PEM (PKCS#1) for RSA, the base64 seed for ed25519;
+    ``public_key`` is the base64 ``p=`` value of the DNS record. ``account_id`` None: the key signs
+    any account's mail from its domain; else only that account's."""
+
+    domain: str
+    selector: str
+    algorithm: DkimAlgorithm
+    private_key: str
+    public_key: str
+    created_at: datetime
+    account_id: int | None = None
+    account_name: str | None = None  # filled when read back (listing)

@@ -23,6 +23,7 @@ from storage.records import (
     ALL_API_USERS,
     Account,
     ApiUser,
+    DkimKey,
     ExportTask,
     ListKind,
     LogEntry,
@@ -433,3 +434,26 @@ class SqlExportRepo:
 
     async def mark_expired(self, task_id: str, now: datetime) -> bool:
         return await self._ex.execute("export.mark_expired", {"id": task_id, "now": codec.to_ms(now)}) > 0
+
+
+class SqlDkimRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def add(self, key: DkimKey) -> DkimKey:
+        if await self._ex.fetchrow("dkim.insert", codec.dkim_params(key)) is None:
+            raise Conflict(f"DKIM key {key.selector!r} of {key.domain!r} already exists")
+        for k in await self.list(key.domain):
+            if k.selector == key.selector:
+                return k
+        raise StorageError(f"DKIM key {key.selector!r} of {key.domain!r} vanished after its insert")
+
+    async def list(self, domain: str | None = None) -> builtins.list[DkimKey]:
+        if domain is None:
+            rows = await self._ex.fetch("dkim.list")
+        else:
+            rows = await self._ex.fetch("dkim.list_domain", {"domain": domain})
+        return [codec.dkim_from_row(r) for r in rows]
+
+    async def remove(self, domain: str, selector: str) -> bool:
+        return await self._ex.execute("dkim.delete", {"domain": domain, "selector": selector}) > 0

@@ -5,10 +5,11 @@ from __future__ import annotations
 from storage import migrate as _migrate
 from storage.errors import SchemaBehind
 from storage.executor import Executor
-from storage.protocols import AccountRepo, ExportRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
+from storage.protocols import AccountRepo, DkimRepo, ExportRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
 from storage.repos import (
     DEFAULT_COUNT_CAP,
     SqlAccountRepo,
+    SqlDkimRepo,
     SqlExportRepo,
     SqlFeedbackRepo,
     SqlStatusRepo,
@@ -28,6 +29,7 @@ class SqlStorage:
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)
         self.exports: ExportRepo = SqlExportRepo(executor)
+        self.dkim: DkimRepo = SqlDkimRepo(executor)
 
     async def schema_state(self) -> SchemaState:
         return await _migrate.schema_state(self.executor)

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 
 from policies import Decision, PolicyChain, RecipientContext
 from relay.delivery.client import ClientOptions, SmtpConnection, open_connection
+from relay.delivery.outgoing import Outgoing, OutgoingUnavailable
 from relay.delivery.site import SiteQueue
 from relay.delivery.state import DeliveryItem
 from relay.rules.reply import ReplyRules
@@ -34,6 +35,7 @@ class DispatchContext:
     rules: ReplyRules
     chain: PolicyChain | None
     load_content: Callable[[str], Awaitable[bytes]]
+    outgoing: Outgoing | None  # headers added at delivery and the DKIM signature (None: content as spooled)
     return_path: Callable[[DeliveryItem], str]
     report: Callable[..., Awaitable[None]]  # Scheduler.report
     stopping: Callable[[], bool]
@@ -114,6 +116,13 @@ async def _attempt(site: SiteQueue, ctx: DispatchContext, item: DeliveryItem,
         failed = AttemptResult(Stage.DATA, None, None, f"local error reading the spool: {e}")
         await ctx.report(item, failed, ctx.rules.classify(failed), None)
         return conn
+    if ctx.outgoing is not None:
+        try:
+            content = await ctx.outgoing.prepare(item, content)
+        except OutgoingUnavailable as e:
+            failed = AttemptResult(Stage.DATA, None, None, f"local error preparing the message: {e}")
+            await ctx.report(item, failed, ctx.rules.classify(failed), None)
+            return conn
     t0 = time.monotonic()
     result = await conn.deliver(ctx.return_path(item), item.recipient, content,
                                 smtputf8=item.smtputf8, size=len(content))

@@ -170,6 +170,8 @@ class Scheduler:
             for conn in site.idle:
                 await conn.close()
             site.idle.clear()
+        if self.ctx.outgoing is not None:
+            await self.ctx.outgoing.close()
 
     def _track(self, coro: Coroutine[Any, Any, None]) -> None:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)

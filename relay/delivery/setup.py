@@ -12,6 +12,7 @@ from relay.config import Config, parse_duration, parse_hostport
 from relay.delivery.client import ClientOptions
 from relay.delivery.dispatcher import DispatchContext
 from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, MxResolver, NullMx
+from relay.delivery.outgoing import DkimKeys, Outgoing, Signer
 from relay.delivery.recorder import OutcomeRecorder
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.routes import Routes, plan_for
@@ -76,6 +77,8 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
         rules=ReplyRules.load(),
         chain=chain,
         load_content=load_content,
+        outgoing=Outgoing(DkimKeys(storage.dkim, parse_duration(d.dkim_cache_ttl, "delivery.dkim_cache_ttl")),
+                          Signer(d.dkim_processes), storage.accounts, feedback_id=d.feedback_id),
         return_path=return_path,
         report=_unbound,
         stopping=lambda: False,

@@ -40,6 +40,7 @@ class DeliveryItem:
     last_reason: str = ""
     done: bool = False
     checked_at: float = 0.0  # when the suppression lists were last checked for it (epoch seconds)
+    label: str | None = None  # the message's label (X-Label), for the Feedback-ID header
 
     @property
     def queue_key(self) -> tuple[str, str]:
@@ -90,7 +91,7 @@ def items_from_record(record: SubmissionRecord, meta: bytes | None = None) -> Me
         item = DeliveryItem(
             email_id=m.email_id, recipient=r.recipient, domain=r.recipient.rpartition("@")[2].lower(),
             account_id=m.account_id, api_user=m.api_user, sender=m.sender, first_seen=first_seen,
-            size=m.size, smtputf8=smtputf8,
+            size=m.size, smtputf8=smtputf8, label=m.label,
         )
         if saved is not None:
             attempts, next_at, reason = saved[r.recipient]

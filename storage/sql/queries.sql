@@ -382,3 +382,27 @@ SELECT count(*) FROM suppressions
 
 -- name: synthetic.analyze
 ANALYZE
+
+-- ---------------------------------------------------------------- DKIM keys
+
+-- name: dkim.insert
+INSERT INTO dkim_keys (domain, selector, algorithm, private_key, public_key, account_id, created_at)
+VALUES (:domain, :selector, :algorithm, :private_key, :public_key, :account_id, :created_at)
+ON CONFLICT (domain, selector) DO NOTHING
+RETURNING domain
+
+-- name: dkim.list
+SELECT k.domain, k.selector, k.algorithm, k.private_key, k.public_key, k.account_id, k.created_at,
+       a.name AS account_name
+FROM dkim_keys k LEFT JOIN accounts a ON a.id = k.account_id
+ORDER BY k.created_at DESC, k.domain, k.selector
+
+-- name: dkim.list_domain
+SELECT k.domain, k.selector, k.algorithm, k.private_key, k.public_key, k.account_id, k.created_at,
+       a.name AS account_name
+FROM dkim_keys k LEFT JOIN accounts a ON a.id = k.account_id
+WHERE k.domain = :domain
+ORDER BY k.created_at DESC, k.selector
+
+-- name: dkim.delete
+DELETE FROM dkim_keys WHERE domain = :domain AND selector = :selector

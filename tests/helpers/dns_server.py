@@ -163,7 +163,10 @@ class LoopbackDns:
         self._add(name, QTYPE.CNAME, CNAME(target if target.endswith(".") else target + "."), ttl)
 
     def add_txt(self, name: str, text: str, ttl: int | None = None) -> None:
-        self._add(name, QTYPE.TXT, TXT(text), ttl)
+        """One TXT record; text longer than 255 bytes becomes several strings of one record (as DNS
+        software publishes a DKIM key; verifiers join them)."""
+        data = text.encode("utf-8")
+        self._add(name, QTYPE.TXT, TXT([data[i:i + 255] for i in range(0, len(data), 255)] or [b""]), ttl)
 
     def set_ttl(self, name: str, ttl: int, qtype: str | None = None) -> None:
         """Change the TTL of the existing records of ``name`` (of one type, or all)."""

@@ -11,6 +11,7 @@ from typing import TYPE_CHECKING, Any
 import asyncpg
 import pytest
 
+from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.delivery_harness import free_port
 from tests.integration.relay_fixture import RelayUnderTest, start_relay
@@ -80,6 +81,32 @@ async def any_backend_relay(request: pytest.FixtureRequest, relay_factory: Relay
 @pytest.fixture
 async def tls_relay(relay_factory: RelayFactory) -> RelayUnderTest:
     return await relay_factory(allow_plain_auth=False)
+
+
+# A delivery site on loopback (delivery_harness tests): example.test's MX hosts mx1 (127.0.0.2) and
+# mx2 (127.0.0.3) in a loopback DNS server, and a scripted MX on 127.0.0.2 at the relay's MX port.
+@pytest.fixture
+async def dns() -> AsyncIterator[LoopbackDns]:
+    server = LoopbackDns()
+    await server.start()
+    server.add_mx("example.test", [(10, "mx1.example.test"), (20, "mx2.example.test")])
+    server.add_a("mx1.example.test", "127.0.0.2")
+    server.add_a("mx2.example.test", "127.0.0.3")
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def mx_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+async def mx(mx_port: int) -> AsyncIterator[ScriptedMx]:
+    server = ScriptedMx("127.0.0.2", mx_port)
+    await server.start()
+    yield server
+    await server.stop()
 
 
 @pytest.fixture

@@ -19,31 +19,7 @@ from storage.protocols import Storage
 from storage.records import ListKind, LogKind, Status, SubStatus, SuppressionEntry
 from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
-from tests.integration.delivery_harness import DeliveryHarness, FakeClock, free_port, make_harness
-
-
-@pytest.fixture
-async def dns() -> AsyncIterator[LoopbackDns]:
-    server = LoopbackDns()
-    await server.start()
-    server.add_mx("example.test", [(10, "mx1.example.test"), (20, "mx2.example.test")])
-    server.add_a("mx1.example.test", "127.0.0.2")
-    server.add_a("mx2.example.test", "127.0.0.3")
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def mx_port() -> int:
-    return free_port()
-
-
-@pytest.fixture
-async def mx(mx_port: int) -> AsyncIterator[ScriptedMx]:
-    server = ScriptedMx("127.0.0.2", mx_port)
-    await server.start()
-    yield server
-    await server.stop()
+from tests.integration.delivery_harness import DeliveryHarness, FakeClock, make_harness
 
 
 @pytest.fixture
