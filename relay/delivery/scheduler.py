@@ -364,13 +364,28 @@ class Scheduler:
         q.admin_paused = False
         self._wake.set()
 
-    def recover_queue(self, q: ScheduledQueue) -> None:
+    def recover_queue(self, q: ScheduledQueue) -> int:
+        """Send now: lift the operator's and the site's pause and make every recipient of the queue
+        that waits (held by a pause, or on its retry timer) due at once. Returns how many."""
+        now = self.d.clock()
         q.admin_paused = False
         site = self.sites.get(q.site) if q.site else None
         if site is not None:
-            site.pause.recover(self.d.clock())
-        self._release_holds(self.d.clock())
+            site.recover()
+        key = (q.api_user, q.domain)
+        released = len(q.held)
+        heap: list[tuple[float, int, DeliveryItem]] = []
+        for at, seq, item in self._heap:
+            if not item.done and item.queue_key == key:
+                released += 1
+                if at > now:  # the item keeps its one heap entry, with the new time
+                    item.next_at = at = now
+            heap.append((at, seq, item))
+        heapq.heapify(heap)
+        self._heap = heap
+        self._release_holds(now)
         self._wake.set()
+        return released
 
     def set_queue_rate(self, q: ScheduledQueue, rate: float | None) -> None:
         q.max_rate = rate if rate and rate > 0 else None
