@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -27,6 +28,7 @@ from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
+from relay.diskspace import DiskGuard
 from relay.exports import ExportWorker
 from relay.http.app import start_http
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
@@ -157,6 +159,7 @@ class App:
             rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
             options=cfg.submission,
             node=cfg.node_name,
+            disk=self._disk_guard(),
         )
         tls = self.tls = self._tls_context()
 
@@ -185,6 +188,17 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout")))
         notify("READY=1\nSTATUS=accepting mail")
+
+    def _disk_guard(self) -> DiskGuard:
+        """The free-space reserve over the spool's file system and the SQLite database's (if any)."""
+        assert self.spool is not None
+        paths = [self.spool.root]
+        url = storage_url(self.cfg)
+        if url.startswith("sqlite://"):
+            paths.append(Path(url[len("sqlite://"):]).parent)
+        scheduler = self.scheduler
+        return DiskGuard(paths, self.cfg.spool.min_free,
+                         (lambda: scheduler.pending_recipients) if scheduler is not None else (lambda: 0))
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
         from relay.feedback.setup import build_ingestor  # the parser loads its rules at import

@@ -112,6 +112,7 @@ class SubmissionConfig:
 class SpoolConfig:
     fsync: bool = True  # never turn off in production: 250 means durable
     group_commit_max: int = 256  # most messages made durable in one batch
+    min_free: int = 67108864  # 64 MiB kept free + 4 KiB per queued recipient (its outcome); below it 452 4.3.1; 0 = off
 
 
 @dataclass(frozen=True)

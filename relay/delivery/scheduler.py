@@ -68,6 +68,9 @@ class Scheduler:
         self._holding: set[ScheduledQueue] = set()
         self._stopping = False
         self._last_sample = 0.0
+        self.pending_recipients = 0  # not finished, over every queue (the free-space reserve counts them)
+        self._unsaved: set[str] = set()  # messages whose delivery state could not be written yet
+        self._last_resave = 0.0
 
     # region intake
     def queue_for(self, item: DeliveryItem) -> ScheduledQueue:
@@ -81,6 +84,7 @@ class Scheduler:
         for item in state.items.values():
             q = self.queue_for(item)
             q.pending += 1
+            self.pending_recipients += 1
             if arrived:
                 q.meter.add("in")
             self._push(item)
@@ -128,6 +132,7 @@ class Scheduler:
             budget -= 1
             self._route(item, now)
         self._spawn_dispatchers()
+        await self._resave(now)
         if now - self._last_sample >= 5.0:
             self._last_sample = now
             for q in self.queues.values():
@@ -336,20 +341,45 @@ class Scheduler:
     async def _done(self, item: DeliveryItem) -> None:
         item.done = True
         self.queue_for(item).pending -= 1
+        self.pending_recipients -= 1
         state = self.messages.get(item.email_id)
         if state is None:
             return
         if state.finished:
             del self.messages[item.email_id]
+            self._unsaved.discard(item.email_id)
             await self.d.spool.remove(item.email_id, has_meta=state.has_meta)
         else:
             await self._save(item.email_id)
 
     async def _save(self, email_id: str) -> None:
+        """Write a message's delivery state. If the disk is full, delivery goes on (the state in
+        memory is the truth while the process runs) and the write is retried from :meth:`tick`
+        as space returns: a crash meanwhile only means an earlier retry or a repeated attempt."""
         state = self.messages.get(email_id)
-        if state is not None:
-            state.has_meta = True
+        if state is None:
+            self._unsaved.discard(email_id)
+            return
+        state.has_meta = True
+        try:
             await asyncio.to_thread(self.d.spool.write_meta_sync, email_id, state.encode())
+        except OSError as e:
+            if email_id not in self._unsaved:
+                log.warning(f"delivery state not written ({e}); retrying", extra={
+                    "event": "delivery_meta_retry", "email_id": email_id})
+            self._unsaved.add(email_id)
+        else:
+            self._unsaved.discard(email_id)
+
+    async def _resave(self, now: float) -> None:
+        """Retry the delivery-state writes that failed (disk full), at most every 2 s."""
+        if not self._unsaved or now - self._last_resave < 2.0:
+            return
+        self._last_resave = now
+        for email_id in list(self._unsaved):
+            await self._save(email_id)
+            if email_id in self._unsaved:
+                return  # still no space: the next pass tries again
 
     # endregion
 

@@ -16,6 +16,7 @@ NOT_AUTHENTICATED = "530 5.7.0 Authentication required"
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
 LOOKUP_FAILED = "451 4.3.0 Temporary failure checking recipient, try again later"
 STORE_FAILED = "451 4.3.0 Temporary failure storing message, try again later"
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"  # below the free-space reserve, or disk full
 BAD_EMAIL_TYPE = "550 5.6.0 Email type header must be transactional or marketing"
 SENDER_SYNTAX = "553 5.1.7 Format Error: "
 
