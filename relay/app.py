@@ -198,7 +198,8 @@ class App:
             paths.append(Path(url[len("sqlite://"):]).parent)
         scheduler = self.scheduler
         return DiskGuard(paths, self.cfg.spool.min_free,
-                         (lambda: scheduler.pending_recipients) if scheduler is not None else (lambda: 0))
+                         (lambda: (len(scheduler.messages), scheduler.pending_recipients))
+                         if scheduler is not None else (lambda: (0, 0)))
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
         from relay.feedback.setup import build_ingestor  # the parser loads its rules at import

@@ -6,7 +6,7 @@ may go. If new mail could take the last bytes of the disk, those writes would fa
 could ever free space again. So new mail is refused with ``452 4.3.1`` while the free space of
 the watched file systems (the spool's, and the SQLite database's when it is elsewhere) is below
 
-    reserve = min_free + OUTCOME_BYTES x recipients waiting for delivery on this node
+    reserve = min_free + STATE_BYTES x messages + ROW_BYTES x recipients waiting for delivery here
 
 and delivery, which only needs a little of that reserve and frees space as mail leaves, goes on.
 A message is admitted only if it fits above the reserve together with its own recipients'
@@ -29,19 +29,28 @@ from pathlib import Path
 
 log = logging.getLogger("mailrelay.disk")
 
-#: Bytes kept per recipient waiting for delivery: a send-log line and a status update with their
-#: index entries (well under 1 KiB in either database) plus the rewrite of its message's meta file
-#: (one 4 KiB block at most, counted per recipient to stay on the safe side).
-OUTCOME_BYTES = 4096
+#: Bytes kept per message waiting for delivery: its delivery state in ``spool/meta`` (one 4 KiB
+#: block, written at its first deferral and rewritten through a temporary file after each attempt).
+STATE_BYTES = 4096
+#: Bytes kept per recipient waiting for delivery: its outcome (a status update and a send-log line
+#: with their index entries: a few hundred bytes in either database), with room for a retry or two.
+ROW_BYTES = 1024
+
+#: What the node has waiting for delivery: (messages, recipients).
+Waiting = Callable[[], tuple[int, int]]
+
+
+def _cost(messages: int, recipients: int) -> int:
+    return STATE_BYTES * max(0, messages) + ROW_BYTES * max(0, recipients)
 
 
 class DiskGuard:
-    def __init__(self, paths: Sequence[Path], min_free: int, pending: Callable[[], int] = lambda: 0, *,
+    def __init__(self, paths: Sequence[Path], min_free: int, waiting: Waiting = lambda: (0, 0), *,
                  ttl: float = 1.0, clock: Callable[[], float] = time.monotonic,
                  statvfs: Callable[[Path], os.statvfs_result] = os.statvfs) -> None:
         self.paths = list(dict.fromkeys(paths))
         self.min_free = min_free
-        self.pending = pending
+        self.waiting = waiting
         self.ttl = ttl
         self._clock = clock
         self._statvfs = statvfs
@@ -56,7 +65,8 @@ class DiskGuard:
         return self.min_free > 0
 
     def reserve(self) -> int:
-        return self.min_free + OUTCOME_BYTES * max(0, self.pending())
+        messages, recipients = self.waiting()
+        return self.min_free + _cost(messages, recipients)
 
     def _measure(self) -> int:
         """Bytes available to us on the fullest watched file system (blocking: runs in a thread)."""
@@ -100,7 +110,7 @@ class DiskGuard:
             else:
                 log.info("free disk space above the reserve again: accepting mail",
                          extra={"event": "disk_ok", "free": free, "reserve": reserve})
-        return free - size - OUTCOME_BYTES * recipients >= reserve
+        return free - size - (_cost(1, recipients) if size or recipients else 0) >= reserve
 
     def debit(self, size: int) -> None:
         """A message of ``size`` bytes was spooled: count it until the next measurement sees it."""

@@ -6,7 +6,7 @@ import asyncio
 import os
 from pathlib import Path
 
-from relay.diskspace import OUTCOME_BYTES, DiskGuard
+from relay.diskspace import ROW_BYTES, STATE_BYTES, DiskGuard
 
 MiB = 1024 * 1024
 
@@ -26,13 +26,14 @@ class FakeFs:
 
 
 async def test_reserve_counts_pending_recipients_and_the_message_itself() -> None:
-    fs, now, pending = FakeFs(100 * MiB), [0.0], [0]
-    g = DiskGuard([Path("/a"), Path("/a")], 64 * MiB, lambda: pending[0], clock=lambda: now[0],
+    fs, now, waiting = FakeFs(100 * MiB), [0.0], (0, 0)
+    g = DiskGuard([Path("/a"), Path("/a")], 64 * MiB, lambda: waiting, clock=lambda: now[0],
                   statvfs=fs.statvfs)
     assert g.reserve() == 64 * MiB
-    assert await g.admits() and await g.admits(36 * MiB - OUTCOME_BYTES, 1)
-    assert not await g.admits(36 * MiB, 1)  # its own recipient's outcome would cross the reserve
-    pending[0] = 1024  # 4 MiB of outcomes to write for the mail already queued
+    own = STATE_BYTES + 2 * ROW_BYTES
+    assert await g.admits() and await g.admits(36 * MiB - own, 2)
+    assert not await g.admits(36 * MiB - own + 1, 2)  # its own outcomes would cross the reserve
+    waiting = (512, 2048)  # 2 + 2 MiB of outcomes to write for the mail already queued
     assert g.reserve() == 68 * MiB
     assert not await g.admits(33 * MiB)
     g.debit(31 * MiB)  # accepted since the last measurement: counted until the next one
