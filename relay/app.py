@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
+from pathlib import Path
 
 from aiohttp import web
 
@@ -36,6 +37,7 @@ from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
+from relay.diskspace import DiskGuard
 from relay.exports import ExportWorker
 from relay.health import Readiness
 from relay.http.app import start_http
@@ -179,6 +181,7 @@ class App:
             options=cfg.submission,
             node=cfg.node_name,
             metrics=self.metrics,
+            disk=self._disk_guard(),
         )
         tls = self.tls = self._tls_context()
 
@@ -212,6 +215,18 @@ class App:
         interval = watchdog_interval()
         if interval is not None:  # WatchdogSec= in the unit: a stuck loop stops the pings, systemd restarts us
             self._tasks.append(asyncio.create_task(watchdog(interval), name="watchdog"))
+
+    def _disk_guard(self) -> DiskGuard:
+        """The free-space reserve over the spool's file system and the SQLite database's (if any)."""
+        assert self.spool is not None
+        paths = [self.spool.root]
+        url = storage_url(self.cfg)
+        if url.startswith("sqlite://"):
+            paths.append(Path(url[len("sqlite://"):]).parent)
+        scheduler = self.scheduler
+        return DiskGuard(paths, self.cfg.spool.min_free,
+                         (lambda: (len(scheduler.messages), scheduler.pending_recipients))
+                         if scheduler is not None else (lambda: (0, 0)))
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
         from relay.feedback.setup import build_ingestor  # the parser loads its rules at import

@@ -112,6 +112,7 @@ class SubmissionConfig:
 class SpoolConfig:
     fsync: bool = True  # never turn off in production: 250 means durable
     group_commit_max: int = 256  # most messages made durable in one batch
+    min_free: int = 67108864  # free bytes kept: this + 4 KiB/queued message + 1 KiB/recipient, else 452 4.3.1; 0 = off
 
 
 @dataclass(frozen=True)

@@ -23,7 +23,7 @@ import asyncio
 import logging
 from collections.abc import Awaitable, Callable
 
-from relay.spool import Spool, SpoolWriter
+from relay.spool import Spool, SpoolFull, SpoolWriter
 from storage.protocols import StatusRepo
 from storage.records import SubmissionRecord
 
@@ -34,6 +34,10 @@ DeliveryHook = Callable[[SubmissionRecord], Awaitable[None]]
 
 class IntakeError(Exception):
     """The message could not be made durable or recorded; answer 4xx."""
+
+
+class IntakeFull(IntakeError):
+    """No space left to spool the message; answer 452 4.3.1."""
 
 
 class Intake:
@@ -50,6 +54,9 @@ class Intake:
         email_id = record.message.email_id
         try:
             await self.spool.commit(writer, record)
+        except SpoolFull as e:
+            log.error("spool commit failed: no space left", extra={"event": "intake_spool_full", "email_id": email_id})
+            raise IntakeFull(str(e)) from e
         except Exception as e:
             log.error("spool commit failed", extra={"event": "intake_spool_failed", "email_id": email_id})
             raise IntakeError(str(e)) from e

@@ -22,6 +22,7 @@ except bookkeeping; file I/O is on the worker thread.
 from __future__ import annotations
 
 import asyncio
+import errno
 import json
 import logging
 import os
@@ -56,6 +57,16 @@ RECENT_ITEM_MAX = 128 * 1024
 
 class SpoolError(Exception):
     """The spool could not store or read a message."""
+
+
+class SpoolFull(SpoolError):
+    """The file system had no space left (ENOSPC, or the quota: EDQUOT) for a message."""
+
+
+def _spool_error(exc: BaseException) -> SpoolError:
+    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        return SpoolFull(str(exc))
+    return SpoolError(str(exc))
 
 
 # region envelope codec
@@ -256,8 +267,12 @@ class Spool:
     # machine crash an older state only means an earlier retry time or a repeated attempt)
     def write_meta_sync(self, email_id: str, data: bytes) -> None:
         tmp = self.meta_dir / f".{email_id}.json.tmp"
-        tmp.write_bytes(data)
-        os.replace(tmp, self.meta_dir / f"{email_id}.json")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, self.meta_dir / f"{email_id}.json")
+        except OSError:  # e.g. ENOSPC: the previous state stays, no partial file
+            tmp.unlink(missing_ok=True)
+            raise
 
     def read_meta_sync(self, email_id: str) -> bytes | None:
         try:
@@ -330,6 +345,15 @@ class Spool:
             w.fd = os.open(w.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
         return w.fd
 
+    @staticmethod
+    def _close(w: SpoolWriter) -> None:
+        if w.fd is not None:
+            fd, w.fd = w.fd, None
+            try:
+                os.close(fd)
+            except OSError:  # already failing; the file is unlinked next
+                pass
+
     def _write_all(self, fd: int, data: bytes) -> None:
         view = memoryview(data)
         while view:
@@ -344,8 +368,8 @@ class Spool:
             if self.fsync:
                 os.fsync(fd)
         finally:
-            os.close(fd)
             w.fd = None
+            os.close(fd)
         os.rename(w.tmp_path, self.path_of(w.email_id))
 
     def _fsync_dir(self) -> None:
@@ -377,9 +401,7 @@ class Spool:
                         self._write_all(self._open(job.writer), job.data)
                         self._settle(job, None)
                     elif job.kind == "discard":
-                        if job.writer.fd is not None:
-                            os.close(job.writer.fd)
-                            job.writer.fd = None
+                        self._close(job.writer)
                         job.writer.tmp_path.unlink(missing_ok=True)
                         self._settle(job, None)
                     else:
@@ -387,15 +409,16 @@ class Spool:
                         committed.append(job)
                 except BaseException as e:
                     log.error("spool write failed", extra={"event": "spool_error", "error": repr(e)})
+                    self._close(job.writer)  # an open descriptor would keep the unlinked file's space
                     job.writer.tmp_path.unlink(missing_ok=True)
-                    self._settle(job, SpoolError(str(e)))
+                    self._settle(job, _spool_error(e))
             if committed:
                 err: BaseException | None = None
                 try:
                     if self.fsync:
                         self._fsync_dir()
                 except OSError as e:
-                    err = SpoolError(f"directory fsync failed: {e}")
+                    err = _spool_error(e)
                     for job in committed:
                         self.path_of(job.writer.email_id).unlink(missing_ok=True)
                 for job in committed:

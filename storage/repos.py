@@ -309,7 +309,8 @@ class SqlStatusRepo:
         if with_log and rows:
             log_rows = await self._ex.fetch(
                 "log.for_pairs",
-                {"email_ids": [r["email_id"] for r in rows], "recipients": [r["recipient"] for r in rows]},
+                {"email_ids": [r["email_id"] for r in rows], "recipients": [r["recipient"] for r in rows],
+                 "pairs": [[r["email_id"], r["recipient"]] for r in rows]},
             )
             for lr in log_rows:
                 logs.setdefault((lr["email_id"], lr["recipient"]), []).append(codec.log_from_row(lr))

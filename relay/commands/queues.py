@@ -28,7 +28,8 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     for name, help_text in (("show", "one queue: status, rates, the messages waiting with their next attempt"),
                             ("pause", "pause a queue (mail waits until resume)"),
                             ("resume", "undo an operator's pause"),
-                            ("recover", "resume now, also from a pause caused by the receiving site"),
+                            ("recover", "send now: resume (also from a pause the receiving site caused) and make every "
+                             "waiting recipient due at once, retry timers included"),
                             ("rate", "set the queue's maximum rate in messages/s (0 or none: no cap)")):
         sp = with_home(sub.add_parser(name, help=help_text))
         sp.add_argument("--api-user", required=True)
@@ -101,6 +102,9 @@ def _control(name: str) -> Callable[[argparse.Namespace], int]:
         result = _call(args, f"queues.{name}", payload)
         if args.json:
             print(json.dumps(result))
+        elif name == "recover":
+            print(f"recovered {args.api_user}/{args.domain.lower()}: released {result['released']} recipients")
+            print(_line(result))
         elif name == "show":
             print(_line(result["queue"]))
             for m in result["messages"]:

@@ -88,19 +88,38 @@ def _sub_status(text: str) -> SubStatus:
         raise CommandError(f"--sub-status: unknown sub-status {text!r}") from None
 
 
+#: Records fetched per storage round trip: the output streams page by page (keyset paging, each
+#: page's send logs in one query), so time and memory grow linearly with --limit.
+PAGE = 1000
+
+
 def search(args: argparse.Namespace) -> int:
     if args.limit < 1:
         raise CommandError("--limit must be at least 1")
+    if args.offset < 0:
+        raise CommandError("--offset must be at least 0")
 
-    async def run(storage: Storage) -> list[StatusRecord]:
+    async def run(storage: Storage) -> None:
         flt = filter_from_args(args, (await account_or_fail(storage, args.account)).id)
-        return (await storage.statuses.search(flt, limit=args.limit, offset=args.offset)).items
+        left, after = args.limit, None
+        while left > 0:
+            page = await storage.statuses.search(flt, limit=min(PAGE, left), offset=args.offset if after is None else 0,
+                                                 after=after, count=False)
+            for r in page.items:
+                _print(r, args.json)
+            left -= len(page.items)
+            if not page.has_more or not page.items:
+                return
+            after = page.items[-1].key
 
-    for r in with_storage(args.home, run):
-        if args.json:
-            print(json.dumps(record_json(r), ensure_ascii=False))
-        else:
-            sub = int(r.sub_status) if r.sub_status is not None else "-"
-            print(f"{r.request_time:%Y-%m-%d %H:%M:%S} {r.email_id} {r.recipient:36} {int(r.status):>2} {sub:>3} "
-                  f"{r.reason}")
+    with_storage(args.home, run)
     return 0
+
+
+def _print(r: StatusRecord, as_json: bool) -> None:
+    if as_json:
+        print(json.dumps(record_json(r), ensure_ascii=False))
+    else:
+        sub = int(r.sub_status) if r.sub_status is not None else "-"
+        print(f"{r.request_time:%Y-%m-%d %H:%M:%S} {r.email_id} {r.recipient:36} {int(r.status):>2} {sub:>3} "
+              f"{r.reason}")

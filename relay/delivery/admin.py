@@ -43,6 +43,17 @@ class QueueView:
         return asdict(self)
 
 
+@dataclass(frozen=True)
+class Recovered:
+    """A recovered queue, and how many waiting recipients the recover made due at once."""
+
+    view: QueueView
+    released: int
+
+    def to_json(self) -> dict[str, Any]:
+        return {**self.view.to_json(), "released": self.released}
+
+
 class QueueError(LookupError):
     """No such queue (the message names it)."""
 
@@ -111,10 +122,11 @@ class QueueAdmin:
         self.s.resume_queue(q)
         return self._view(q)
 
-    def recover(self, api_user: str, domain: str) -> QueueView:
+    def recover(self, api_user: str, domain: str) -> Recovered:
+        """The one Recover (CLI, HTTP API, console): resume the queue and send everything waiting now."""
         q = self._get(api_user, domain)
-        self.s.recover_queue(q)
-        return self._view(q)
+        released = self.s.recover_queue(q)
+        return Recovered(self._view(q), released)
 
     def set_rate(self, api_user: str, domain: str, rate: float | None) -> QueueView:
         q = self._get(api_user, domain)

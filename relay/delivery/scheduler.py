@@ -71,6 +71,9 @@ class Scheduler:
         self._paused_sites: set[SiteQueue] = set()  # logged as paused, not yet as resumed
         self._stopping = False
         self._last_sample = 0.0
+        self.pending_recipients = 0  # not finished, over every queue (the free-space reserve counts them)
+        self._unsaved: set[str] = set()  # messages whose delivery state could not be written yet
+        self._last_resave = 0.0
 
     # region intake
     def queue_for(self, item: DeliveryItem) -> ScheduledQueue:
@@ -84,6 +87,7 @@ class Scheduler:
         for item in state.items.values():
             q = self.queue_for(item)
             q.pending += 1
+            self.pending_recipients += 1
             if arrived:
                 q.meter.add("in")
             self._push(item)
@@ -132,6 +136,7 @@ class Scheduler:
             budget -= 1
             self._route(item, now)
         self._spawn_dispatchers()
+        await self._resave(now)
         if now - self._last_sample >= 5.0:
             self._last_sample = now
             for q in self.queues.values():
@@ -363,20 +368,45 @@ class Scheduler:
     async def _done(self, item: DeliveryItem) -> None:
         item.done = True
         self.queue_for(item).pending -= 1
+        self.pending_recipients -= 1
         state = self.messages.get(item.email_id)
         if state is None:
             return
         if state.finished:
             del self.messages[item.email_id]
+            self._unsaved.discard(item.email_id)
             await self.d.spool.remove(item.email_id, has_meta=state.has_meta)
         else:
             await self._save(item.email_id)
 
     async def _save(self, email_id: str) -> None:
+        """Write a message's delivery state. If the disk is full, delivery goes on (the state in
+        memory is the truth while the process runs) and the write is retried from :meth:`tick`
+        as space returns: a crash meanwhile only means an earlier retry or a repeated attempt."""
         state = self.messages.get(email_id)
-        if state is not None:
-            state.has_meta = True
+        if state is None:
+            self._unsaved.discard(email_id)
+            return
+        state.has_meta = True
+        try:
             await asyncio.to_thread(self.d.spool.write_meta_sync, email_id, state.encode())
+        except OSError as e:
+            if email_id not in self._unsaved:
+                log.warning(f"delivery state not written ({e}); retrying", extra={
+                    "event": "delivery_meta_retry", "email_id": email_id})
+            self._unsaved.add(email_id)
+        else:
+            self._unsaved.discard(email_id)
+
+    async def _resave(self, now: float) -> None:
+        """Retry the delivery-state writes that failed (disk full), at most every 2 s."""
+        if not self._unsaved or now - self._last_resave < 2.0:
+            return
+        self._last_resave = now
+        for email_id in list(self._unsaved):
+            await self._save(email_id)
+            if email_id in self._unsaved:
+                return  # still no space: the next pass tries again
 
     # endregion
 
@@ -400,15 +430,30 @@ class Scheduler:
         q.admin_paused = False
         self._wake.set()
 
-    def recover_queue(self, q: ScheduledQueue) -> None:
+    def recover_queue(self, q: ScheduledQueue) -> int:
+        """Send now: lift the operator's and the site's pause and make every recipient of the queue
+        that waits (held by a pause, or on its retry timer) due at once. Returns how many."""
+        now = self.d.clock()
         self._log_admin_resume(q, "recover")
         q.admin_paused = False
         site = self.sites.get(q.site) if q.site else None
         if site is not None:
-            site.pause.recover(self.d.clock())
+            site.recover()
             self._log_site_resumes("recover")
-        self._release_holds(self.d.clock())
+        key = (q.api_user, q.domain)
+        released = len(q.held)
+        heap: list[tuple[float, int, DeliveryItem]] = []
+        for at, seq, item in self._heap:
+            if not item.done and item.queue_key == key:
+                released += 1
+                if at > now:  # the item keeps its one heap entry, with the new time
+                    item.next_at = at = now
+            heap.append((at, seq, item))
+        heapq.heapify(heap)
+        self._heap = heap
+        self._release_holds(now)
         self._wake.set()
+        return released
 
     def _log_site_resumes(self, reason: str = "pause ended") -> None:
         for site in [s for s in self._paused_sites if not s.paused()]:

@@ -36,6 +36,11 @@ class SiteLimits:
     pause_max: float = 3 * 86400.0
 
 
+def _configured_bucket(limits: SiteLimits, clock: Callable[[], float]) -> TokenBucket | None:
+    """A full bucket at the configured ``max_rate`` (None: unlimited until the site pushes back)."""
+    return TokenBucket(limits.max_rate, max(1.0, limits.max_rate), clock) if limits.max_rate > 0 else None
+
+
 @dataclass(eq=False)
 class SiteQueue:
     key: SiteKey
@@ -57,7 +62,7 @@ class SiteQueue:
         ceiling = limits.max_rate if limits.max_rate > 0 else 1_000_000.0
         aimd = AimdRate(start=ceiling, floor=limits.min_rate, ceiling=ceiling, add=limits.rate_increase,
                         mult=limits.rate_decrease, max_connections=limits.max_connections, clock=clock)
-        bucket = TokenBucket(limits.max_rate, max(1.0, limits.max_rate), clock) if limits.max_rate > 0 else None
+        bucket = _configured_bucket(limits, clock)
         pause = SitePause(initial=limits.pause_initial, maximum=limits.pause_max)
         return SiteQueue(key, plan, limits, clock, aimd, bucket, pause)
 
@@ -113,6 +118,14 @@ class SiteQueue:
     def on_delivered(self) -> None:
         self.aimd.on_accept()
         self.pause.on_accept()  # a delivery ends the streak of consecutive pauses
+
+    def recover(self) -> None:
+        """The operator's Recover: end the pause and start over at the configured rate, with a full
+        bucket (a push-back since then had cut it, possibly to the floor); if the site pushes back
+        again, the rate adapts again."""
+        self.pause.recover(self.clock())
+        self.aimd.reset_rate(self.aimd.ceiling)
+        self.bucket = _configured_bucket(self.limits, self.clock)
 
     def admin_pause_reason(self) -> PauseReason | None:
         return self.pause.reason if self.paused() else None

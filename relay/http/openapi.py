@@ -47,6 +47,12 @@ def _p(name: str) -> J:
 _LOG = _obj({"time": _TIME, "kind": {"type": "string", "enum": ["accepted", "policy", "attempt", "feedback"]},
              "code": _NINT, "enhanced": _NSTR, "text": _STR, "mx_host": _NSTR, "mx_ip": _NSTR,
              "duration_ms": _NINT, "rule": _NSTR})
+_QUEUE: J = {
+    "api_user": _STR, "domain": _STR, "status": {"type": "string", "enum": ["active", "paused", "idle"]},
+    "pending": _INT, "in_rate": _RATES, "try_rate": _RATES, "out_rate": _RATES, "pause_reason": _NSTR,
+    "pause_reply": _NSTR, "next_send_time": _TIME, "long_pause": {"type": "boolean"},
+    "max_rate": {"type": ["number", "null"]}, "current_rate": {"type": ["number", "null"]}, "site": _NSTR,
+}
 SCHEMAS: J = {
     "Error": _obj({"code": _INT, "message": _STR}),
     "LogLine": _LOG,
@@ -67,12 +73,9 @@ SCHEMAS: J = {
                          "reason": _STR, "unsubscribe_time": _TIME}),
     "NoInterception": _obj({"email_or_domain": _STR, "api_user": _STR, "create_time": _TIME}),
     "Count": _obj({"count": _INT, "warning": _STR}, ["count"]),
-    "Queue": _obj({
-        "api_user": _STR, "domain": _STR, "status": {"type": "string", "enum": ["active", "paused", "idle"]},
-        "pending": _INT, "in_rate": _RATES, "try_rate": _RATES, "out_rate": _RATES, "pause_reason": _NSTR,
-        "pause_reply": _NSTR, "next_send_time": _TIME, "long_pause": {"type": "boolean"},
-        "max_rate": {"type": ["number", "null"]}, "current_rate": {"type": ["number", "null"]}, "site": _NSTR,
-    }),
+    "Queue": _obj(_QUEUE),
+    "RecoveredQueue": _obj({**_QUEUE, "released": {
+        "type": "integer", "description": "waiting recipients (paused or on a retry timer) made due at once"}}),
     "QueueDetail": _obj({
         "queue": _ref("Queue"),
         "messages": {"type": "array", "items": _obj({"email_id": _STR, "recipient": _STR, "attempts": _INT,
@@ -197,7 +200,8 @@ def document() -> J:
                            "responses": _resp(_ref("QueueDetail"), extra=q_errors)}}
     for action in ("pause", "resume", "recover"):
         paths[f"{base}/{action}"] = {"post": {"summary": f"{action} the queue", "parameters": _queue_path(),
-                                              "responses": _resp(_ref("Queue"), extra=q_errors)}}
+                                              "responses": _resp(_ref("RecoveredQueue" if action == "recover"
+                                                                      else "Queue"), extra=q_errors)}}
     paths[f"{base}/rate"] = {"put": {
         "summary": "set the queue's maximum rate", "parameters": _queue_path(),
         "requestBody": _body(_obj({"max_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1000000,

@@ -2,7 +2,8 @@
 
 ``GET /v1/queues`` lists them (status, pending, In/Try/Out at 5/15/30 s, pause reason, reply,
 next send time); ``GET /v1/queues/{api_user}/{domain}`` adds the 5 s series for the chart and the
-waiting messages; ``POST …/pause|resume|recover`` and ``PUT …/rate`` control one. A customer sees
+waiting messages; ``POST …/pause|resume|recover`` and ``PUT …/rate`` control one (``recover``
+sends everything waiting at once and answers how many recipients it ``released``). A customer sees
 and controls only its own account's API users' queues: another account's queue is a 404, exactly
 like a queue that does not exist. Queue state lives in this node's memory (QueueAdmin).
 """

@@ -19,6 +19,7 @@ CREDENTIALS_CHECK_FAILED = "451 4.3.0 Temporary failure checking credentials, tr
 NO_VALID_RECIPIENTS = "554 5.5.1 No valid recipients"
 LOOKUP_FAILED = "451 4.3.0 Temporary failure checking recipient, try again later"
 STORE_FAILED = "451 4.3.0 Temporary failure storing message, try again later"
+INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"  # below the free-space reserve, or disk full
 BAD_EMAIL_TYPE = "550 5.6.0 Email type header must be transactional or marketing"
 SENDER_SYNTAX = "553 5.1.7 Format Error: "
 

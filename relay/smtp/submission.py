@@ -19,20 +19,22 @@ from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from policies import Decision, FormatError, PolicyChain, RecipientContext, parse_address
 from relay.config import SubmissionConfig
+from relay.diskspace import DiskGuard
 from relay.headers import find_header_end, process_headers, received_header, with_protocol
 from relay.ids import new_email_id
-from relay.intake import Intake, IntakeError
+from relay.intake import Intake, IntakeError, IntakeFull
 from relay.metrics import Metrics
 from relay.smtp import replies
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import AuthReply, DataSink, SessionInfo
 from relay.smtp.limits import MessageRateLimiter
-from relay.spool import Spool, SpoolWriter
+from relay.spool import Spool, SpoolFull, SpoolWriter
 from storage.records import (
     ApiUser,
     EmailType,
@@ -58,6 +60,7 @@ class SubmissionServices:
     options: SubmissionConfig
     node: str
     metrics: Metrics = field(default_factory=Metrics)
+    disk: DiskGuard | None = None  # the free-space reserve; None: no check
 
 
 @dataclass
@@ -93,6 +96,10 @@ class SubmissionHandler:
 
     # endregion
 
+    async def admits(self, size: int, recipients: int) -> bool:
+        """Room for this message above the free-space reserve (``relay/diskspace.py``)?"""
+        return self.s.disk is None or await self.s.disk.admits(size, recipients)
+
     def _user(self, session: SessionInfo) -> ApiUser | None:
         p = session.principal
         return p if isinstance(p, ApiUser) else None
@@ -117,6 +124,9 @@ class SubmissionHandler:
             return replies.CREDENTIALS_GONE
         if not self.s.rate_limiter.allow(user.name):
             return replies.RATE_LIMITED
+        size = params.get("SIZE")
+        if not await self.admits(int(size) if isinstance(size, str) and size.isdigit() else 0, 0):
+            return replies.INSUFFICIENT_STORAGE
         self.tx = Transaction(new_email_id(), sender, smtputf8, utcnow())
         return replies.MAIL_OK
 
@@ -222,6 +232,7 @@ class IntakeSink:
         self.label: str | None = None
         self.email_type: EmailType | None = None
         self.type_error: str | None = None
+        self.no_space = False  # the message would cross the free-space reserve, or the disk was full
 
     def _received(self) -> bytes:
         s = self.session
@@ -243,7 +254,23 @@ class IntakeSink:
         if rest:
             await self.writer.write(rest)
 
+    async def _store(self, step: Callable[[], Awaitable[None]]) -> None:
+        """Run a step that writes to the spool; a full disk (or a message that would cross the
+        free-space reserve) discards what was stored: the rest of DATA is read, then 452."""
+        if self.no_space:
+            return
+        try:
+            await step()
+            if not await self.h.admits(self.writer.size, len(self.tx.accepted)):
+                raise SpoolFull("the message would cross the free-space reserve")
+        except SpoolFull:
+            self.no_space = True
+            await self.writer.discard()
+
     async def write(self, chunk: bytes) -> None:
+        await self._store(lambda: self._write(chunk))
+
+    async def _write(self, chunk: bytes) -> None:
         if self.head is None:
             await self.writer.write(chunk)
             return
@@ -257,8 +284,12 @@ class IntakeSink:
             await self.writer.write(self._received() + data)
 
     async def finish(self) -> str:
-        if self.head is not None:
-            await self._flush_headers(len(self.head))
+        head = self.head
+        if head is not None:  # a header block without its end
+            await self._store(lambda: self._flush_headers(len(head)))
+        if self.no_space:
+            self.h._finished()
+            return replies.INSUFFICIENT_STORAGE
         if self.type_error is not None:
             await self.writer.discard()
             await self.h.on_reset(self.session)  # records the refused recipients, ends the transaction
@@ -270,10 +301,16 @@ class IntakeSink:
         s = self.h.s
         try:
             await s.intake.accept(self.writer, record)
+        except IntakeFull:
+            self.h._finished()
+            s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
+            return replies.INSUFFICIENT_STORAGE
         except IntakeError:
             self.h._finished()
             s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
             return replies.STORE_FAILED
+        if s.disk is not None:
+            s.disk.debit(self.writer.size)
         self.h._finished()
         s.metrics.message_accepted(self.user.name)
         s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
