@@ -195,7 +195,7 @@ class Load:
 
     port: int
     clients: int = 6
-    limit: int | None = None  # at most this many transactions started (soak: N messages)
+    limit: int | None = None  # stop once this many messages were answered 250 (soak: N messages)
     body_bytes: int = 600
     pace: float = 0.0  # seconds each client waits between its messages (0: as fast as it can)
     acked: dict[str, str] = field(default_factory=dict)  # token -> email_id of every 250
@@ -203,7 +203,8 @@ class Load:
     temp: Counter[str] = field(default_factory=Counter)  # "RCPT 451", "AUTH 454", ...
     permanent: list[str] = field(default_factory=list)  # every 5xx: "RCPT 550 5.x.x ..."
     cut: Counter[str] = field(default_factory=Counter)  # connections lost/refused, by stage
-    started: int = 0
+    started: int = 0  # transactions started
+    _in_flight: int = 0
     _seq: itertools.count[int] = field(default_factory=itertools.count)
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -216,7 +217,7 @@ class Load:
         await asyncio.gather(*self._tasks, return_exceptions=True)
 
     async def finished(self, timeout: float) -> None:
-        """Wait until ``limit`` transactions were started and answered (or ``timeout``)."""
+        """Wait until ``limit`` messages were answered 250 (TimeoutError after ``timeout``)."""
         await asyncio.wait_for(asyncio.gather(*self._tasks, return_exceptions=True), timeout)
 
     def temp_total(self) -> int:
@@ -231,7 +232,7 @@ class Load:
         return next(t for t in self.ack_times if t > t0) - t0
 
     def _more(self) -> bool:
-        return not self._stop.is_set() and (self.limit is None or self.started < self.limit)
+        return not self._stop.is_set() and (self.limit is None or len(self.acked) + self._in_flight < self.limit)
 
     async def _client(self, n: int) -> None:
         while self._more():
@@ -250,7 +251,11 @@ class Load:
                     token = f"w{n}-{next(self._seq)}"
                     body = (f"Message-ID: <{token}@{TOKEN_DOMAIN}>\r\nSubject: fault {token}\r\n"
                             f"From: {SENDER}\r\nTo: {token}@example.com\r\n\r\n" + "x" * self.body_bytes + "\r\n")
-                    _, reply = await c.sendmail(SENDER, [f"{token}@example.com"], body)
+                    self._in_flight += 1
+                    try:
+                        _, reply = await c.sendmail(SENDER, [f"{token}@example.com"], body)
+                    finally:
+                        self._in_flight -= 1
                     self.acked[token] = reply.rsplit(" ", 1)[-1]
                     self.ack_times.append(time.monotonic())
                     if self.pace:
@@ -280,6 +285,7 @@ class MxFlapper:
     def __init__(self, mx: ScriptedMx, *, down: float = 1.0, up: float = 1.5, duration: float = 15.0) -> None:
         self.mx, self.down, self.up, self.duration = mx, down, up, duration
         self.flaps = 0
+        self.last_up = 0.0  # monotonic time the MX last came back
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
@@ -297,10 +303,12 @@ class MxFlapper:
                 self.flaps += 1
                 await asyncio.sleep(self.down)
                 await self.mx.start()
+                self.last_up = time.monotonic()
                 await asyncio.sleep(self.up)
         finally:
             if not self.mx.running:
                 await self.mx.start()
+                self.last_up = time.monotonic()
 
 
 def message_token(m: ReceivedMessage) -> str | None:
