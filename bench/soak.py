@@ -43,13 +43,13 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from tests.helpers.mx_sink import ScriptedMx
 from tests.helpers.pg_cluster import PrivatePg
+from tests.integration.delivery_harness import free_port
 from tests.integration.fault_harness import (
     FAST_DELIVERY,
     Load,
     MxFlapper,
     ServeProcess,
     drain_and_verify,
-    free_port,
     tally,
 )
 
@@ -90,20 +90,25 @@ async def apply(kind: str, args: argparse.Namespace, relay: ServeProcess, pg: Pr
     flaps = 0
     if kind == "kill":
         relay.kill()
-        back = time.monotonic()  # a 250 read before this was written by the killed process
+        back = time.monotonic()
         relay.start()
         await relay.wait_ready(60)
+        # clients still read 250s the killed process wrote before it died: only a 250 after the
+        # new process is ready is its own
+        ready = time.monotonic()
+        first_250 = ready - back + await load.next_ack_after(ready, 120)
     elif kind == "postgres":
         await asyncio.to_thread(pg.stop, "fast")
         await asyncio.sleep(args.pg_down)
         await asyncio.to_thread(pg.start)
         back = time.monotonic()
+        first_250 = await load.next_ack_after(back, 120)
     else:
         flapper = MxFlapper(mx, down=args.flap_down, up=args.flap_up, duration=args.flap_seconds)
         flapper.start()
         await flapper.wait()
         flaps, back = flapper.flaps, flapper.last_up
-    first_250 = await load.next_ack_after(back, 120)
+        first_250 = await load.next_ack_after(back, 120)
     four_xx = load.temp_total() - temp0
     backlog = await _backlog_delivered(load, mx, back)
     return Fault(kind, round(t0 - t_start, 1), accepted, round(first_250, 2), round(backlog, 2), four_xx, flaps)

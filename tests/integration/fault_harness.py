@@ -38,6 +38,7 @@ from relay.config_render import render_config
 from storage import open_storage
 from storage.records import LogKind, Status, StatusFilter
 from tests.helpers.mx_sink import ReceivedMessage, ScriptedMx
+from tests.integration.delivery_harness import free_port
 
 KEY = "fault-test-key-0123456789"
 API_USER = "app1"
@@ -62,14 +63,6 @@ FAST_DELIVERY: dict[str, Any] = {
 }
 
 
-def free_port(host: str = "127.0.0.1") -> int:
-    import socket
-
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
-
-
 def _flatten(table: dict[str, Any]) -> dict[str, Any]:
     return {f"{section}.{key}": value for section, keys in table.items() for key, value in keys.items()}
 
@@ -88,7 +81,7 @@ class ServeProcess:
     def create(cls, home: Path, *, relayhost: str, storage_url: str | None = None,
                overrides: dict[str, Any] | None = None) -> ServeProcess:
         """`mailrelay init` + :data:`FAST_DELIVERY` and ``overrides`` + `mailrelay users add`."""
-        port = free_port()
+        port = free_port("127.0.0.1")
         sp = cls(home, port)
         args = ["init", "--smtp", f"127.0.0.1:{port}", "--relayhost", relayhost]
         if storage_url:
