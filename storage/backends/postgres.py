@@ -4,7 +4,9 @@ Group commit: ``write_batch`` calls that arrive within one loop tick (and any th
 all flush slots are busy) are run by one task in ONE transaction on one connection, so N
 concurrent submissions cost one commit. Optimistic: the whole group runs without savepoints; if
 it fails, it is rolled back and every job is re-run in its own transaction, so a bad job fails
-only its own caller.
+only its own caller. If the connection died instead (server restart or crash), every job of the
+group fails with :class:`ConnectionLost` and its caller retries; the pool connects anew. A
+connection is never used after a failure (asyncpg releases a dead one back to the pool by itself).
 
 Columnar queries (``-- mode: columnar``) turn ``executemany`` into ONE statement with one array
 per column (``unnest``), which is how bulk imports reach hundreds of thousands of rows a second.
@@ -15,9 +17,10 @@ Must never: hold a pooled connection across an await that is not a database call
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Iterator, Sequence
+import functools
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from contextlib import asynccontextmanager, contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 import asyncpg
 
@@ -26,15 +29,46 @@ from storage.executor import Executor, Op, Params, QueryRef, Row, WriteStats, re
 from storage.queries import Queries, Query
 
 MAX_INFLIGHT_FLUSHES = 4
+T = TypeVar("T")
+
+
+# The server or the socket went away (restart, crash, network): the connection is dead, and asyncpg
+# has already released it back to the pool, so nothing may run on it any more.
+_CONNECTION_LOST = (
+    asyncpg.PostgresConnectionError,  # 08xxx, ConnectionDoesNotExistError
+    asyncpg.AdminShutdownError,  # 57P01: fast/smart shutdown
+    asyncpg.CrashShutdownError,  # 57P02
+    asyncpg.CannotConnectNowError,  # 57P03: starting up / shutting down
+    OSError,
+    TimeoutError,
+)
+
+
+class ConnectionLost(StorageError):
+    """The database connection died under a statement (the statement's outcome is unknown only
+    for a COMMIT; callers retry, the pool connects anew)."""
+
+
+def _is_closed(conn: Any) -> bool:
+    try:
+        return bool(conn.is_closed())
+    except asyncpg.InterfaceError:  # the proxy was detached: asyncpg released the dead connection
+        return True
 
 
 @contextmanager
-def _errors() -> Iterator[None]:
+def _errors(conn: Any = None) -> Iterator[None]:
+    """asyncpg errors -> storage errors. With ``conn`` (a checked-out connection), any error on a
+    connection that turns out closed is a lost connection, whatever asyncpg called it."""
     try:
         yield
     except asyncpg.UniqueViolationError as exc:
         raise Conflict(str(exc)) from exc
-    except (asyncpg.PostgresError, asyncpg.InterfaceError, OSError) as exc:
+    except _CONNECTION_LOST as exc:
+        raise ConnectionLost(f"postgres: connection lost: {exc}") from exc
+    except (asyncpg.PostgresError, asyncpg.InterfaceError, asyncpg.InternalClientError) as exc:
+        if conn is not None and _is_closed(conn):
+            raise ConnectionLost(f"postgres: connection lost: {exc}") from exc
         raise StorageError(f"postgres: {exc}") from exc
 
 
@@ -109,27 +143,28 @@ class _Base:
     dialect = "postgres"
     queries: Queries
     _target: Any  # asyncpg Pool or Connection: both have fetch/fetchrow/fetchval/execute
+    _conn: Any = None  # the connection, when bound to one (see _errors)
 
     async def fetch(self, query: QueryRef, params: Params | None = None) -> list[Row]:
         q = resolve(self.queries, query)
-        with _errors():
+        with _errors(self._conn):
             rows: list[Row] = await self._target.fetch(q.sql, *_args(q, params))
         return rows
 
     async def fetchrow(self, query: QueryRef, params: Params | None = None) -> Row | None:
         q = resolve(self.queries, query)
-        with _errors():
+        with _errors(self._conn):
             row: Row | None = await self._target.fetchrow(q.sql, *_args(q, params))
         return row
 
     async def fetchval(self, query: QueryRef, params: Params | None = None) -> Any:
         q = resolve(self.queries, query)
-        with _errors():
+        with _errors(self._conn):
             return await self._target.fetchval(q.sql, *_args(q, params))
 
     async def execute(self, query: QueryRef, params: Params | None = None) -> int:
         q = resolve(self.queries, query)
-        with _errors():
+        with _errors(self._conn):
             return rowcount_from_status(await self._target.execute(q.sql, *_args(q, params)))
 
     async def executemany(self, query: QueryRef, rows: Sequence[Params]) -> None:
@@ -139,7 +174,7 @@ class _Base:
         raise NotImplementedError
 
     async def execute_script(self, script: str) -> None:
-        with _errors():
+        with _errors(self._conn):
             await self._target.execute(script)
 
 
@@ -193,32 +228,43 @@ class PostgresExecutor(_Base):
             self._kick_scheduled = True
             asyncio.get_running_loop().call_soon(self._kick)
 
+    async def _in_transaction(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        """``work(conn)`` in one transaction on a connection acquired for it alone."""
+        with _errors():
+            async with self._pool.acquire() as conn:
+                with _errors(conn):
+                    async with conn.transaction():
+                        return await work(conn)
+
     async def _flush(self, group: list[_Job]) -> None:
         try:
-            async with self._pool.acquire() as conn:
-                try:
-                    with _errors():
-                        async with conn.transaction():
-                            results = await _run_group(conn, group)
-                except StorageError as exc:
-                    if len(group) == 1:
-                        group[0].settle(None, exc)
-                        return
-                    for job in group:  # isolate the bad job(s)
-                        try:
-                            with _errors():
-                                async with conn.transaction():
-                                    one = await _run_ops(conn, job.ops)
-                        except StorageError as one_exc:
-                            job.settle(None, one_exc)
-                        else:  # only once committed: the caller may read its rows right away
-                            job.settle(one, None)
+            try:
+                results = await self._in_transaction(lambda conn: _run_group(conn, group))
+            except StorageError as exc:
+                if len(group) == 1 or isinstance(exc, ConnectionLost):
+                    # not a job's fault: every caller gets the error and retries
+                    for job in group:
+                        job.settle(None, exc)
                     return
-                self.stats.commits += 1
-                self.stats.jobs += len(group)
-                for job, result in zip(group, results, strict=True):
-                    job.settle(result, None)
-        except BaseException as exc:  # acquire failed, cancelled, ...
+                # isolate the bad job(s), each in its own transaction on a connection acquired
+                # for it: the group's connection is never reused after a failure
+                for i, job in enumerate(group):
+                    try:
+                        one = await self._in_transaction(functools.partial(_run_ops, ops=job.ops))
+                    except ConnectionLost as lost:
+                        for rest in group[i:]:
+                            rest.settle(None, lost)
+                        return
+                    except StorageError as one_exc:
+                        job.settle(None, one_exc)
+                    else:  # only once committed: the caller may read its rows right away
+                        job.settle(one, None)
+                return
+            self.stats.commits += 1
+            self.stats.jobs += len(group)
+            for job, result in zip(group, results, strict=True):
+                job.settle(result, None)
+        except BaseException as exc:  # cancelled, a bug, ...
             err = exc if isinstance(exc, StorageError) else StorageError(f"postgres: {exc!r}")
             for job in group:
                 job.settle(None, err)
@@ -230,8 +276,10 @@ class PostgresExecutor(_Base):
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
         with _errors():
-            async with self._pool.acquire() as conn, conn.transaction():
-                yield _ConnExecutor(conn, self.queries)
+            async with self._pool.acquire() as conn:
+                with _errors(conn):
+                    async with conn.transaction():
+                        yield _ConnExecutor(conn, self.queries)
 
     async def close(self) -> None:
         if self._closed:
@@ -253,17 +301,18 @@ class _ConnExecutor(_Base):
 
     def __init__(self, conn: Any, queries: Queries) -> None:
         self._target = conn
+        self._conn = conn
         self.queries = queries
         self.stats = WriteStats()
 
     async def write_batch(self, ops: Sequence[Op]) -> list[int]:
-        with _errors():
+        with _errors(self._conn):
             async with self._target.transaction():  # a savepoint: atomic per call
                 return await _run_ops(self._target, [(resolve(self.queries, o.query), o.rows) for o in ops])
 
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Executor]:
-        with _errors():
+        with _errors(self._conn):
             async with self._target.transaction():
                 yield self
 

@@ -343,5 +343,9 @@ class ScriptedMx:
         await self.stop()
 
     @property
+    def running(self) -> bool:
+        return self._server is not None
+
+    @property
     def address(self) -> tuple[str, int]:
         return self.host, self.port
