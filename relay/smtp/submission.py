@@ -61,6 +61,7 @@ class SubmissionServices:
     node: str
     metrics: Metrics = field(default_factory=Metrics)
     disk: DiskGuard | None = None  # the free-space reserve; None: no check
+    lookup_failure_logged_at: float = float("-inf")  # monotonic time of the last logged traceback
 
 
 @dataclass
@@ -145,8 +146,15 @@ class SubmissionHandler:
         )
         try:
             result = await self.s.chain.check(ctx)
-        except Exception:
-            log.exception("suppression lookup failed", extra={"event": "rcpt_lookup_failed"})
+        except Exception as exc:
+            # An outage fails every RCPT at once: one traceback per minute, a short line for the rest.
+            now = time.monotonic()
+            if now - self.s.lookup_failure_logged_at >= 60.0:
+                self.s.lookup_failure_logged_at = now
+                log.exception("suppression lookup failed", extra={"event": "rcpt_lookup_failed"})
+            else:
+                log.warning("suppression lookup failed: %s", exc.__class__.__name__,
+                            extra={"event": "rcpt_lookup_failed", "error": str(exc)[:200]})
             return replies.LOOKUP_FAILED
         v = result.verdict
         if v.decision is Decision.REJECT:

@@ -284,3 +284,23 @@ async def test_auth_payload_is_never_logged(relay: RelayUnderTest, caplog: pytes
     assert caplog.records, "expected some log records at DEBUG"
     for secret in (payload, relay.key, "not-the-key-secret", base64.b64encode(b"not-the-key-secret").decode()):
         assert secret not in text
+
+
+async def test_lookup_outage_answers_451_with_one_traceback(relay: RelayUnderTest, caplog: pytest.LogCaptureFixture,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """A database outage fails every RCPT: each gets 451, the log one traceback and short lines after it."""
+    from policies.chain import PolicyChain
+
+    async def down(self: PolicyChain, ctx: object) -> None:
+        raise ConnectionError("database is down")
+
+    monkeypatch.setattr(PolicyChain, "check", down)
+    c = await relay.client()
+    with caplog.at_level(logging.WARNING):
+        replies, _, _ = await _send(c, [f"r{i}@example.com" for i in range(5)])
+    await c.quit()
+    assert [code for code, _ in replies] == [451] * 5
+    assert all("4.3.0" in text for _, text in replies)
+    failures = [r for r in caplog.records if getattr(r, "event", None) == "rcpt_lookup_failed"]
+    assert len(failures) == 5
+    assert sum(r.exc_info is not None for r in failures) == 1
