@@ -44,6 +44,7 @@ KEY = "fault-test-key-0123456789"
 API_USER = "app1"
 SENDER = "app@acme.example"
 TOKEN_DOMAIN = "faults.test"
+_ENHANCED = re.compile(r"[245]\.\d{1,3}\.\d{1,3}(?= |$)")
 _MESSAGE_ID = re.compile(rb"^Message-ID:[ \t]*<([A-Za-z0-9.-]{1,64})@faults\.test>", re.IGNORECASE | re.MULTILINE)
 
 # Retries and pauses in seconds instead of minutes, so a fault run drains within its bounds.
@@ -176,6 +177,14 @@ def _reply_code(exc: BaseException) -> int | None:
     return code if isinstance(code, int) and code >= 200 else None
 
 
+def _enhanced(exc: BaseException) -> str:
+    """The reply's enhanced status code (" 4.3.1"), or "" if it has none."""
+    if isinstance(exc, aiosmtplib.SMTPRecipientsRefused) and exc.recipients:
+        exc = exc.recipients[0]
+    found = _ENHANCED.match(str(getattr(exc, "message", "")))
+    return f" {found.group(0)}" if found else ""
+
+
 def _stage(exc: BaseException) -> str:
     return {aiosmtplib.SMTPRecipientsRefused: "RCPT", aiosmtplib.SMTPSenderRefused: "MAIL",
             aiosmtplib.SMTPDataError: "DATA", aiosmtplib.SMTPAuthenticationError: "AUTH",
@@ -193,7 +202,7 @@ class Load:
     pace: float = 0.0  # seconds each client waits between its messages (0: as fast as it can)
     acked: dict[str, str] = field(default_factory=dict)  # token -> email_id of every 250
     ack_times: list[float] = field(default_factory=list)  # monotonic time of each 250
-    temp: Counter[str] = field(default_factory=Counter)  # "RCPT 451", "AUTH 454", ...
+    temp: Counter[str] = field(default_factory=Counter)  # "RCPT 451 4.3.0", "MAIL 452 4.3.1", "AUTH 454", ...
     permanent: list[str] = field(default_factory=list)  # every 5xx: "RCPT 550 5.x.x ..."
     cut: Counter[str] = field(default_factory=Counter)  # connections lost/refused, by stage
     started: int = 0  # transactions started
@@ -266,7 +275,7 @@ class Load:
         elif code >= 500:
             self.permanent.append(f"{_stage(e)} {code} {getattr(e, 'message', e)}")
         elif code >= 400:
-            self.temp[f"{_stage(e)} {code}"] += 1
+            self.temp[f"{_stage(e)} {code}{_enhanced(e)}"] += 1
 
 
 # ------------------------------------------------------------------------------------------- MX

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,11 +22,11 @@ import pytest
 
 from storage.records import Status
 from tests.helpers.mx_sink import ScriptedMx
+from tests.helpers.tmpfs import MiB, fill, mounted_tmpfs, tmpfs_unavailable
 from tests.integration.conftest import RelayFactory
 from tests.integration.delivery_harness import free_port
 from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
-MiB = 1024 * 1024
 BODY = ("x" * 76 + "\r\n") * (256 * 1024 // 78)  # ~256 KiB
 
 
@@ -35,29 +34,12 @@ BODY = ("x" * 76 + "\r\n") * (256 * 1024 // 78)  # ~256 KiB
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 24 MiB tmpfs where relay_factory puts its first home (request this fixture first: it is
     unmounted after the relay stopped)."""
+    why = tmpfs_unavailable()
+    assert why is None, why
     where = tmp_path / "home0"
     where.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=24m", "tmpfs", str(where)], check=True)
-    try:
+    with mounted_tmpfs(where, 24 * MiB):
         yield where
-    finally:
-        if subprocess.run(["umount", str(where)], check=False).returncode != 0:
-            subprocess.run(["umount", "-l", str(where)], check=False)
-
-
-def _fill(foreign: Path, leave: int = 0) -> None:
-    """Grow ``foreign`` until its file system has at most ``leave`` bytes free (the relay may be
-    writing meanwhile: grow in steps until ENOSPC instead of trusting one measurement)."""
-    with open(foreign, "ab") as f:
-        for step in (MiB, 4096):
-            while True:
-                st = os.statvfs(foreign.parent)
-                if st.f_bavail * st.f_frsize - step < leave:
-                    break
-                try:
-                    os.posix_fallocate(f.fileno(), f.seek(0, os.SEEK_END), step)
-                except OSError:
-                    break
 
 
 def _message(i: int) -> str:
@@ -139,7 +121,7 @@ async def test_enospc_while_spooling_answers_452_and_leaves_nothing(small_disk: 
     relay = await relay_factory({"spool.min_free": 0})  # no reserve: the write itself hits ENOSPC
     assert relay.app.spool is not None
     foreign = small_disk / "foreign.bin"
-    _fill(foreign, leave=128 * 1024)  # less than the message, more than its headers
+    fill(foreign, leave=128 * 1024)  # less than the message, more than its headers
     big = f"Subject: big\r\n\r\n{BODY * 4}"  # ~1 MiB
     c = await relay.client()
     with pytest.raises(aiosmtplib.SMTPDataError) as refused:
@@ -169,7 +151,7 @@ async def test_delivery_resumes_when_space_returns(small_disk: Path, relay_facto
     accepted = [await _send(c, i) for i in range(10)]
     await c.quit()
     foreign = small_disk / "foreign.bin"
-    _fill(foreign)
+    fill(foreign)
     assert os.statvfs(small_disk).f_bavail == 0
     async with ScriptedMx("127.0.0.2", mx_port) as mx:
         await asyncio.sleep(3)  # the MX takes mail, the outcomes cannot be written yet
