@@ -183,3 +183,16 @@ class _GuardedSocket(_socket.socket):
 
 _socket.socket = _GuardedSocket  # type: ignore[misc]
 # endregion
+
+
+@pytest.fixture(autouse=True)
+def _restore_root_logging() -> Iterator[None]:
+    """A CLI test that runs ``main()`` in process installs a handler on that test's captured stderr;
+    put the root logger back so later tests do not log into a closed stream."""
+    import logging
+
+    root = logging.getLogger()
+    handlers, level = root.handlers[:], root.level
+    yield
+    root.handlers[:] = handlers
+    root.setLevel(level)
