@@ -233,6 +233,9 @@ class StatusFilter:
     account_id: int | None = None  # None only for operators (all accounts)
     recipient: str | None = None
     email_ids: tuple[str, ...] = ()
+    # per-recipient ids (EngageLab's ``EMAIL_ID$recipient``) as (email_id, recipient) pairs: a
+    # record matches when it is one of these pairs or one of ``email_ids`` (either list may be empty)
+    recipient_ids: tuple[tuple[str, str], ...] = ()
     api_user: str | None = None
     domain: str | None = None
     label: str | None = None

@@ -42,8 +42,17 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
     if flt.recipient is not None:
         parts.append("recipient = :f_recipient")
         params["f_recipient"] = flt.recipient.strip().lower()
+    ids: list[str] = []
     if flt.email_ids:
-        parts.append(_in_list(dialect, "email_id", "f_email_ids", "text", list(flt.email_ids), params))
+        ids.append(_in_list(dialect, "email_id", "f_email_ids", "text", list(flt.email_ids), params))
+    if flt.recipient_ids:
+        # the message ids narrow by index first; the concatenated key then keeps the exact pairs
+        messages = list(dict.fromkeys(e for e, _ in flt.recipient_ids))
+        keys = [f"{e}${r.strip().lower()}" for e, r in flt.recipient_ids]
+        ids.append("(" + _in_list(dialect, "email_id", "f_rid_messages", "text", messages, params) + " AND "
+                   + _in_list(dialect, "email_id || '$' || recipient", "f_rid_keys", "text", keys, params) + ")")
+    if ids:
+        parts.append(ids[0] if len(ids) == 1 else f"({ids[0]} OR {ids[1]})")
     if flt.api_user is not None:
         parts.append("api_user = :f_api_user")
         params["f_api_user"] = flt.api_user

@@ -72,7 +72,7 @@ def _status_search() -> Check:
                        {"email": "one@example.com", "api_user": "b1"}):
             status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
             assert status == 200 and all(r["api_user"] == "app1" for r in body["result"]), params
-            assert "01BBB" not in {r["email_id"] for r in body["result"]}
+            assert "01BBB" not in {r["message_id"] for r in body["result"]}
         assert (await api.call("GET", "/v1/email_status", api.a, params={"account": "beta"}))[0] == 403
     return check
 
@@ -204,6 +204,12 @@ async def _blocks_upload(api: Api) -> None:
     await _b_lists_intact(api)
 
 
+async def _api_users_list(api: Api) -> None:
+    status, body = await api.call("GET", "/v1/api_users", api.a)
+    assert status == 200 and {u["account"] for u in body["result"]} == {"acme"}  # never b1 of beta
+    assert (await api.call("GET", "/v1/api_users", api.a, params={"account": "beta"}))[0] == 403
+
+
 async def _openapi(api: Api) -> None:
     status, doc = await api.call("GET", "/openapi.json", api.a)
     assert status == 200 and "01BBB" not in str(doc)
@@ -219,7 +225,7 @@ CASES: dict[tuple[str, str], Check] = {
     ("POST", "/v1/queues/{api_user}/{domain}/resume"): _queue("POST", "/resume"),
     ("POST", "/v1/queues/{api_user}/{domain}/recover"): _queue("POST", "/recover"),
     ("PUT", "/v1/queues/{api_user}/{domain}/rate"): _queue("PUT", "/rate", json={"max_rate": 1}),
-    ("GET", "/v1/api_users"): _admin_only("GET", "/v1/api_users"),
+    ("GET", "/v1/api_users"): _api_users_list,
     ("POST", "/v1/api_users"): _admin_only("POST", "/v1/api_users", json={"api_user": "evil", "account": "beta"}),
     ("DELETE", "/v1/api_users/{name}"): _admin_only("DELETE", "/v1/api_users/b1"),
     ("POST", "/v1/blocks/upload"): _blocks_upload,

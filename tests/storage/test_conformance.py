@@ -488,6 +488,13 @@ async def test_search_filters_paging_total(storage: SqlStorage) -> None:
     assert await ids(StatusFilter(account_id=a, recipient="P5@gmail.example")) == [("e005", "p5@gmail.example")]
     assert await ids(StatusFilter(account_id=b, recipient="p5@gmail.example")) == []
     assert await ids(StatusFilter(email_ids=("e007", "e014"))) == expect(lambda m, r: m.email_id in ("e007", "e014"))
+    # per-recipient ids (EMAIL_ID$recipient): exactly those pairs, alone, several, and with whole messages
+    assert await ids(StatusFilter(recipient_ids=(("e007", "Q7@qq.example"),))) == [("e007", "q7@qq.example")]
+    assert await ids(StatusFilter(recipient_ids=(("e007", "p7@gmail.example"), ("e014", "q14@qq.example")))) == [
+        ("e014", "q14@qq.example"), ("e007", "p7@gmail.example")]
+    assert await ids(StatusFilter(recipient_ids=(("e007", "q14@qq.example"),))) == []  # never a cross pair
+    assert await ids(StatusFilter(email_ids=("e021",), recipient_ids=(("e007", "q7@qq.example"),))) == expect(
+        lambda m, r: m.email_id == "e021" or (m.email_id, r.recipient) == ("e007", "q7@qq.example"))
     assert await ids(StatusFilter(account_id=a, api_user="u2")) == expect(
         lambda m, r: m.account_id == a and m.api_user == "u2"
     )
