@@ -20,6 +20,7 @@ from storage.records import (
     EmailType,
     ExportStatus,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
     LogKind,
@@ -68,6 +69,11 @@ def domain_of(address: str) -> str:
 
 def account_from_row(row: Row) -> Account:
     return Account(id=int(row["id"]), name=row["name"], created_at=from_ms(row["created_at"]))
+
+
+def label_from_row(row: Row) -> Label:
+    return Label(label_id=int(row["label_id"]), account_id=int(row["account_id"]), name=row["name"],
+                 created_at=from_ms(row["created_at"]), updated_at=from_ms(row["updated_at"]))
 
 
 def api_user_from_row(row: Row) -> ApiUser:

@@ -22,6 +22,7 @@ from storage.records import (
     Account,
     ApiUser,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
     Status,
@@ -215,8 +216,20 @@ class ExportRepo(Protocol):
     async def mark_expired(self, task_id: str, now: datetime) -> bool: ...
 
 
+class LabelRepo(Protocol):
+    """An account's labels. Names are unique per account (a duplicate raises ``Conflict``)."""
+
+    async def create(self, account_id: int, name: str, at: datetime) -> Label: ...
+    async def get(self, account_id: int, label_id: int) -> Label | None: ...
+    async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
+                   limit: int = 100) -> Page[Label]: ...
+    async def rename(self, account_id: int, label_id: int, name: str, at: datetime) -> Label | None: ...
+    async def delete(self, account_id: int, label_id: int) -> bool: ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
+    labels: LabelRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
     feedback: FeedbackRepo

@@ -99,6 +99,17 @@ class Account:
 
 
 @dataclass(frozen=True, slots=True)
+class Label:
+    """A label of an account: EngageLab's numeric ``label_id`` for a name that mail carries."""
+
+    label_id: int
+    account_id: int
+    name: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
 class ApiUser:
     name: str
     account_id: int

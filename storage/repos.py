@@ -24,6 +24,7 @@ from storage.records import (
     Account,
     ApiUser,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
     LogKind,
@@ -233,6 +234,46 @@ class SqlSuppressionRepo:
             if row is not None:
                 return codec.suppression_from_row(row)
         raise StorageError(f"report_not_exist: too much contention on {address!r}")
+
+
+def _like_contains(text: str) -> str:
+    """A LIKE pattern (escape character ``\\``) for "contains ``text``", case-insensitively."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class SqlLabelRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def create(self, account_id: int, name: str, at: datetime) -> Label:
+        row = await self._ex.fetchrow("label.insert", {"account_id": account_id, "name": name,
+                                                       "now": codec.to_ms(at)})
+        if row is None:
+            raise Conflict(f"label {name!r} already exists")
+        return codec.label_from_row(row)
+
+    async def get(self, account_id: int, label_id: int) -> Label | None:
+        row = await self._ex.fetchrow("label.get", {"account_id": account_id, "label_id": label_id})
+        return None if row is None else codec.label_from_row(row)
+
+    async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
+                   limit: int = 100) -> Page[Label]:
+        params = {"account_id": account_id, "pattern": _like_contains(name_contains)}
+        rows = await self._ex.fetch("label.list", {**params, "offset": offset, "limit": limit})
+        items = [codec.label_from_row(r) for r in rows]
+        total = _page_total(offset, limit, len(items))
+        if total is None:
+            total = int(await self._ex.fetchval("label.count", params))
+        return Page(items, total)
+
+    async def rename(self, account_id: int, label_id: int, name: str, at: datetime) -> Label | None:
+        row = await self._ex.fetchrow("label.rename", {"account_id": account_id, "label_id": label_id,
+                                                       "name": name, "now": codec.to_ms(at)})
+        return None if row is None else codec.label_from_row(row)
+
+    async def delete(self, account_id: int, label_id: int) -> bool:
+        return await self._ex.execute("label.delete", {"account_id": account_id, "label_id": label_id}) > 0
 
 
 class SqlStatusRepo:

@@ -5,12 +5,21 @@ from __future__ import annotations
 from storage import migrate as _migrate
 from storage.errors import SchemaBehind
 from storage.executor import Executor
-from storage.protocols import AccountRepo, ExportRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
+from storage.protocols import (
+    AccountRepo,
+    ExportRepo,
+    FeedbackRepo,
+    LabelRepo,
+    SchemaState,
+    StatusRepo,
+    SuppressionRepo,
+)
 from storage.repos import (
     DEFAULT_COUNT_CAP,
     SqlAccountRepo,
     SqlExportRepo,
     SqlFeedbackRepo,
+    SqlLabelRepo,
     SqlStatusRepo,
     SqlSuppressionRepo,
 )
@@ -24,6 +33,7 @@ class SqlStorage:
         self.executor = executor
         self.dialect = executor.dialect
         self.accounts: AccountRepo = SqlAccountRepo(executor)
+        self.labels: LabelRepo = SqlLabelRepo(executor)
         self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)

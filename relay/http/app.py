@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, contract, exports, openapi, queues, v1_email_status, v1_suppressions
+from relay.http import api_users, contract, exports, labels, openapi, queues, v1_email_status, v1_suppressions
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.contract import CONTRACT_KEY, contract_middleware
 from relay.http.envelope import error_middleware
@@ -48,6 +48,10 @@ def routes() -> list[Route]:
         ("POST", "/v1/queues/{api_user}/{domain}/resume", queues.resume_queue),
         ("POST", "/v1/queues/{api_user}/{domain}/recover", queues.recover_queue),
         ("PUT", "/v1/queues/{api_user}/{domain}/rate", queues.set_rate),
+        ("GET", "/v1/labels", labels.list_labels),
+        ("POST", "/v1/labels", labels.create_label),
+        ("PUT", "/v1/labels/{label_id}", labels.rename_label),
+        ("DELETE", "/v1/labels/{label_id}", labels.delete_label),
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),

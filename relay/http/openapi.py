@@ -84,6 +84,7 @@ SCHEMAS: J = {
                          "unsubscribe_time": _ZONED_TIME, "expire_time": _ZONED_TIME, "reason": _STR}),
     "NoInterception": _obj({"api_user": _STR, "email_or_domain": _STR, "create_time": _PLAIN_TIME}),
     "Count": _obj({"count": _INT, "warning": _STR}, ["count"]),
+    "Label": _obj({"label_id": _INT, "label_name": _STR, "create_time": _ZONED_TIME, "update_time": _ZONED_TIME}),
     "Queue": _obj({
         "api_user": _STR, "domain": _STR, "status": {"type": "string", "enum": ["active", "paused", "idle"]},
         "pending": _INT, "in_rate": _RATES, "try_rate": _RATES, "out_rate": _RATES, "pause_reason": _NSTR,
@@ -229,6 +230,21 @@ def document() -> J:
         "requestBody": _body(_obj({"max_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1000000,
                                                 "description": "messages/s; 0 or null: no cap"}}, [])),
         "responses": _resp(_ref("Queue"), extra=q_errors)}}
+    label_body = _body(_obj({"label_name": {"type": "string", "minLength": 1, "maxLength": 255}}))
+    paths["/v1/labels"] = {
+        "get": {"summary": "the account's labels (label_id for the names mail carries in X-Label)",
+                "parameters": [*_LIST_PAGING, _q("label_name", "only names containing this (any case)"),
+                               _ACCOUNT],
+                "responses": _resp(_list_of(_ref("Label")))},
+        "post": {"summary": "create a label", "parameters": [_ACCOUNT], "requestBody": label_body,
+                 "responses": _resp(_ref("Label"), extra=("409",))}}
+    label_path = [{"name": "label_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}, _ACCOUNT]
+    paths["/v1/labels/{label_id}"] = {
+        "put": {"summary": "rename a label (mail already sent keeps its name)", "parameters": label_path,
+                "requestBody": label_body, "responses": _resp(_ref("Label"), extra=("404", "409"))},
+        "delete": {"summary": "delete a label", "parameters": label_path,
+                   "responses": _resp(_ref("Count"), extra=("404",))}}
     paths["/v1/api_users"] = {
         "get": {"summary": "API users: customers see their own account's, operators every account's",
                 "parameters": [_ACCOUNT],

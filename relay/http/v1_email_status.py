@@ -32,6 +32,7 @@ from aiohttp import web
 
 from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, principal, scope_account
 from relay.http.envelope import ApiError, ok, unstorable
+from relay.http.labels import label_filter
 from relay.http.params import MAX_TEXT, enum_list, integer, parse_day, text, text_list
 from relay.status_json import record_json, split_email_id
 from storage.records import EmailType, Status, StatusFilter, StatusKey, SubStatus
@@ -92,14 +93,15 @@ async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days:
     ids = [split_email_id(v) for v in email_ids]
     sub_statuses = tuple(enum_list(q, "sub_status", SubStatus))
     statuses = tuple(enum_list(q, "status", Status))
+    account_id = await scope_account(request, required=account_required)
     return StatusFilter(
-        account_id=await scope_account(request, required=account_required),
+        account_id=account_id,
         recipient=email.strip().lower() if email else None,
         email_ids=tuple(dict.fromkeys(e for e, r in ids if r is None)),
         recipient_ids=tuple(dict.fromkeys((e, r) for e, r in ids if r is not None)),
         api_user=text(q, "api_user", max_len=128),
         domain=domain.strip().lower() if domain else None,
-        label=text(q, "label_id"),
+        label=await label_filter(request, account_id, text(q, "label_id")),
         email_type=email_type,
         statuses=() if sub_statuses else statuses,  # validated either way
         sub_statuses=sub_statuses,

@@ -43,6 +43,31 @@ SELECT id, name, created_at FROM accounts WHERE id = :id
 -- name: account.list
 SELECT id, name, created_at FROM accounts ORDER BY id
 
+-- name: label.insert
+INSERT INTO labels (account_id, name, created_at, updated_at) VALUES (:account_id, :name, :now, :now)
+ON CONFLICT (account_id, name) DO NOTHING
+RETURNING label_id, account_id, name, created_at, updated_at
+
+-- name: label.get
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE label_id = :label_id AND account_id = :account_id
+
+-- name: label.list
+-- :pattern is a LIKE pattern of the lower-cased name, its wildcards escaped with a backslash
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE account_id = :account_id AND lower(name) LIKE :pattern ESCAPE '\'
+ORDER BY label_id LIMIT :limit OFFSET :offset
+
+-- name: label.count
+SELECT count(*) FROM labels WHERE account_id = :account_id AND lower(name) LIKE :pattern ESCAPE '\'
+
+-- name: label.rename
+UPDATE labels SET name = :name, updated_at = :now WHERE label_id = :label_id AND account_id = :account_id
+RETURNING label_id, account_id, name, created_at, updated_at
+
+-- name: label.delete
+DELETE FROM labels WHERE label_id = :label_id AND account_id = :account_id
+
 -- name: api_user.insert
 INSERT INTO api_users (name, account_id, key_hash, created_at)
 VALUES (:name, :account_id, :key_hash, :created_at)

@@ -219,6 +219,35 @@ async def test_list_defaults_and_bad_dates(api: Api, path: str) -> None:
 # endregion
 
 
+# region labels
+
+async def test_labels(api: Api) -> None:
+    created = []
+    for name in ("promo", "edm-news", "EDM-spring"):
+        status, body = await api.call("POST", "/v1/labels", api.a, json={"label_name": name})
+        assert status == 200, body
+        check(body, {"label_id": int, "label_name": str, "create_time": ZONED, "update_time": ZONED}, exact=True)
+        created.append(body)
+    assert (await api.call("POST", "/v1/labels", api.a, json={"label_name": "promo"}))[0] == 409
+    body = await get(api, "/v1/labels", label_name="edm", offset="0", limit="100")  # fuzzy, any case
+    assert [x["label_name"] for x in body["result"]] == ["edm-news", "EDM-spring"] and body["total"] == 2
+    assert (await get(api, "/v1/labels", limit="1", offset="1"))["result"][0]["label_name"] == "edm-news"
+    # label_id in a status search: the mail whose X-Label is that label's name
+    promo = created[0]["label_id"]
+    body = await get(api, "/v1/email_status", label_id=str(promo))
+    assert body["total"] == 2 and {r["label"] for r in body["result"]} == {"promo"}
+    status, body = await api.call("PUT", f"/v1/labels/{promo}", api.a, json={"label_name": "spring"})
+    assert status == 200 and body["label_name"] == "spring" and body["label_id"] == promo
+    assert (await get(api, "/v1/email_status", label_id=str(promo)))["total"] == 0  # mail keeps its name
+    status, body = await api.call("DELETE", f"/v1/labels/{promo}", api.a)
+    assert status == 200 and body == {"count": 1}
+    assert (await api.call("DELETE", f"/v1/labels/{promo}", api.a))[0] == 404
+    assert (await get(api, "/v1/labels"))["total"] == 2
+    status, body = await api.call("POST", "/v1/labels", api.a, json={"label_name": "x", "label_id": 5})
+    assert status == 400 and body["message"].startswith("label_id: unknown field")
+# endregion
+
+
 # region errors and unknown names
 
 async def test_unknown_parameters_and_fields_are_named(api: Api) -> None:
