@@ -25,6 +25,8 @@ from storage.records import (
     Label,
     ListKind,
     LogEntry,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -216,11 +218,19 @@ class ExportRepo(Protocol):
     async def mark_expired(self, task_id: str, now: datetime) -> bool: ...
 
 
+class StatsRepo(Protocol):
+    async def by_day(self, flt: StatsFilter) -> builtins.list[StatsCount]:
+        """Per day, API_USER, domain, label, status and sub-status: the recipients counted by the
+        storage as their statuses change (never a scan of the recipients)."""
+        ...
+
+
 class LabelRepo(Protocol):
     """An account's labels. Names are unique per account (a duplicate raises ``Conflict``)."""
 
     async def create(self, account_id: int, name: str, at: datetime) -> Label: ...
     async def get(self, account_id: int, label_id: int) -> Label | None: ...
+    async def get_by_name(self, account_id: int, name: str) -> Label | None: ...
     async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
                    limit: int = 100) -> Page[Label]: ...
     async def rename(self, account_id: int, label_id: int, name: str, at: datetime) -> Label | None: ...
@@ -230,6 +240,7 @@ class LabelRepo(Protocol):
 class Storage(Protocol):
     accounts: AccountRepo
     labels: LabelRepo
+    stats: StatsRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
     feedback: FeedbackRepo

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from storage import codec
@@ -28,6 +28,8 @@ from storage.records import (
     ListKind,
     LogEntry,
     LogKind,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -38,7 +40,7 @@ from storage.records import (
     SuppressionHits,
     utcnow,
 )
-from storage.search import search_where
+from storage.search import EPOCH_DAY, search_where, stats_where
 
 #: Lists whose entries may name a whole receiving domain (SPEC §3, §7).
 DOMAIN_KINDS = frozenset({ListKind.BLOCK, ListKind.NO_INTERCEPTION})
@@ -257,6 +259,10 @@ class SqlLabelRepo:
         row = await self._ex.fetchrow("label.get", {"account_id": account_id, "label_id": label_id})
         return None if row is None else codec.label_from_row(row)
 
+    async def get_by_name(self, account_id: int, name: str) -> Label | None:
+        row = await self._ex.fetchrow("label.get_by_name", {"account_id": account_id, "name": name})
+        return None if row is None else codec.label_from_row(row)
+
     async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
                    limit: int = 100) -> Page[Label]:
         params = {"account_id": account_id, "pattern": _like_contains(name_contains)}
@@ -274,6 +280,20 @@ class SqlLabelRepo:
 
     async def delete(self, account_id: int, label_id: int) -> bool:
         return await self._ex.execute("label.delete", {"account_id": account_id, "label_id": label_id}) > 0
+
+
+class SqlStatsRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def by_day(self, flt: StatsFilter) -> list[StatsCount]:
+        where, params = stats_where(flt, self._ex.dialect)
+        rows = await self._ex.fetch(self._ex.queries.render("stats.day", where), params)
+        return [StatsCount(day=date.fromordinal(int(r["day"]) + EPOCH_DAY), api_user=r["api_user"],
+                           domain=r["domain"], label=r["label"], status=Status(int(r["status"])),
+                           sub_status=SubStatus(int(r["sub_status"])) if r["sub_status"] else None,
+                           count=int(r["n"]))
+                for r in rows]
 
 
 class SqlStatusRepo:

@@ -11,6 +11,7 @@ from storage.protocols import (
     FeedbackRepo,
     LabelRepo,
     SchemaState,
+    StatsRepo,
     StatusRepo,
     SuppressionRepo,
 )
@@ -20,6 +21,7 @@ from storage.repos import (
     SqlExportRepo,
     SqlFeedbackRepo,
     SqlLabelRepo,
+    SqlStatsRepo,
     SqlStatusRepo,
     SqlSuppressionRepo,
 )
@@ -34,6 +36,7 @@ class SqlStorage:
         self.dialect = executor.dialect
         self.accounts: AccountRepo = SqlAccountRepo(executor)
         self.labels: LabelRepo = SqlLabelRepo(executor)
+        self.stats: StatsRepo = SqlStatsRepo(executor)
         self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)

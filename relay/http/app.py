@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, contract, exports, labels, openapi, queues, v1_email_status, v1_suppressions
+from relay.http import api_users, contract, exports, labels, openapi, queues, stats, v1_email_status, v1_suppressions
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.contract import CONTRACT_KEY, contract_middleware
 from relay.http.envelope import error_middleware
@@ -48,6 +48,7 @@ def routes() -> list[Route]:
         ("POST", "/v1/queues/{api_user}/{domain}/resume", queues.resume_queue),
         ("POST", "/v1/queues/{api_user}/{domain}/recover", queues.recover_queue),
         ("PUT", "/v1/queues/{api_user}/{domain}/rate", queues.set_rate),
+        ("GET", "/v1/stats_day", stats.stats_day),
         ("GET", "/v1/labels", labels.list_labels),
         ("POST", "/v1/labels", labels.create_label),
         ("PUT", "/v1/labels/{label_id}", labels.rename_label),

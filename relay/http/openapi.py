@@ -84,6 +84,15 @@ SCHEMAS: J = {
                          "unsubscribe_time": _ZONED_TIME, "expire_time": _ZONED_TIME, "reason": _STR}),
     "NoInterception": _obj({"api_user": _STR, "email_or_domain": _STR, "create_time": _PLAIN_TIME}),
     "Count": _obj({"count": _INT, "warning": _STR}, ["count"]),
+    "StatsDay": _obj({
+        "send_date": {"type": "string", "format": "date"}, "api_user": _NSTR, "domain": _NSTR,
+        "label_id": _NINT, "label_name": _NSTR,
+        "targets": {"type": "integer", "description": "requests"},
+        "sent": {"type": "integer", "description": "reached the receiving server: delivered + soft_bounce"},
+        "delivered": _INT, "soft_bounce": _INT, "invalid": _INT,
+        "sending": {"type": "integer", "description": "not final yet"},
+        "sub_status": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "sub-status code -> count"}}),
     "Label": _obj({"label_id": _INT, "label_name": _STR, "create_time": _ZONED_TIME, "update_time": _ZONED_TIME}),
     "Queue": _obj({
         "api_user": _STR, "domain": _STR, "status": {"type": "string", "enum": ["active", "paused", "idle"]},
@@ -230,6 +239,20 @@ def document() -> J:
         "requestBody": _body(_obj({"max_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1000000,
                                                 "description": "messages/s; 0 or null: no cap"}}, [])),
         "responses": _resp(_ref("Queue"), extra=q_errors)}}
+    lists = "separated by ; or ,"
+    paths["/v1/stats_day"] = {"get": {
+        "summary": "delivery statistics per day, API_USER, domain and label (kept as statuses change)",
+        "parameters": [
+            _q("start_date", "first day, yyyy-MM-dd", required=True),
+            _q("end_date", "last day, inclusive, yyyy-MM-dd; at most 3 months after start_date", required=True),
+            _q("time_zone", "the days' offset from UTC in whole hours (+8, -5, +08:00); default 0",
+               {"type": "string", "pattern": "^[+-]?[0-9]{1,2}(:00)?$"}),
+            _q("api_users", f"only these API_USERs, {lists}"), _q("label_ids", f"only these labels, {lists}"),
+            _q("domain_names", f"only these receiving domains, {lists}"),
+            _q("aggregate_by", "1: one row per day over every API_USER, domain and label",
+               {"type": "integer", "enum": [0, 1], "default": 0}),
+            _ACCOUNT],
+        "responses": _resp(_list_of(_ref("StatsDay")))}}
     label_body = _body(_obj({"label_name": {"type": "string", "minLength": 1, "maxLength": 255}}))
     paths["/v1/labels"] = {
         "get": {"summary": "the account's labels (label_id for the names mail carries in X-Label)",

@@ -84,6 +84,18 @@ def parse_day(raw: str, name: str) -> date:
     return day
 
 
+def months_later(d: date, months: int) -> date:
+    """The same day ``months`` later (the month's last day when it has fewer days)."""
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    for day in (d.day, 30, 29, 28):
+        try:
+            return date(year, month, day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable: every month has 28 days")
+
+
 def parse_time(raw: str, name: str) -> datetime:
     """A date-time, or a date meaning its midnight (UTC)."""
     try:

@@ -24,7 +24,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import UTC, date, datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -40,6 +40,7 @@ from relay.http.params import (
     body_time,
     body_values,
     integer,
+    months_later,
     parse_day,
     text,
     text_list,
@@ -116,18 +117,6 @@ LISTS = (
 )
 
 
-def _months_later(d: date, months: int) -> date:
-    """The same day ``months`` later (the month's last day when it has fewer days)."""
-    y, m = divmod(d.month - 1 + months, 12)
-    year, month = d.year + y, m + 1
-    for day in (d.day, 30, 29, 28):
-        try:
-            return date(year, month, day)
-        except ValueError:
-            continue
-    raise AssertionError("unreachable: every month has 28 days")
-
-
 def _period(q: Mapping[str, str], spec: ListApi, value: str | None) -> tuple[datetime | None, datetime | None]:
     """The creation period: EngageLab's ``start_date``/``end_date`` (whole UTC days, inclusive) or
     our ``start_time``/``end_time`` (date-times, end exclusive); not both kinds at once."""
@@ -145,7 +134,7 @@ def _period(q: Mapping[str, str], spec: ListApi, value: str | None) -> tuple[dat
         raise ApiError(400, "end_date: must not be before start_date")
     if spec.email_ignores_period and value:
         return None, None
-    if spec.max_months and start_d and end_d and end_d >= _months_later(start_d, spec.max_months):
+    if spec.max_months and start_d and end_d and end_d >= months_later(start_d, spec.max_months):
         raise ApiError(400, f"start_date/end_date: the period covers {(end_d - start_d).days + 1} days; "
                             f"{spec.path} covers at most {spec.max_months} months per query")
     start = datetime(start_d.year, start_d.month, start_d.day, tzinfo=UTC) if start_d else None

@@ -43,6 +43,16 @@ SELECT id, name, created_at FROM accounts WHERE id = :id
 -- name: account.list
 SELECT id, name, created_at FROM accounts ORDER BY id
 
+-- name: stats.day
+-- template: {where} is filled only by storage/search.py (stats_where); :tz shifts UTC hours into
+-- the caller's days. Reads the counters the recipients triggers keep, never the recipients.
+SELECT (hour + :tz) / 24 AS day, api_user, domain, label, status, sub_status, sum(n) AS n
+FROM status_stats
+WHERE {where}
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(n) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
 -- name: label.insert
 INSERT INTO labels (account_id, name, created_at, updated_at) VALUES (:account_id, :name, :now, :now)
 ON CONFLICT (account_id, name) DO NOTHING
@@ -51,6 +61,10 @@ RETURNING label_id, account_id, name, created_at, updated_at
 -- name: label.get
 SELECT label_id, account_id, name, created_at, updated_at FROM labels
 WHERE label_id = :label_id AND account_id = :account_id
+
+-- name: label.get_by_name
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE account_id = :account_id AND name = :name
 
 -- name: label.list
 -- :pattern is a LIKE pattern of the lower-cased name, its wildcards escaped with a backslash

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from storage.records import Status
 from tests.integration.test_http_api import ADMIN, NOW, Api, basic
 
 TODAY = NOW.date()
@@ -245,6 +246,56 @@ async def test_labels(api: Api) -> None:
     assert (await get(api, "/v1/labels"))["total"] == 2
     status, body = await api.call("POST", "/v1/labels", api.a, json={"label_name": "x", "label_id": 5})
     assert status == 400 and body["message"].startswith("label_id: unknown field")
+# endregion
+
+
+# region statistics
+
+STATS_ROW: Spec = {"send_date": re.compile(r"^\d{4}-\d\d-\d\d$"), "api_user": (str, NULL), "domain": (str, NULL),
+                   "label_id": (int, NULL), "label_name": (str, NULL), "targets": int, "sent": int, "delivered": int,
+                   "soft_bounce": int, "invalid": int, "sending": int, "sub_status": dict}
+
+
+async def test_stats_day(api: Api) -> None:
+    hour_ago = (NOW - timedelta(hours=1))
+    day, three = hour_ago.date().isoformat(), (NOW - timedelta(days=3)).date().isoformat()
+    _, label = await api.call("POST", "/v1/labels", api.a, json={"label_name": "promo"})
+    body = await get(api, "/v1/stats_day", start_date=three, end_date=day)
+    for row in body["result"]:
+        check(row, STATS_ROW, exact=True)
+    rows = {(r["send_date"], r["domain"]): r for r in body["result"]}
+    promo = rows[(day, "example.com")]  # 01AAA to one@example.com: soft bounce 506 now
+    assert (promo["api_user"], promo["label_id"], promo["label_name"]) == ("app1", label["label_id"], "promo")
+    assert (promo["targets"], promo["sent"], promo["delivered"], promo["soft_bounce"]) == (1, 1, 0, 1)
+    assert promo["sub_status"] == {"506": 1}
+    blocked = rows[(day, "example.org")]
+    assert (blocked["targets"], blocked["invalid"], blocked["sent"], blocked["sub_status"]) == (1, 1, 0, {"401": 1})
+    old = rows[(three, "example.com")]
+    assert (old["targets"], old["sending"], old["label_id"], old["label_name"]) == (1, 1, None, None)
+    # a status change shows at once: the counters move in the storage's own transaction
+    await api.relay.storage.statuses.update_status("01AAB", "three@example.com", Status.DELIVERED, None, "250 ok")
+    body = await get(api, "/v1/stats_day", start_date=three, end_date=three)
+    assert [(r["delivered"], r["sending"]) for r in body["result"]] == [(1, 0)]
+    # the filters (';' lists; label_ids by id) and aggregate_by
+    body = await get(api, "/v1/stats_day", start_date=three, end_date=day, label_ids=str(label["label_id"]),
+                     domain_names="example.com;example.net", api_users="app1")
+    assert [(r["send_date"], r["domain"]) for r in body["result"]] == [(day, "example.com")]
+    body = await get(api, "/v1/stats_day", start_date=three, end_date=day, aggregate_by="1")
+    assert [(r["send_date"], r["targets"], r["api_user"], r["domain"]) for r in body["result"]] == [
+        (three, 1, None, None), (day, 2, None, None)]
+    for row in body["result"]:
+        check(row, STATS_ROW, exact=True)
+    # whole-hour time zones regroup the days; anything else is a clear 400
+    east = await get(api, "/v1/stats_day", start_date=three, end_date=(NOW + timedelta(days=1)).date().isoformat(),
+                     time_zone="+14", aggregate_by="1")
+    assert sum(r["targets"] for r in east["result"]) == 3
+    for params, word in (({"start_date": day}, "end_date"), ({"start_date": "2026-01-01", "end_date": "2026-04-01"},
+                                                             "3 months"),
+                         ({"start_date": day, "end_date": day, "time_zone": "+5:30"}, "time_zone"),
+                         ({"start_date": day, "end_date": day, "aggregate_by": "2"}, "aggregate_by"),
+                         ({"start_date": day, "end_date": day, "api_user_list": "app1"}, "api_user_list")):
+        status, err = await api.call("GET", "/v1/stats_day", api.a, params=params)
+        assert status == 400 and word in err["message"], (params, err)
 # endregion
 
 

@@ -15,6 +15,7 @@ import pytest
 
 from relay.http.app import routes
 from relay.http.v1_suppressions import LISTS
+from storage.records import utcnow
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import wait_until
@@ -233,6 +234,15 @@ def _labels(method: str, by_id: bool) -> Check:
     return check
 
 
+async def _stats_day(api: Api) -> None:
+    today = utcnow().date().isoformat()
+    params = {"start_date": today, "end_date": today}
+    assert (await api.call("GET", "/v1/stats_day", api.a, params={**params, "account": "beta"}))[0] == 403
+    for who, api_user in ((api.a, "b1"), (api.b, "b1")):  # A asking for B's API_USER gets nothing
+        status, body = await api.call("GET", "/v1/stats_day", who, params={**params, "api_users": api_user})
+        assert status == 200 and (body["total"] > 0) == (who is api.b), body
+
+
 async def _openapi(api: Api) -> None:
     status, doc = await api.call("GET", "/openapi.json", api.a)
     assert status == 200 and "01BBB" not in str(doc)
@@ -249,6 +259,7 @@ CASES: dict[tuple[str, str], Check] = {
     ("POST", "/v1/queues/{api_user}/{domain}/recover"): _queue("POST", "/recover"),
     ("PUT", "/v1/queues/{api_user}/{domain}/rate"): _queue("PUT", "/rate", json={"max_rate": 1}),
     ("GET", "/v1/api_users"): _api_users_list,
+    ("GET", "/v1/stats_day"): _stats_day,
     ("GET", "/v1/labels"): _labels("GET", False),
     ("POST", "/v1/labels"): _labels("POST", False),
     ("PUT", "/v1/labels/{label_id}"): _labels("PUT", True),

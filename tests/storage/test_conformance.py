@@ -20,6 +20,8 @@ from storage.records import (
     LogKind,
     MessageRecord,
     RecipientOutcome,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -661,6 +663,8 @@ async def test_labels_create_list_rename_delete(storage: SqlStorage) -> None:
     assert [x.name for x in paged.items] == ["news%letter"] and paged.total == 2
     assert (await storage.labels.list(a, limit=0)).total == 2
     assert await storage.labels.get(b, promo.label_id) is None  # another account's id
+    assert await storage.labels.get_by_name(a, "Promo_2026") == promo
+    assert await storage.labels.get_by_name(a, "promo_2026") is None  # names are exact
     renamed = await storage.labels.rename(a, promo.label_id, "spring", T0 + timedelta(hours=1))
     assert renamed is not None and (renamed.name, renamed.created_at, renamed.updated_at) == (
         "spring", T0, T0 + timedelta(hours=1))
@@ -671,3 +675,54 @@ async def test_labels_create_list_rename_delete(storage: SqlStorage) -> None:
     assert await storage.labels.delete(a, news.label_id)
     assert await storage.labels.get(a, news.label_id) is None
     assert [x.name for x in (await storage.labels.list(b)).items] == ["Promo_2026"]
+
+
+# ---------------------------------------------------------------- daily statistics
+
+
+async def test_stats_by_day_follow_status_changes(storage: SqlStorage) -> None:
+    a = (await storage.accounts.ensure_account("acme")).id
+    b = (await storage.accounts.ensure_account("globex")).id
+    late = T0.replace(hour=22)  # 2026-03-01 22:00 UTC is 2026-03-02 in UTC+8
+    await storage.statuses.record_submissions([
+        SubmissionRecord(_message("s1", a, label="promo"), (
+            RecipientOutcome("x@gmail.example", Status.SENDING), RecipientOutcome("y@gmail.example", Status.SENDING),
+            RecipientOutcome("z@qq.example", Status.INVALID, SubStatus.UNSUBSCRIBE, "unsubscribe"))),
+        SubmissionRecord(_message("s2", a, api_user="u2", request_time=late),
+                         (RecipientOutcome("x@gmail.example", Status.SENDING),)),
+        SubmissionRecord(_message("s3", b), (RecipientOutcome("x@gmail.example", Status.SENDING),)),
+    ])
+    # the same submission again changes nothing (the rows exist: no double count)
+    await storage.statuses.record_submissions([
+        SubmissionRecord(_message("s3", b), (RecipientOutcome("x@gmail.example", Status.SENDING),))])
+    st = storage.statuses
+    assert await st.update_status("s1", "x@gmail.example", Status.DELIVERED, None, "250 ok")
+    assert await st.update_status("s1", "y@gmail.example", Status.SENDING, None, "451 later")  # no change
+    assert await st.update_status("s1", "y@gmail.example", Status.SOFT_BOUNCE, SubStatus.SB_NOT_EXIST, "5.1.1")
+    assert await st.update_status("s1", "y@gmail.example", Status.SOFT_BOUNCE, SubStatus.SB_REJECTED, "5.7.1")
+    day = T0.date()
+
+    def rows(got: list[StatsCount]) -> list[tuple[object, ...]]:
+        return [(c.day, c.api_user, c.domain, c.label, int(c.status), c.sub_status and int(c.sub_status), c.count)
+                for c in got]
+
+    assert rows(await storage.stats.by_day(StatsFilter(a, day, day))) == [
+        (day, "u1", "gmail.example", "promo", 1, None, 1),
+        (day, "u1", "gmail.example", "promo", 5, 508, 1),
+        (day, "u1", "qq.example", "promo", 4, 402, 1),
+        (day, "u2", "gmail.example", "", 18, None, 1),
+    ]
+    # a time zone of whole hours regroups the hours into its days
+    east = await storage.stats.by_day(StatsFilter(a, day, day + timedelta(days=1), tz_hours=8))
+    assert [(c.day, c.api_user) for c in east if c.api_user == "u2"] == [(day + timedelta(days=1), "u2")]
+    assert await storage.stats.by_day(StatsFilter(a, day, day, tz_hours=8)) == [
+        c for c in east if c.day == day]
+    # the dimension filters, and other accounts and days stay out
+    got = await storage.stats.by_day(StatsFilter(a, day, day, api_users=("u1",), domains=("qq.example",),
+                                                 labels=("promo",)))
+    assert rows(got) == [(day, "u1", "qq.example", "promo", 4, 402, 1)]
+    assert rows(await storage.stats.by_day(StatsFilter(a, day, day, labels=("",)))) == [
+        (day, "u2", "gmail.example", "", 18, None, 1)]
+    assert rows(await storage.stats.by_day(StatsFilter(b, day, day))) == [
+        (day, "u1", "gmail.example", "", 18, None, 1)]
+    assert await storage.stats.by_day(StatsFilter(a, day - timedelta(days=3), day - timedelta(days=1))) == []
