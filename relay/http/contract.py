@@ -51,7 +51,9 @@ async def contract_middleware(request: web.Request, handler: Handler) -> web.Str
     if op is not None and resource is not None:
         unknown = [k for k in dict.fromkeys(request.query) if k not in op.query]
         if unknown:
-            raise ApiError(400, f"{unknown[0][:40]}: unknown parameter of {request.method} {resource.canonical} "
+            # an undecodable byte in the name must not make the answer itself unencodable
+            name = unknown[0][:40].encode("utf-8", "backslashreplace").decode("utf-8")
+            raise ApiError(400, f"{name}: unknown parameter of {request.method} {resource.canonical} "
                                 f"(it takes: {_names(op.query)})")
         request[BODY_FIELDS] = op.body
     return await handler(request)

@@ -315,6 +315,8 @@ async def test_unknown_parameters_and_fields_are_named(api: Api) -> None:
     assert status == 400 and "ttl: unknown field" in body["message"]
     status, body = await api.call("DELETE", "/v1/blocks", api.a, params={"email": "x@example.com"})
     assert status == 400 and "email: unknown parameter" in body["message"]
+    status, body = await api.call("GET", "/v1/email_status?%FF%00=1", api.a)  # not UTF-8, a NUL
+    assert status == 400 and "unknown parameter" in body["message"]
 
 
 async def test_authentication_failure_is_code_30000(api: Api) -> None:
