@@ -224,6 +224,11 @@ class StatsRepo(Protocol):
         storage as their statuses change (never a scan of the recipients)."""
         ...
 
+    async def compact(self, batch: int = 10_000) -> int:
+        """Fold up to ``batch`` pending changes into the counters (PostgreSQL; a no-op on SQLite).
+        Returns how many counters were written (0: nothing was pending). Safe on several nodes."""
+        ...
+
 
 class LabelRepo(Protocol):
     """An account's labels. Names are unique per account (a duplicate raises ``Conflict``)."""

@@ -295,6 +295,9 @@ class SqlStatsRepo:
                            count=int(r["n"]))
                 for r in rows]
 
+    async def compact(self, batch: int = 10_000) -> int:
+        return int(await self._ex.fetchval("stats.compact", {"batch": batch}))
+
 
 class SqlStatusRepo:
     def __init__(self, ex: Executor, count_cap: int | None = DEFAULT_COUNT_CAP) -> None:

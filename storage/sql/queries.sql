@@ -53,6 +53,10 @@ GROUP BY 1, 2, 3, 4, 5, 6
 HAVING sum(n) <> 0
 ORDER BY 1, 2, 3, 4, 5, 6
 
+-- name: stats.compact
+-- SQLite's triggers update status_stats directly: nothing to compact (PostgreSQL moves its deltas)
+SELECT 0 * :batch
+
 -- name: label.insert
 INSERT INTO labels (account_id, name, created_at, updated_at) VALUES (:account_id, :name, :now, :now)
 ON CONFLICT (account_id, name) DO NOTHING

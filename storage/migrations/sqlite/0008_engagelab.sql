@@ -12,6 +12,8 @@ CREATE TABLE labels (
 -- Delivery statistics (EngageLab's /v1/stats_day), kept by the database itself: the triggers
 -- below change the counts in the same transaction as the recipient row they count, so they are
 -- never ahead of or behind the statuses, and a query reads aggregates instead of recipients.
+-- SQLite has one writer at a time, so the triggers update the counters directly (PostgreSQL
+-- appends deltas instead, to keep concurrent writers from deadlocking on the counters).
 -- One count per request hour (UTC; a whole-hour time_zone regroups hours into its days), account,
 -- API_USER, receiving domain, label ('' none) and current status / sub-status (0 none).
 CREATE TABLE status_stats (
