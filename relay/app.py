@@ -53,6 +53,7 @@ from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
+from relay.stats_upkeep import compact_stats
 from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
 from storage import StorageObserver, default_sqlite_url, open_storage
@@ -158,6 +159,7 @@ class App:
         self.exports = ExportWorker(self.storage, cfg.path("exports"), cfg.node_name)
         await self.exports.recover()
         self._tasks.append(asyncio.create_task(self.exports.run(), name="exports"))
+        self._tasks.append(asyncio.create_task(compact_stats(self.storage), name="stats-compact"))
         self.control = ControlServer(cfg.path(cfg.node.control_socket),
                                      QueueAdmin(self.scheduler) if self.scheduler else None,
                                      exports_wake=self.exports.wake)

@@ -22,6 +22,7 @@ from storage.records import (
     EmailType,
     ExportStatus,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
     LogKind,
@@ -70,6 +71,11 @@ def domain_of(address: str) -> str:
 
 def account_from_row(row: Row) -> Account:
     return Account(id=int(row["id"]), name=row["name"], created_at=from_ms(row["created_at"]))
+
+
+def label_from_row(row: Row) -> Label:
+    return Label(label_id=int(row["label_id"]), account_id=int(row["account_id"]), name=row["name"],
+                 created_at=from_ms(row["created_at"]), updated_at=from_ms(row["updated_at"]))
 
 
 def api_user_from_row(row: Row) -> ApiUser:
@@ -242,6 +248,7 @@ def status_from_row(row: Row, log: tuple[LogEntry, ...] = ()) -> StatusRecord:
 def filter_to_json(f: StatusFilter) -> str:
     return json.dumps({
         "account_id": f.account_id, "recipient": f.recipient, "email_ids": list(f.email_ids),
+        "recipient_ids": [list(p) for p in f.recipient_ids],
         "api_user": f.api_user, "domain": f.domain, "label": f.label,
         "email_type": None if f.email_type is None else str(EmailType(f.email_type).value),
         "statuses": [int(s) for s in f.statuses], "sub_statuses": [int(s) for s in f.sub_statuses],
@@ -253,6 +260,7 @@ def filter_from_json(text: str) -> StatusFilter:
     d = json.loads(text)
     return StatusFilter(
         account_id=d.get("account_id"), recipient=d.get("recipient"), email_ids=tuple(d.get("email_ids") or ()),
+        recipient_ids=tuple((e, r) for e, r in d.get("recipient_ids") or ()),
         api_user=d.get("api_user"), domain=d.get("domain"), label=d.get("label"),
         email_type=EmailType(d["email_type"]) if d.get("email_type") else None,
         statuses=tuple(Status(s) for s in d.get("statuses") or ()),

@@ -23,8 +23,11 @@ from storage.records import (
     ApiUser,
     DkimKey,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -232,8 +235,34 @@ class DkimRepo(Protocol):
         ...
 
 
+class StatsRepo(Protocol):
+    async def by_day(self, flt: StatsFilter) -> builtins.list[StatsCount]:
+        """Per day, API_USER, domain, label, status and sub-status: the recipients counted by the
+        storage as their statuses change (never a scan of the recipients)."""
+        ...
+
+    async def compact(self, batch: int = 10_000) -> int:
+        """Fold up to ``batch`` pending changes into the counters (PostgreSQL; a no-op on SQLite).
+        Returns how many counters were written (0: nothing was pending). Safe on several nodes."""
+        ...
+
+
+class LabelRepo(Protocol):
+    """An account's labels. Names are unique per account (a duplicate raises ``Conflict``)."""
+
+    async def create(self, account_id: int, name: str, at: datetime) -> Label: ...
+    async def get(self, account_id: int, label_id: int) -> Label | None: ...
+    async def get_by_name(self, account_id: int, name: str) -> Label | None: ...
+    async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
+                   limit: int = 100) -> Page[Label]: ...
+    async def rename(self, account_id: int, label_id: int, name: str, at: datetime) -> Label | None: ...
+    async def delete(self, account_id: int, label_id: int) -> bool: ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
+    labels: LabelRepo
+    stats: StatsRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo
     feedback: FeedbackRepo

@@ -10,7 +10,7 @@ Numeric codes follow the EngageLab email REST API (SPEC §4) so customers' tooli
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, date, datetime
 from enum import IntEnum, StrEnum
 
 #: The API_USER scope value meaning "every API user of the account" (SPEC §1, §7).
@@ -96,6 +96,17 @@ class Account:
     id: int
     name: str
     created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Label:
+    """A label of an account: EngageLab's numeric ``label_id`` for a name that mail carries."""
+
+    label_id: int
+    account_id: int
+    name: str
+    created_at: datetime
+    updated_at: datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,6 +244,9 @@ class StatusFilter:
     account_id: int | None = None  # None only for operators (all accounts)
     recipient: str | None = None
     email_ids: tuple[str, ...] = ()
+    # per-recipient ids (EngageLab's ``EMAIL_ID$recipient``) as (email_id, recipient) pairs: a
+    # record matches when it is one of these pairs or one of ``email_ids`` (either list may be empty)
+    recipient_ids: tuple[tuple[str, str], ...] = ()
     api_user: str | None = None
     domain: str | None = None
     label: str | None = None
@@ -241,6 +255,33 @@ class StatusFilter:
     sub_statuses: tuple[SubStatus, ...] = ()
     start: datetime | None = None  # request_time >= start
     end: datetime | None = None  # request_time < end
+
+
+@dataclass(frozen=True, slots=True)
+class StatsFilter:
+    """Which delivery statistics to sum: one account's, for whole days in a time zone of whole hours.
+    Empty tuples mean "every value"."""
+
+    account_id: int
+    start: date  # first day, inclusive
+    end: date  # last day, inclusive
+    tz_hours: int = 0  # the days' offset from UTC, -12..14
+    api_users: tuple[str, ...] = ()
+    domains: tuple[str, ...] = ()
+    labels: tuple[str, ...] = ()  # label names ("" for mail without a label)
+
+
+@dataclass(frozen=True, slots=True)
+class StatsCount:
+    """How many recipients requested on ``day`` (in the filter's time zone) are in this status now."""
+
+    day: date
+    api_user: str
+    domain: str
+    label: str  # "" for none
+    status: Status
+    sub_status: SubStatus | None
+    count: int
 
 
 @dataclass(frozen=True, slots=True)

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import builtins
 from collections.abc import AsyncIterator, Callable, Sequence
-from datetime import datetime, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from storage import codec
@@ -25,9 +25,12 @@ from storage.records import (
     ApiUser,
     DkimKey,
     ExportTask,
+    Label,
     ListKind,
     LogEntry,
     LogKind,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -38,7 +41,7 @@ from storage.records import (
     SuppressionHits,
     utcnow,
 )
-from storage.search import search_where
+from storage.search import EPOCH_DAY, search_where, stats_where
 
 #: Lists whose entries may name a whole receiving domain (SPEC §3, §7).
 DOMAIN_KINDS = frozenset({ListKind.BLOCK, ListKind.NO_INTERCEPTION})
@@ -237,6 +240,67 @@ class SqlSuppressionRepo:
             if row is not None:
                 return codec.suppression_from_row(row)
         raise StorageError(f"report_not_exist: too much contention on {address!r}")
+
+
+def _like_contains(text: str) -> str:
+    """A LIKE pattern (escape character ``\\``) for "contains ``text``", case-insensitively."""
+    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+    return f"%{escaped}%"
+
+
+class SqlLabelRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def create(self, account_id: int, name: str, at: datetime) -> Label:
+        row = await self._ex.fetchrow("label.insert", {"account_id": account_id, "name": name,
+                                                       "now": codec.to_ms(at)})
+        if row is None:
+            raise Conflict(f"label {name!r} already exists")
+        return codec.label_from_row(row)
+
+    async def get(self, account_id: int, label_id: int) -> Label | None:
+        row = await self._ex.fetchrow("label.get", {"account_id": account_id, "label_id": label_id})
+        return None if row is None else codec.label_from_row(row)
+
+    async def get_by_name(self, account_id: int, name: str) -> Label | None:
+        row = await self._ex.fetchrow("label.get_by_name", {"account_id": account_id, "name": name})
+        return None if row is None else codec.label_from_row(row)
+
+    async def list(self, account_id: int, *, name_contains: str = "", offset: int = 0,
+                   limit: int = 100) -> Page[Label]:
+        params = {"account_id": account_id, "pattern": _like_contains(name_contains)}
+        rows = await self._ex.fetch("label.list", {**params, "offset": offset, "limit": limit})
+        items = [codec.label_from_row(r) for r in rows]
+        total = _page_total(offset, limit, len(items))
+        if total is None:
+            total = int(await self._ex.fetchval("label.count", params))
+        return Page(items, total)
+
+    async def rename(self, account_id: int, label_id: int, name: str, at: datetime) -> Label | None:
+        row = await self._ex.fetchrow("label.rename", {"account_id": account_id, "label_id": label_id,
+                                                       "name": name, "now": codec.to_ms(at)})
+        return None if row is None else codec.label_from_row(row)
+
+    async def delete(self, account_id: int, label_id: int) -> bool:
+        return await self._ex.execute("label.delete", {"account_id": account_id, "label_id": label_id}) > 0
+
+
+class SqlStatsRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def by_day(self, flt: StatsFilter) -> list[StatsCount]:
+        where, params = stats_where(flt, self._ex.dialect)
+        rows = await self._ex.fetch(self._ex.queries.render("stats.day", where), params)
+        return [StatsCount(day=date.fromordinal(int(r["day"]) + EPOCH_DAY), api_user=r["api_user"],
+                           domain=r["domain"], label=r["label"], status=Status(int(r["status"])),
+                           sub_status=SubStatus(int(r["sub_status"])) if r["sub_status"] else None,
+                           count=int(r["n"]))
+                for r in rows]
+
+    async def compact(self, batch: int = 10_000) -> int:
+        return int(await self._ex.fetchval("stats.compact", {"batch": batch}))
 
 
 class SqlStatusRepo:

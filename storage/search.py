@@ -10,7 +10,7 @@ from __future__ import annotations
 from typing import Any
 
 from storage import codec
-from storage.records import EmailType, StatusFilter, StatusKey
+from storage.records import EmailType, StatsFilter, StatusFilter, StatusKey
 
 # dialect -> (column, param, array element type) -> "column IN <list param>" fragment
 _IN_LIST = {
@@ -42,8 +42,17 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
     if flt.recipient is not None:
         parts.append("recipient = :f_recipient")
         params["f_recipient"] = flt.recipient.strip().lower()
+    ids: list[str] = []
     if flt.email_ids:
-        parts.append(_in_list(dialect, "email_id", "f_email_ids", "text", list(flt.email_ids), params))
+        ids.append(_in_list(dialect, "email_id", "f_email_ids", "text", list(flt.email_ids), params))
+    if flt.recipient_ids:
+        # the message ids narrow by index first; the concatenated key then keeps the exact pairs
+        messages = list(dict.fromkeys(e for e, _ in flt.recipient_ids))
+        keys = [f"{e}${r.strip().lower()}" for e, r in flt.recipient_ids]
+        ids.append("(" + _in_list(dialect, "email_id", "f_rid_messages", "text", messages, params) + " AND "
+                   + _in_list(dialect, "email_id || '$' || recipient", "f_rid_keys", "text", keys, params) + ")")
+    if ids:
+        parts.append(ids[0] if len(ids) == 1 else f"({ids[0]} OR {ids[1]})")
     if flt.api_user is not None:
         parts.append("api_user = :f_api_user")
         params["f_api_user"] = flt.api_user
@@ -72,3 +81,20 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
         params.update(k_time=codec.to_ms(after.request_time), k_email_id=after.email_id,
                       k_recipient=after.recipient)
     return (" AND ".join(parts) if parts else "1 = 1"), params
+
+
+EPOCH_DAY = 719163  # date(1970, 1, 1).toordinal()
+
+
+def stats_where(flt: StatsFilter, dialect: str) -> tuple[str, dict[str, Any]]:
+    """``(where_sql, params)`` for ``stats.day`` over ``status_stats``: the hours of the filter's days
+    (shifted by its time zone) and the optional dimension lists."""
+    first_hour = (flt.start.toordinal() - EPOCH_DAY) * 24 - flt.tz_hours
+    end_hour = (flt.end.toordinal() + 1 - EPOCH_DAY) * 24 - flt.tz_hours
+    params: dict[str, Any] = {"f_account_id": flt.account_id, "f_start": first_hour, "f_end": end_hour,
+                              "tz": flt.tz_hours}
+    parts = ["account_id = :f_account_id", "hour >= :f_start", "hour < :f_end"]
+    for col, values in (("api_user", flt.api_users), ("domain", flt.domains), ("label", flt.labels)):
+        if values:
+            parts.append(_in_list(dialect, col, f"f_{col}s", "text", list(values), params))
+    return " AND ".join(parts), params

@@ -5,13 +5,25 @@ from __future__ import annotations
 from storage import migrate as _migrate
 from storage.errors import SchemaBehind
 from storage.executor import Executor
-from storage.protocols import AccountRepo, DkimRepo, ExportRepo, FeedbackRepo, SchemaState, StatusRepo, SuppressionRepo
+from storage.protocols import (
+    AccountRepo,
+    DkimRepo,
+    ExportRepo,
+    FeedbackRepo,
+    LabelRepo,
+    SchemaState,
+    StatsRepo,
+    StatusRepo,
+    SuppressionRepo,
+)
 from storage.repos import (
     DEFAULT_COUNT_CAP,
     SqlAccountRepo,
     SqlDkimRepo,
     SqlExportRepo,
     SqlFeedbackRepo,
+    SqlLabelRepo,
+    SqlStatsRepo,
     SqlStatusRepo,
     SqlSuppressionRepo,
 )
@@ -25,6 +37,8 @@ class SqlStorage:
         self.executor = executor
         self.dialect = executor.dialect
         self.accounts: AccountRepo = SqlAccountRepo(executor)
+        self.labels: LabelRepo = SqlLabelRepo(executor)
+        self.stats: StatsRepo = SqlStatsRepo(executor)
         self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)

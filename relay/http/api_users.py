@@ -1,4 +1,5 @@
-"""Operators' API-user administration: ``GET|POST /v1/api_users``, ``DELETE /v1/api_users/{name}``.
+"""API users: ``GET /v1/api_users`` (customers: their own account's; operators: all, or one
+account), and the operators' administration ``POST /v1/api_users``, ``DELETE /v1/api_users/{name}``.
 
 POST creates the account when it is new and answers the key once (only its scrypt hash is kept).
 DELETE revokes: the key stops working at once on this node (the verified-key cache is dropped)
@@ -13,9 +14,9 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.http.auth import SERVICES_KEY, require_admin
+from relay.http.auth import SERVICES_KEY, require_admin, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
-from relay.http.params import body_text, text
+from relay.http.params import body_text
 from relay.keys import generate_key, hash_key
 from storage.errors import Conflict
 from storage.records import ALL_API_USERS, ApiUser
@@ -30,16 +31,9 @@ def user_json(u: ApiUser) -> dict[str, Any]:
 
 
 async def list_users(request: web.Request) -> web.Response:
-    require_admin(request)
-    storage = request.app[SERVICES_KEY].storage
-    name = text(request.query, "account", max_len=128)
-    account_id = None
-    if name:
-        acct = await storage.accounts.get_account(name)
-        if acct is None:
-            raise ApiError(404, f"account {name!r} does not exist")
-        account_id = acct.id
-    users = await storage.accounts.list_api_users(account_id)
+    """Customers see their own account's API users; operators every account's (or ``account=``)."""
+    account_id = await scope_account(request, required=False)
+    users = await request.app[SERVICES_KEY].storage.accounts.list_api_users(account_id)
     return page([user_json(u) for u in users], len(users))
 
 

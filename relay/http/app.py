@@ -7,7 +7,8 @@ keep-alive handling and graceful shutdown built in, and a mature client for the 
 Every response is JSON (``envelope.py``). Bodies are limited to :data:`MAX_BODY`; each request
 has :attr:`HttpServices.handler_timeout` seconds. Middlewares, outermost first: errors → JSON,
 then authentication (everything except ``/openapi.json``, ``/healthz``, ``/readyz`` and a public
-``/metrics``).
+``/metrics``), then the contract (``contract.py``: a parameter or body field the OpenAPI document
+does not list is a 400).
 """
 
 from __future__ import annotations
@@ -18,8 +19,20 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, exports, openapi, ops, queues, v1_email_status, v1_suppressions
+from relay.http import (
+    api_users,
+    contract,
+    exports,
+    labels,
+    openapi,
+    ops,
+    queues,
+    stats,
+    v1_email_status,
+    v1_suppressions,
+)
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
+from relay.http.contract import CONTRACT_KEY, contract_middleware
 from relay.http.envelope import error_middleware
 from relay.http.services import HttpServices
 
@@ -50,6 +63,11 @@ def routes() -> list[Route]:
         ("POST", "/v1/queues/{api_user}/{domain}/resume", queues.resume_queue),
         ("POST", "/v1/queues/{api_user}/{domain}/recover", queues.recover_queue),
         ("PUT", "/v1/queues/{api_user}/{domain}/rate", queues.set_rate),
+        ("GET", "/v1/stats_day", stats.stats_day),
+        ("GET", "/v1/labels", labels.list_labels),
+        ("POST", "/v1/labels", labels.create_label),
+        ("PUT", "/v1/labels/{label_id}", labels.rename_label),
+        ("DELETE", "/v1/labels/{label_id}", labels.delete_label),
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),
@@ -65,10 +83,11 @@ def routes() -> list[Route]:
 def create_app(services: HttpServices) -> web.Application:
     app = web.Application(
         client_max_size=MAX_BODY,
-        middlewares=[error_middleware(lambda: services.handler_timeout), auth_middleware],
+        middlewares=[error_middleware(lambda: services.handler_timeout), auth_middleware, contract_middleware],
         handler_args={"max_line_size": MAX_LINE, "max_field_size": MAX_FIELD},
     )
     app[SERVICES_KEY] = services
+    app[CONTRACT_KEY] = contract.build()
     app[SEARCH_LIMITER_KEY] = RateLimiter(services.search_per_minute)
     app[EXPORT_LIMITER_KEY] = RateLimiter(services.exports_per_minute)
     for method, path, handler in routes():

@@ -7,6 +7,8 @@
   parameter, to decide whose data it touches. An operator sees every account and may select one
   with ``account=NAME``.
 - Per-account request budgets for the heavy queries (:class:`RateLimiter`), answered 429.
+- A refused credential is HTTP 401 with EngageLab's business code 30000 and a message that starts
+  with EngageLab's "Authentication failed." and says what was wrong.
 """
 
 from __future__ import annotations
@@ -57,7 +59,7 @@ def _fail(reply: str) -> ApiError:
     if reply.startswith("454"):  # the key check could not read the database (it does at every request)
         return ApiError(503, "temporary authentication failure: the database is unavailable; try again shortly",
                         {"Retry-After": "5"})
-    return ApiError(401, "authentication failed: send HTTP Basic api_user:api_key", _CHALLENGE)
+    return ApiError(401, "Authentication failed. Send HTTP Basic api_user:api_key", _CHALLENGE)
 
 
 async def authenticate(request: web.Request, services: HttpServices) -> Principal:
@@ -72,17 +74,17 @@ async def authenticate(request: web.Request, services: HttpServices) -> Principa
             _peer(request), 0, _ADMIN_PSEUDO_USER, value.encode("utf-8", "surrogateescape"))
         if outcome.reply.startswith(("421", "454")):
             raise _fail(outcome.reply)
-        raise ApiError(401, "authentication failed: the bearer token is not the operator token", _CHALLENGE)
+        raise ApiError(401, "Authentication failed. The bearer token is not the operator token", _CHALLENGE)
     if scheme.lower() != "basic" or not value:
-        raise ApiError(401, "authentication required: HTTP Basic api_user:api_key (or an operator's bearer token)",
+        raise ApiError(401, "Authentication failed. Send HTTP Basic api_user:api_key (or an operator's bearer token)",
                        _CHALLENGE)
     try:
         decoded = base64.b64decode(value, validate=True)
     except (binascii.Error, ValueError):
-        raise ApiError(401, "malformed Basic credentials", _CHALLENGE) from None
+        raise ApiError(401, "Authentication failed. Malformed Basic credentials", _CHALLENGE) from None
     login, sep, password = decoded.partition(b":")
     if not sep or not login or len(decoded) > 1024:
-        raise ApiError(401, "malformed Basic credentials: expected api_user:api_key", _CHALLENGE)
+        raise ApiError(401, "Authentication failed. Malformed Basic credentials: expected api_user:api_key", _CHALLENGE)
     outcome = await services.authenticator.authenticate(_peer(request), 0, login, password)
     user = outcome.principal
     if not outcome.ok or user is None:

@@ -2,7 +2,9 @@
 
 - Lists answer ``{"result": [...], "count": n, "total": n}`` (EngageLab's shape): ``count`` is the
   length of this page, ``total`` the number of matches (capped by storage for huge results).
-- Every error is ``{"code": n, "message": "..."}`` with ``code`` equal to the HTTP status.
+- Every error is ``{"code": n, "message": "..."}``; ``code`` is EngageLab's business code where its
+  documentation gives one (:data:`BUSINESS_CODES`: 30000 for a failed authentication, HTTP 401),
+  else the HTTP status.
 - Nothing below ever answers HTML or a bare text body: unknown routes, wrong methods, oversize
   bodies and handler timeouts become the JSON error shape too. An unexpected exception is logged
   and answered 500 (a bug, never a reaction to input: every parameter is validated first).
@@ -24,6 +26,9 @@ from storage.errors import StorageError
 log = logging.getLogger("mailrelay.http")
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+# the top-level fields the operation's JSON body documents (set by ``contract.py``; None: any)
+BODY_FIELDS: web.RequestKey[frozenset[str] | None] = web.RequestKey("body_fields", object)  # type: ignore[arg-type]
 
 
 class ApiError(Exception):
@@ -48,8 +53,17 @@ def page(items: Sequence[Any], total: int) -> web.Response:
     return ok({"result": list(items), "count": len(items), "total": total})
 
 
+# HTTP status -> EngageLab's business code (the table is in the README and the OpenAPI document)
+BUSINESS_CODES = {401: 30000}
+
+
+def error_code(status: int) -> int:
+    return BUSINESS_CODES.get(status, status)
+
+
 def error(status: int, message: str, headers: dict[str, str] | None = None) -> web.Response:
-    return web.json_response({"code": status, "message": message}, status=status, headers=headers, dumps=_dumps)
+    return web.json_response({"code": error_code(status), "message": message}, status=status, headers=headers,
+                             dumps=_dumps)
 
 
 _HTTP_MESSAGES = {
@@ -108,6 +122,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         raise ApiError(400, "the body is not valid JSON") from None
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
+    fields = request.get(BODY_FIELDS)
+    unknown = [k for k in body if fields is not None and k not in fields]
+    if unknown and fields is not None:
+        raise ApiError(400, f"{unknown[0][:40]}: unknown field of {request.method} {request.path} "
+                            f"(it takes: {', '.join(sorted(fields)) or 'none'})")
     bad = _unstorable_anywhere(body)
     if bad:
         raise ApiError(400, f"the body contains {bad}")

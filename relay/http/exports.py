@@ -28,6 +28,7 @@ from relay.http.envelope import ApiError, json_body, ok, page
 from relay.http.params import integer
 from relay.http.services import ExportFiles
 from relay.http.v1_email_status import status_filter
+from relay.status_json import recipient_email_id
 from storage.records import EXPORT_EMAIL_STATUS, ExportStatus, ExportTask
 
 MAX_LIMIT = 100
@@ -64,7 +65,9 @@ def task_json(t: ExportTask, files: ExportFiles | None) -> dict[str, Any]:
         "file_size": t.file_size, "attempts": t.attempts, "error": t.error or None,
         "node": t.node or None,
         "filters": {
-            "email": f.recipient, "email_ids": list(f.email_ids), "api_user": f.api_user, "domain_name": f.domain,
+            "email": f.recipient,
+            "email_ids": [*f.email_ids, *(recipient_email_id(e, r) for e, r in f.recipient_ids)],
+            "api_user": f.api_user, "domain_name": f.domain,
             "label_id": f.label, "email_type": f.email_type.value if f.email_type else None,
             "status": [int(s) for s in f.statuses], "sub_status": [int(s) for s in f.sub_statuses],
             "start_time": f.start.isoformat() if f.start else None, "end_time": f.end.isoformat() if f.end else None,

@@ -10,13 +10,18 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.http.envelope import ok
+from relay.http.envelope import BUSINESS_CODES, ok
 
 J = dict[str, Any]
 
 _STR: J = {"type": "string"}
 _NSTR: J = {"type": ["string", "null"]}
 _TIME: J = {"type": ["string", "null"], "format": "date-time"}
+# EngageLab's list time formats, in UTC (relay/http/times.py)
+_PLAIN_TIME: J = {"type": ["string", "null"], "pattern": r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$",
+                  "description": "YYYY-MM-DD HH:MM:SS, UTC"}
+_ZONED_TIME: J = {"type": ["string", "null"], "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$",
+                  "description": "YYYY-MM-DDTHH:MM:SS+0000 (UTC)"}
 _EXPIRED: J = {"type": "boolean", "description": "past expire_time: still listed, no longer stops mail"}
 _INT: J = {"type": "integer"}
 _NINT: J = {"type": ["integer", "null"]}
@@ -54,25 +59,47 @@ _QUEUE: J = {
     "max_rate": {"type": ["number", "null"]}, "current_rate": {"type": ["number", "null"]}, "site": _NSTR,
 }
 SCHEMAS: J = {
-    "Error": _obj({"code": _INT, "message": _STR}),
+    "Error": _obj({"code": {"type": "integer", "description": "EngageLab's business code (see the table in "
+                                                              "info.description), else the HTTP status"},
+                   "message": _STR}),
     "LogLine": _LOG,
     "StatusRecord": _obj({
-        "email_id": _STR, "recipient": _STR, "status": {"type": "integer", "enum": [18, 1, 5, 4]},
-        "sub_status": _NINT, "reason": _STR, "api_user": _STR, "sender": _STR, "domain": _STR, "subject": _STR,
-        "label": _NSTR, "email_type": _NSTR, "request_time": _TIME, "request_ip": _STR, "send_time": _TIME,
-        "send_ip": _NSTR, "mx_host": _NSTR, "mx_ip": _NSTR, "updated_at": _TIME,
+        "email": _STR,
+        "email_id": {"type": "string", "description": "per recipient: MESSAGE_ID$recipient"},
+        "api_user": _STR, "status": {"type": "integer", "enum": [18, 1, 5, 4]}, "status_desc": _STR,
+        "sub_status": _NINT, "sub_status_desc": _NSTR, "request_time": _TIME, "update_time": _TIME,
+        "response_message": _STR,
+        "message_id": {"type": "string", "description": "the message's id (queued as ...)"},
+        "reason": _STR, "sender": _STR, "domain": _STR, "subject": _STR,
+        "label": _NSTR, "email_type": _NSTR, "request_ip": _STR, "send_time": _TIME,
+        "send_ip": _NSTR, "mx_host": _NSTR, "mx_ip": _NSTR,
         "log": {"type": "array", "items": _ref("LogLine")}, "events": {"type": "array", "items": _ref("LogLine")},
+        "recipient": {"type": "string", "deprecated": True, "description": "= email; removed in the next release"},
+        "updated_at": {**_TIME, "deprecated": True, "description": "= update_time; removed in the next release"},
     }),
-    "Complaint": _obj({"email": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME, "expire_time": _TIME,
-                       "expired": _EXPIRED}),
-    "Block": _obj({"email_or_domain": _STR, "api_user": _STR, "reason": _STR, "create_time": _TIME,
-                   "expire_time": _TIME, "expired": _EXPIRED}),
-    "Bounce": _obj({"email": _STR, "reason": _STR, "bounce_time": _TIME, "expire_time": _TIME, "count": _INT,
-                    "expired": _EXPIRED}),
+    "Complaint": _obj({"email": _STR, "reason": _STR, "complaint_time": _ZONED_TIME, "expire_time": _ZONED_TIME,
+                       "api_user": _STR, "expired": _EXPIRED,
+                       "create_time": {**_ZONED_TIME, "deprecated": True,
+                                       "description": "= complaint_time; removed in the next release"}}),
+    "Block": _obj({"block_id": {"type": "integer", "description": "stable per entry (derived from its key)"},
+                   "api_user": _STR, "email_or_domain": _STR, "create_time": _PLAIN_TIME,
+                   "expire_time": _PLAIN_TIME, "reason": _STR, "expired": _EXPIRED}),
+    "Bounce": _obj({"email": _STR, "reason": _STR, "bounce_time": _ZONED_TIME, "expire_time": _ZONED_TIME,
+                    "count": _INT, "expired": _EXPIRED}),
     "Unsubscribe": _obj({"email": _STR, "api_user": _STR, "type": {"type": "integer", "enum": [0, 1, 2, 3]},
-                         "reason": _STR, "unsubscribe_time": _TIME}),
-    "NoInterception": _obj({"email_or_domain": _STR, "api_user": _STR, "create_time": _TIME}),
+                         "unsubscribe_time": _ZONED_TIME, "expire_time": _ZONED_TIME, "reason": _STR}),
+    "NoInterception": _obj({"api_user": _STR, "email_or_domain": _STR, "create_time": _PLAIN_TIME}),
     "Count": _obj({"count": _INT, "warning": _STR}, ["count"]),
+    "StatsDay": _obj({
+        "send_date": {"type": "string", "format": "date"}, "api_user": _NSTR, "domain": _NSTR,
+        "label_id": _NINT, "label_name": _NSTR,
+        "targets": {"type": "integer", "description": "requests"},
+        "sent": {"type": "integer", "description": "reached the receiving server: delivered + soft_bounce"},
+        "delivered": _INT, "soft_bounce": _INT, "invalid": _INT,
+        "sending": {"type": "integer", "description": "not final yet"},
+        "sub_status": {"type": "object", "additionalProperties": {"type": "integer"},
+                       "description": "sub-status code -> count"}}),
+    "Label": _obj({"label_id": _INT, "label_name": _STR, "create_time": _ZONED_TIME, "update_time": _ZONED_TIME}),
     "Queue": _obj(_QUEUE),
     "RecoveredQueue": _obj({**_QUEUE, "released": {
         "type": "integer", "description": "waiting recipients (paused or on a retry timer) made due at once"}}),
@@ -101,7 +128,8 @@ SCHEMAS: J = {
 }
 
 _ERRORS = {str(c): {"description": d, "content": {"application/json": {"schema": _ref("Error")}}}
-           for c, d in ((400, "invalid parameter"), (401, "authentication failed"), (403, "not allowed"),
+           for c, d in ((400, "invalid parameter, or an unknown parameter or body field (named in the message)"),
+                        (401, "authentication failed (code 30000)"), (403, "not allowed"),
                         (404, "not found"), (429, "rate limit or authentication throttle"))}
 
 
@@ -120,8 +148,13 @@ def _body(schema: J) -> J:
 _ACCOUNT = _q("account", "operators only: the account name to act on (customers: their own, implied)")
 _PAGING = [_q("offset", "records to skip", {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0}),
            _q("limit", "page size", {"type": "integer", "minimum": 1, "maximum": 100, "default": 10})]
-_PERIOD = [_q("start_time", "created at or after (YYYY-MM-DD or ISO date-time, UTC)"),
-           _q("end_time", "created before (YYYY-MM-DD or ISO date-time, UTC)")]
+_LIST_PAGING = [_q("offset", "records to skip", {"type": "integer", "minimum": 0, "maximum": 1000000, "default": 0}),
+                _q("limit", "page size (0: only total)", {"type": "integer", "minimum": 0, "maximum": 100,
+                                                          "default": 100})]
+_PERIOD = [_q("start_date", "created on or after this day, YYYY-MM-DD (UTC)"),
+           _q("end_date", "created on or before this day, inclusive, YYYY-MM-DD (UTC)"),
+           _q("start_time", "ours: created at or after (YYYY-MM-DD or ISO date-time, UTC); not with start_date"),
+           _q("end_time", "ours: created before (YYYY-MM-DD or ISO date-time, UTC); not with end_date")]
 _VALUES = _obj({"email_or_domain": {"oneOf": [_STR, {"type": "array", "items": _STR, "maxItems": 1000}]}})
 _API_USER_BODY = {"type": "string", "description": "one API_USER of the account, or 'all' (default)"}
 
@@ -130,7 +163,7 @@ def _list_ops(path: str, value_field: str, item: str, methods: tuple[str, ...], 
     ops: J = {}
     if "GET" in methods:
         ops["get"] = {"summary": f"list {path}", "parameters": [
-            *_PAGING, _q(value_field, "only this value"), *_PERIOD,
+            *_LIST_PAGING, _q(value_field, "only this value"), *_PERIOD,
             _q("api_user", "only the entries of exactly this scope: one API_USER of the account, or 'all'"),
             _ACCOUNT],
                       "responses": _resp(_list_of(_ref(item)))}
@@ -140,7 +173,7 @@ def _list_ops(path: str, value_field: str, item: str, methods: tuple[str, ...], 
         ops["post"] = {"summary": f"add to {path}", "parameters": [_ACCOUNT],
                        "requestBody": _body(_obj(props, [value_field])), "responses": _resp(_ref("Count"))}
     if "DELETE" in methods:
-        params = [_q(value_field, "comma-separated values to delete", required=True), _ACCOUNT]
+        params = [_q(value_field, "values to delete, separated by ; or ,", required=True), _ACCOUNT]
         if value_field == "email_or_domain" or path.endswith("unsubscribes"):
             params.append(_q("api_user", "only the entries of this scope (default: every scope)"))
         ops["delete"] = {"summary": f"delete from {path}", "parameters": params, "responses": _resp(_ref("Count"))}
@@ -166,23 +199,27 @@ def document() -> J:
         "/v1/email_status": {"get": {
             "summary": "search per-recipient status records (at most 30 consecutive days per query)",
             "parameters": [
-                *_PAGING,
-                _q("send_date", "one day, YYYY-MM-DD (UTC)"),
+                *_LIST_PAGING,
+                _q("send_date", "one day, YYYY-MM-DD (UTC); with email: that day and the 29 after it"),
                 _q("start_date", "first day, YYYY-MM-DD (with end_date)"),
                 _q("end_date", "last day, inclusive, YYYY-MM-DD; at most 30 days after start_date"),
-                _q("email", "recipient address"), _q("email_ids", "comma-separated message ids (at most 100)"),
+                _q("email", "recipient address"),
+                _q("email_ids", "message ids or per-recipient ids (MESSAGE_ID$recipient), separated by ; or , "
+                                "(at most 100)"),
                 _q("api_user", "only this API_USER (of your account)"), _q("domain_name", "receiving domain"),
                 _q("label_id", "label"), _q("email_type", "transactional or marketing",
                                             {"type": "string", "enum": ["transactional", "marketing"]}),
-                _q("status", "comma list of 18 (sending), 1 (delivered), 5 (soft bounce), 4 (invalid)"),
-                _q("sub_status", "comma list of sub-status codes (401-409, 503-509)"),
+                _q("status", "18 (sending), 1 (delivered), 5 (soft bounce), 4 (invalid); several separated by ; or ,"),
+                _q("sub_status", "sub-status codes (401-409, 503-509) separated by ; or ,; when given, status is "
+                                 "ignored"),
                 _q("cursor", "next_cursor of the previous page: the page after it, by keyset (no offset)",
                    {"type": "string", "maxLength": 1024}), _ACCOUNT],
             "responses": _resp(_obj({
                 "result": {"type": "array", "items": _ref("StatusRecord")}, "count": _INT, "total": _INT,
                 "next_cursor": {"type": ["string", "null"],
                                 "description": "pass as cursor for the next page; null on the last page"}}))}},
-        "/v1/messages/{email_id}": {"get": {"summary": "every recipient of one message with send logs",
+        "/v1/messages/{email_id}": {"get": {"summary": "every recipient of one message with send logs (a "
+                                                       "MESSAGE_ID$recipient id: that recipient only)",
                                             "parameters": [_p("email_id"), _ACCOUNT],
                                             "responses": _resp(_list_of(_ref("StatusRecord")), extra=("404",))}},
     }
@@ -207,8 +244,38 @@ def document() -> J:
         "requestBody": _body(_obj({"max_rate": {"type": ["number", "null"], "minimum": 0, "maximum": 1000000,
                                                 "description": "messages/s; 0 or null: no cap"}}, [])),
         "responses": _resp(_ref("Queue"), extra=q_errors)}}
+    lists = "separated by ; or ,"
+    paths["/v1/stats_day"] = {"get": {
+        "summary": "delivery statistics per day, API_USER, domain and label (kept as statuses change)",
+        "parameters": [
+            _q("start_date", "first day, yyyy-MM-dd", required=True),
+            _q("end_date", "last day, inclusive, yyyy-MM-dd; at most 3 months after start_date", required=True),
+            _q("time_zone", "the days' offset from UTC in whole hours (+8, -5, +08:00); default 0",
+               {"type": "string", "pattern": "^[+-]?[0-9]{1,2}(:00)?$"}),
+            _q("api_users", f"only these API_USERs, {lists}"), _q("label_ids", f"only these labels, {lists}"),
+            _q("domain_names", f"only these receiving domains, {lists}"),
+            _q("aggregate_by", "1: one row per day over every API_USER, domain and label",
+               {"type": "integer", "enum": [0, 1], "default": 0}),
+            _ACCOUNT],
+        "responses": _resp(_list_of(_ref("StatsDay")))}}
+    label_body = _body(_obj({"label_name": {"type": "string", "minLength": 1, "maxLength": 255}}))
+    paths["/v1/labels"] = {
+        "get": {"summary": "the account's labels (label_id for the names mail carries in X-Label)",
+                "parameters": [*_LIST_PAGING, _q("label_name", "only names containing this (any case)"),
+                               _ACCOUNT],
+                "responses": _resp(_list_of(_ref("Label")))},
+        "post": {"summary": "create a label", "parameters": [_ACCOUNT], "requestBody": label_body,
+                 "responses": _resp(_ref("Label"), extra=("409",))}}
+    label_path = [{"name": "label_id", "in": "path", "required": True,
+                   "schema": {"type": "string", "pattern": "^[0-9]{1,18}$"}}, _ACCOUNT]
+    paths["/v1/labels/{label_id}"] = {
+        "put": {"summary": "rename a label (mail already sent keeps its name)", "parameters": label_path,
+                "requestBody": label_body, "responses": _resp(_ref("Label"), extra=("404", "409"))},
+        "delete": {"summary": "delete a label", "parameters": label_path,
+                   "responses": _resp(_ref("Count"), extra=("404",))}}
     paths["/v1/api_users"] = {
-        "get": {"summary": "operators: list API users", "parameters": [_q("account", "only this account")],
+        "get": {"summary": "API users: customers see their own account's, operators every account's",
+                "parameters": [_ACCOUNT],
                 "responses": _resp(_list_of(_ref("ApiUser")), extra=("404",))},
         "post": {"summary": "operators: create an API user (the key is shown once)",
                  "requestBody": _body(_obj({"api_user": _STR, "account": _STR})),
@@ -231,8 +298,7 @@ def document() -> J:
     return {
         "openapi": "3.1.0",
         "info": {"title": "mailrelay data API", "version": "1",
-                 "description": "EngageLab-compatible status and suppression endpoints, plus queues and API users. "
-                                "Errors: {\"code\": <HTTP status>, \"message\": \"...\"}."},
+                 "description": _DESCRIPTION, "x-error-codes": _error_codes()},
         "components": {"schemas": SCHEMAS, "securitySchemes": {
             "basic": {"type": "http", "scheme": "basic", "description": "api_user:api_key"},
             "admin": {"type": "http", "scheme": "bearer", "description": "the operators' admin token"}}},
@@ -302,6 +368,23 @@ def _document_unknown_account(paths: J) -> None:
             if any(p is _ACCOUNT for p in op.get("parameters", ())) and "404" not in op["responses"]:
                 op["responses"]["404"] = _ERRORS["404"]
 
+
+def _error_codes() -> list[J]:
+    """The business codes of error bodies, from the one table in ``envelope.py``."""
+    return [{"http_status": status, "code": code, "meaning": _ERRORS[str(status)]["description"]}
+            for status, code in sorted(BUSINESS_CODES.items())]
+
+
+_DESCRIPTION = (
+    "EngageLab-compatible status and suppression endpoints, plus queues, API users and exports.\n\n"
+    "Errors: {\"code\": n, \"message\": \"...\"}. code is EngageLab's business code where its documentation "
+    "gives one, else the HTTP status:\n\n"
+    "| HTTP status | code | meaning |\n|---|---|---|\n"
+    + "".join(f"| {status} | {code} | {_ERRORS[str(status)]['description']} |\n"
+              for status, code in sorted(BUSINESS_CODES.items()))
+    + "| any other 4xx/5xx | the HTTP status | the message says what is wrong |\n\n"
+    "An unknown query parameter or body field is a 400 that names it. A per-recipient email_id is "
+    "MESSAGE_ID$recipient; filters accept it and plain message ids.")
 
 _DOC: J | None = None
 

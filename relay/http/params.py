@@ -2,11 +2,13 @@
 before any storage call, and a bad one is a 400 naming the parameter (never a 500).
 
 Dates: ``YYYY-MM-DD`` (a whole UTC day) or an ISO 8601 date-time (UTC when no offset is given).
-Lists: comma-separated in the query; a JSON array (or one string) in a body.
+Lists: separated by ``;`` in the query (EngageLab's separator, e.g. ``email_ids=a;b;c``) or by ``,``
+(ours, kept working); a JSON array (or one string) in a body.
 """
 
 from __future__ import annotations
 
+import re
 from collections.abc import Mapping
 from datetime import UTC, date, datetime
 from enum import Enum
@@ -18,6 +20,7 @@ E = TypeVar("E", bound=Enum)
 
 MAX_LIST = 1000  # values per request (query list or body array)
 MAX_TEXT = 320  # longest single text value (an address is at most 254)
+_SEPARATORS = re.compile(r"[;,]")  # one character class: linear, no backtracking
 
 
 def text(q: Mapping[str, str], name: str, *, max_len: int = MAX_TEXT) -> str | None:
@@ -49,7 +52,7 @@ def text_list(q: Mapping[str, str], name: str) -> list[str]:
     raw = text(q, name, max_len=MAX_LIST * MAX_TEXT)
     if raw is None:
         return []
-    items = [s.strip() for s in raw.split(",") if s.strip()]
+    items = [s.strip() for s in _SEPARATORS.split(raw) if s.strip()]
     if len(items) > MAX_LIST:
         raise ApiError(400, f"{name}: at most {MAX_LIST} values")
     for s in items:
@@ -79,6 +82,18 @@ def parse_day(raw: str, name: str) -> date:
     if not 1970 <= day.year <= 9000:  # the same range as date-times (and never the end of the calendar)
         raise ApiError(400, f"{name}: year out of range (1970 to 9000)")
     return day
+
+
+def months_later(d: date, months: int) -> date:
+    """The same day ``months`` later (the month's last day when it has fewer days)."""
+    y, m = divmod(d.month - 1 + months, 12)
+    year, month = d.year + y, m + 1
+    for day in (d.day, 30, 29, 28):
+        try:
+            return date(year, month, day)
+        except ValueError:
+            continue
+    raise AssertionError("unreachable: every month has 28 days")
 
 
 def parse_time(raw: str, name: str) -> datetime:

@@ -1,12 +1,15 @@
 """``GET /v1/email_status`` and ``GET /v1/messages/{email_id}``: per-recipient status records.
 
-EngageLab-compatible parameters: ``offset``, ``limit`` (1–100), ``send_date`` (one day) or
+EngageLab-compatible parameters: ``offset``, ``limit`` (0–100, default 100; 0 answers only
+``total``), ``send_date`` (one day; with ``email``, that day and the 29 after it) or
 ``start_date``/``end_date`` (inclusive days, at most 30 consecutive days — a longer period is a
-400 that says so), ``email``, ``email_ids`` (comma list), ``api_user``, ``domain_name``,
-``label_id``, ``status`` (18, 1, 5, 4; comma list), ``sub_status`` (comma list); ours:
-``email_type``, and ``account`` for operators. Without any date the last 30 days are searched
-(unless ``email_ids`` names the messages). Each record carries its full send log and its feedback
-events. The account always comes from the credentials, so an ``api_user`` filter can only narrow.
+400 that says so), ``email``, ``email_ids`` (``;`` or ``,`` list of message ids or per-recipient
+``MESSAGE_ID$recipient`` ids), ``api_user``, ``domain_name``, ``label_id``, ``status`` (18, 1, 5,
+4; list), ``sub_status`` (list; when given, ``status`` is ignored, as EngageLab does); ours:
+``email_type``, ``cursor``, and ``account`` for operators. Without any date the last 30 days are
+searched (unless ``email_ids`` names the messages). Any other parameter is a 400. Each record
+carries its full send log and its feedback events. The account always comes from the credentials,
+so an ``api_user`` filter can only narrow.
 
 Deep pages: ``offset`` walks are O(offset) for the database, so each page also answers
 ``next_cursor`` (null on the last page); passing it back as ``cursor`` (with the same filters)
@@ -29,8 +32,9 @@ from aiohttp import web
 
 from relay.http.auth import SEARCH_LIMITER_KEY, SERVICES_KEY, principal, scope_account
 from relay.http.envelope import ApiError, ok, unstorable
-from relay.http.params import enum_list, integer, parse_day, text, text_list
-from relay.status_json import record_json
+from relay.http.labels import label_filter
+from relay.http.params import MAX_TEXT, enum_list, integer, parse_day, text, text_list
+from relay.status_json import record_json, split_email_id
 from storage.records import EmailType, Status, StatusFilter, StatusKey, SubStatus
 
 MAX_DAYS = 30
@@ -48,7 +52,9 @@ def _period(q: Mapping[str, str], today: datetime,
         raise ApiError(400, "send_date: give either send_date or start_date/end_date, not both")
     if send_date:
         d = parse_day(send_date, "send_date")
-        return _midnight(d), _midnight(d) + timedelta(days=1)
+        # EngageLab: a send_date with an email covers the 30 days from that date on
+        days = MAX_DAYS if text(q, "email") else 1
+        return _midnight(d), _midnight(d) + timedelta(days=days)
     if start_raw or end_raw:
         if not (start_raw and end_raw):
             raise ApiError(400, "start_date and end_date: give both (YYYY-MM-DD, inclusive)")
@@ -84,16 +90,21 @@ async def status_filter(request: web.Request, q: Mapping[str, str], *, max_days:
     email_ids = text_list(q, "email_ids")
     if len(email_ids) > MAX_LIMIT:
         raise ApiError(400, f"email_ids: at most {MAX_LIMIT} ids")
+    ids = [split_email_id(v) for v in email_ids]
+    sub_statuses = tuple(enum_list(q, "sub_status", SubStatus))
+    statuses = tuple(enum_list(q, "status", Status))
+    account_id = await scope_account(request, required=account_required)
     return StatusFilter(
-        account_id=await scope_account(request, required=account_required),
+        account_id=account_id,
         recipient=email.strip().lower() if email else None,
-        email_ids=tuple(email_ids),
+        email_ids=tuple(dict.fromkeys(e for e, r in ids if r is None)),
+        recipient_ids=tuple(dict.fromkeys((e, r) for e, r in ids if r is not None)),
         api_user=text(q, "api_user", max_len=128),
         domain=domain.strip().lower() if domain else None,
-        label=text(q, "label_id"),
+        label=await label_filter(request, account_id, text(q, "label_id")),
         email_type=email_type,
-        statuses=tuple(enum_list(q, "status", Status)),
-        sub_statuses=tuple(enum_list(q, "sub_status", SubStatus)),
+        statuses=() if sub_statuses else statuses,  # validated either way
+        sub_statuses=sub_statuses,
         start=start, end=end,
     )
 
@@ -141,7 +152,7 @@ async def email_status(request: web.Request) -> web.Response:
     services = request.app[SERVICES_KEY]
     q = request.query
     offset = integer(q, "offset", 0, 0, 1_000_000)
-    limit = integer(q, "limit", 10, 1, MAX_LIMIT)
+    limit = integer(q, "limit", MAX_LIMIT, 0, MAX_LIMIT)
     cursor_text = text(q, "cursor", max_len=1024)
     cursor = decode_cursor(cursor_text) if cursor_text else None
     if cursor is not None and offset:
@@ -159,17 +170,22 @@ async def email_status(request: web.Request) -> web.Response:
     total = cursor.total if cursor else result.total
     return ok({
         "result": [record_json(r) for r in result.items], "count": len(result.items), "total": total,
-        "next_cursor": encode_cursor(Cursor(result.items[-1].key, total, fingerprint)) if result.has_more else None,
+        "next_cursor": encode_cursor(Cursor(result.items[-1].key, total, fingerprint))
+        if result.has_more and result.items else None,
     })
 
 
 async def message(request: web.Request) -> web.Response:
-    email_id = request.match_info["email_id"]
-    if not 0 < len(email_id) <= 64:
-        raise ApiError(400, "email_id: expected 1 to 64 characters")
+    """A message id answers every recipient of the message; a ``MESSAGE_ID$recipient`` id that one."""
+    raw = request.match_info["email_id"]
+    email_id, recipient = split_email_id(raw)
+    if not 0 < len(email_id) <= 64 or len(raw) > 64 + 1 + MAX_TEXT:
+        raise ApiError(400, "email_id: a message id (1 to 64 characters), or MESSAGE_ID$recipient")
     account_id = await scope_account(request, required=False)
     rows = await request.app[SERVICES_KEY].storage.statuses.get_message(email_id, account_id)
+    if recipient is not None:
+        rows = [r for r in rows if r.recipient == recipient]
     if not rows:
-        raise ApiError(404, f"no message {email_id!r}")
+        raise ApiError(404, f"no message {raw!r}")
     return ok({"result": [record_json(r) for r in rows], "count": len(rows), "total": len(rows)})
 

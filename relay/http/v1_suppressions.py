@@ -1,13 +1,19 @@
 """The five suppression lists of an account, EngageLab-compatible:
 
-- ``GET|DELETE /v1/complaints``  (``email``; entries expire after 180 days)
-- ``GET|POST|DELETE /v1/blocks``  (``email_or_domain``; ``api_user`` one API_USER or ``all``; ``expire_time``)
+- ``GET|DELETE /v1/complaints``  (``email``, ``reason``, ``complaint_time``, ``expire_time``; 180 days)
+- ``GET|POST|DELETE /v1/blocks``  (``block_id``, ``email_or_domain``, ``api_user`` one API_USER or
+  ``all``, ``create_time``, ``expire_time``)
 - ``GET /v1/bounces``  (``email``, ``reason``, ``bounce_time``, ``expire_time``, ``count``)
-- ``GET|POST|DELETE /v1/unsubscribes``  (``email``, ``type`` 0–3, ``unsubscribe_time``)
-- ``GET|POST|DELETE /v1/no_interceptions``  (``email_or_domain``, ``api_user``)
+- ``GET|POST|DELETE /v1/unsubscribes``  (``email``, ``api_user``, ``type`` 0–3, ``unsubscribe_time``,
+  ``expire_time``)
+- ``GET|POST|DELETE /v1/no_interceptions``  (``email_or_domain``, ``api_user``, ``create_time``)
 
-GET pages with ``offset``/``limit`` (≤ 100) and filters on the value and on the creation period
-(``start_time``/``end_time``). POST takes a JSON object; DELETE takes the values in the query.
+Times in EngageLab's format of each list (``times.py``). GET pages with ``offset``/``limit``
+(0–100, default 100; 0 answers only ``total``) and filters on the value and on the creation
+period: EngageLab's ``start_date``/``end_date`` (whole days, inclusive; at most 3 months on blocks
+and unsubscribes, and ignored on unsubscribes when ``email`` is given, as EngageLab does) or our
+``start_time``/``end_time`` (date-times). POST takes a JSON object; DELETE takes the values in the
+query (``;`` or ``,`` separated). Unknown parameters and body fields are 400s (``contract.py``).
 The account always comes from the credentials (operators pass ``account=NAME``); an ``api_user``
 that is not one of that account's API users is a 400, so it cannot reach another account.
 """
@@ -15,9 +21,10 @@ that is not one of that account's API users is a 400, so it cannot reach another
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
-from datetime import datetime, timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from aiohttp import web
@@ -27,15 +34,24 @@ from relay.commands.listfile import parse_line
 from relay.commands.values import normalize_value
 from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, no_request_timeout, ok, page
-from relay.http.params import body_int, body_text, body_time, body_values, integer, text, text_list, time_param
+from relay.http.params import (
+    body_int,
+    body_text,
+    body_time,
+    body_values,
+    integer,
+    months_later,
+    parse_day,
+    text,
+    text_list,
+    time_param,
+)
+from relay.http.times import plain, zoned
 from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, UnsubscribeReason, utcnow
 
 COMPLAINT_TTL = timedelta(days=180)
 MAX_LIMIT = 100
-
-
-def _iso(t: datetime | None) -> str | None:
-    return t.isoformat() if t else None
+MAX_MONTHS = 3  # EngageLab: a blocks or unsubscribes period covers at most 3 months
 
 
 @dataclass(frozen=True)
@@ -45,6 +61,8 @@ class ListApi:
     value_field: str  # "email" or "email_or_domain"
     row: Callable[[SuppressionEntry], dict[str, Any]]
     methods: tuple[str, ...]
+    max_months: int | None = None  # cap on a start_date/end_date period
+    email_ignores_period: bool = False
 
 
 def _expired(e: SuppressionEntry) -> bool:
@@ -52,40 +70,76 @@ def _expired(e: SuppressionEntry) -> bool:
     return e.expires_at is not None and e.expires_at <= utcnow()
 
 
+def block_id(e: SuppressionEntry) -> int:
+    """EngageLab's integer ``block_id``: derived from the entry's key (account, value, scope), so it
+    is the same on every call and every node without a column of its own; 52 bits keep it exact in
+    JSON clients that read numbers as doubles."""
+    key = f"{e.account_id}\0{e.value}\0{e.api_user}".encode()
+    return int.from_bytes(hashlib.sha256(key).digest()[:8], "big") >> 12
+
+
 def _complaint(e: SuppressionEntry) -> dict[str, Any]:
-    return {"email": e.value, "api_user": e.api_user, "reason": e.reason, "create_time": _iso(e.created_at),
-            "expire_time": _iso(e.expires_at), "expired": _expired(e)}
+    return {"email": e.value, "reason": e.reason, "complaint_time": zoned(e.created_at),
+            "expire_time": zoned(e.expires_at), "api_user": e.api_user, "expired": _expired(e),
+            "create_time": zoned(e.created_at)}  # create_time: the name before complaint_time, for one release
 
 
 def _block(e: SuppressionEntry) -> dict[str, Any]:
-    return {"email_or_domain": e.value, "api_user": e.api_user, "reason": e.reason,
-            "create_time": _iso(e.created_at), "expire_time": _iso(e.expires_at), "expired": _expired(e)}
+    return {"block_id": block_id(e), "api_user": e.api_user, "email_or_domain": e.value,
+            "create_time": plain(e.created_at), "expire_time": plain(e.expires_at), "reason": e.reason,
+            "expired": _expired(e)}
 
 
 def _bounce(e: SuppressionEntry) -> dict[str, Any]:
-    return {"email": e.value, "reason": e.reason, "bounce_time": _iso(e.created_at),
-            "expire_time": _iso(e.expires_at), "count": e.hit_count, "expired": _expired(e)}
+    return {"email": e.value, "reason": e.reason, "bounce_time": zoned(e.created_at),
+            "expire_time": zoned(e.expires_at), "count": e.hit_count, "expired": _expired(e)}
 
 
 def _unsubscribe(e: SuppressionEntry) -> dict[str, Any]:
     code = UnsubscribeReason(e.reason_code) if e.reason_code in (0, 1, 2, 3) else UnsubscribeReason.NOT_WANTED
     # the reason text is the code's (SPEC §7) unless one was given with the entry
-    return {"email": e.value, "api_user": e.api_user, "type": int(code), "reason": e.reason or code.text,
-            "unsubscribe_time": _iso(e.created_at)}
+    return {"email": e.value, "api_user": e.api_user, "type": int(code), "unsubscribe_time": zoned(e.created_at),
+            "expire_time": zoned(e.expires_at), "reason": e.reason or code.text}
 
 
 def _no_interception(e: SuppressionEntry) -> dict[str, Any]:
-    return {"email_or_domain": e.value, "api_user": e.api_user, "create_time": _iso(e.created_at)}
+    return {"api_user": e.api_user, "email_or_domain": e.value, "create_time": plain(e.created_at)}
 
 
 LISTS = (
     ListApi(ListKind.COMPLAINT, "/v1/complaints", "email", _complaint, ("GET", "DELETE")),
-    ListApi(ListKind.BLOCK, "/v1/blocks", "email_or_domain", _block, ("GET", "POST", "DELETE")),
+    ListApi(ListKind.BLOCK, "/v1/blocks", "email_or_domain", _block, ("GET", "POST", "DELETE"), MAX_MONTHS),
     ListApi(ListKind.BOUNCE, "/v1/bounces", "email", _bounce, ("GET",)),
-    ListApi(ListKind.UNSUBSCRIBE, "/v1/unsubscribes", "email", _unsubscribe, ("GET", "POST", "DELETE")),
+    ListApi(ListKind.UNSUBSCRIBE, "/v1/unsubscribes", "email", _unsubscribe, ("GET", "POST", "DELETE"),
+            MAX_MONTHS, email_ignores_period=True),
     ListApi(ListKind.NO_INTERCEPTION, "/v1/no_interceptions", "email_or_domain", _no_interception,
             ("GET", "POST", "DELETE")),
 )
+
+
+def _period(q: Mapping[str, str], spec: ListApi, value: str | None) -> tuple[datetime | None, datetime | None]:
+    """The creation period: EngageLab's ``start_date``/``end_date`` (whole UTC days, inclusive) or
+    our ``start_time``/``end_time`` (date-times, end exclusive); not both kinds at once."""
+    start_raw, end_raw = text(q, "start_date"), text(q, "end_date")
+    start_t, end_t = time_param(q, "start_time"), time_param(q, "end_time")
+    if (start_raw or end_raw) and (start_t or end_t):
+        raise ApiError(400, "start_date/end_date: give either start_date/end_date or start_time/end_time, not both")
+    if start_t and end_t and end_t <= start_t:
+        raise ApiError(400, "end_time: must be after start_time")
+    if not (start_raw or end_raw):
+        return start_t, end_t
+    start_d = parse_day(start_raw, "start_date") if start_raw else None
+    end_d = parse_day(end_raw, "end_date") if end_raw else None
+    if start_d and end_d and end_d < start_d:
+        raise ApiError(400, "end_date: must not be before start_date")
+    if spec.email_ignores_period and value:
+        return None, None
+    if spec.max_months and start_d and end_d and end_d >= months_later(start_d, spec.max_months):
+        raise ApiError(400, f"start_date/end_date: the period covers {(end_d - start_d).days + 1} days; "
+                            f"{spec.path} covers at most {spec.max_months} months per query")
+    start = datetime(start_d.year, start_d.month, start_d.day, tzinfo=UTC) if start_d else None
+    end = datetime(end_d.year, end_d.month, end_d.day, tzinfo=UTC) + timedelta(days=1) if end_d else None
+    return start, end
 
 
 def _normalize(raw: str, kind: ListKind, field: str) -> str:
@@ -109,12 +163,10 @@ def _get(spec: ListApi) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
         q = request.query
         offset = integer(q, "offset", 0, 0, 1_000_000)
-        limit = integer(q, "limit", 10, 1, MAX_LIMIT)
-        start, end = time_param(q, "start_time"), time_param(q, "end_time")
-        if start and end and end <= start:
-            raise ApiError(400, "end_time: must be after start_time")
+        limit = integer(q, "limit", MAX_LIMIT, 0, MAX_LIMIT)
         raw = text(q, spec.value_field)
         value = _normalize(raw, spec.kind, spec.value_field) if raw else None
+        start, end = _period(q, spec, value)
         account_id = await scope_account(request, required=True)
         assert account_id is not None
         scope_raw = text(q, "api_user", max_len=128)

@@ -125,3 +125,34 @@ ON CONFLICT DO NOTHING
 -- VACUUM too: sets the visibility map, as autovacuum would soon after a bulk load, so counts
 -- can be answered from the indexes alone
 VACUUM ANALYZE
+
+-- name: stats.day
+-- template: {where} is filled only by storage/search.py (stats_where); the compacted counts plus
+-- the deltas not compacted yet
+SELECT (hour + :tz) / 24 AS day, api_user, domain, label, status, sub_status, sum(n) AS n
+FROM (SELECT hour, api_user, domain, label, status, sub_status, n FROM status_stats WHERE {where}
+      UNION ALL
+      SELECT hour, api_user, domain, label, status, sub_status, n FROM status_stats_delta WHERE {where}) AS c
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(n) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+-- name: stats.compact
+-- moves at most :batch deltas into the counters in one statement: the deleted rows are exactly
+-- the ones added (another node compacting at once skips them), in key order (no deadlock between
+-- two compactors); answers how many counters it wrote
+WITH moved AS (
+    DELETE FROM status_stats_delta
+    WHERE ctid = ANY(ARRAY(SELECT ctid FROM status_stats_delta LIMIT :batch))
+    RETURNING account_id, hour, api_user, domain, label, status, sub_status, n
+), written AS (
+    INSERT INTO status_stats (account_id, hour, api_user, domain, label, status, sub_status, n)
+    SELECT account_id, hour, api_user, domain, label, status, sub_status, sum(n)
+    FROM moved
+    GROUP BY 1, 2, 3, 4, 5, 6, 7
+    ORDER BY 1, 2, 3, 4, 5, 6, 7
+    ON CONFLICT (account_id, hour, api_user, domain, label, status, sub_status)
+    DO UPDATE SET n = status_stats.n + EXCLUDED.n
+    RETURNING 1
+)
+SELECT count(*) FROM written

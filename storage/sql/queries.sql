@@ -47,6 +47,49 @@ SELECT id, name, created_at FROM accounts WHERE id = :id
 -- name: account.list
 SELECT id, name, created_at FROM accounts ORDER BY id
 
+-- name: stats.day
+-- template: {where} is filled only by storage/search.py (stats_where); :tz shifts UTC hours into
+-- the caller's days. Reads the counters the recipients triggers keep, never the recipients.
+SELECT (hour + :tz) / 24 AS day, api_user, domain, label, status, sub_status, sum(n) AS n
+FROM status_stats
+WHERE {where}
+GROUP BY 1, 2, 3, 4, 5, 6
+HAVING sum(n) <> 0
+ORDER BY 1, 2, 3, 4, 5, 6
+
+-- name: stats.compact
+-- SQLite's triggers update status_stats directly: nothing to compact (PostgreSQL moves its deltas)
+SELECT 0 * :batch
+
+-- name: label.insert
+INSERT INTO labels (account_id, name, created_at, updated_at) VALUES (:account_id, :name, :now, :now)
+ON CONFLICT (account_id, name) DO NOTHING
+RETURNING label_id, account_id, name, created_at, updated_at
+
+-- name: label.get
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE label_id = :label_id AND account_id = :account_id
+
+-- name: label.get_by_name
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE account_id = :account_id AND name = :name
+
+-- name: label.list
+-- :pattern is a LIKE pattern of the lower-cased name, its wildcards escaped with a backslash
+SELECT label_id, account_id, name, created_at, updated_at FROM labels
+WHERE account_id = :account_id AND lower(name) LIKE :pattern ESCAPE '\'
+ORDER BY label_id LIMIT :limit OFFSET :offset
+
+-- name: label.count
+SELECT count(*) FROM labels WHERE account_id = :account_id AND lower(name) LIKE :pattern ESCAPE '\'
+
+-- name: label.rename
+UPDATE labels SET name = :name, updated_at = :now WHERE label_id = :label_id AND account_id = :account_id
+RETURNING label_id, account_id, name, created_at, updated_at
+
+-- name: label.delete
+DELETE FROM labels WHERE label_id = :label_id AND account_id = :account_id
+
 -- name: api_user.insert
 INSERT INTO api_users (name, account_id, key_hash, created_at)
 VALUES (:name, :account_id, :key_hash, :created_at)

@@ -18,6 +18,7 @@ import pytest
 
 from relay.http.app import routes
 from relay.http.auth import SERVICES_KEY
+from relay.http.envelope import error_code
 from storage.records import (
     EmailType,
     ListKind,
@@ -61,7 +62,7 @@ class Api:
             assert r.content_type == "application/json", (r.status, await r.text())
             body = await r.json()
             if r.status >= 400:
-                assert set(body) == {"code", "message"} and body["code"] == r.status, body
+                assert set(body) == {"code", "message"} and body["code"] == error_code(r.status), body
             assert r.status < 500, body
             return r.status, body
 
@@ -131,7 +132,7 @@ async def test_email_status_happy_path_with_log_and_events(api: Api) -> None:
     status, body = await api.call("GET", "/v1/email_status", api.a)
     assert status == 200
     assert body["count"] == body["total"] == 3  # 40-day-old mail is outside the default 30 days
-    assert body["result"][0]["email_id"] == "01AAA"  # newest first
+    assert body["result"][0]["message_id"] == "01AAA"  # newest first
     one = next(r for r in body["result"] if r["recipient"] == "one@example.com")
     assert one["status"] == 5 and one["sub_status"] == 506
     assert [e["kind"] for e in one["log"]] == ["accepted", "attempt", "feedback"]
@@ -144,7 +145,7 @@ async def test_email_status_filters(api: Api) -> None:
     async def ids(**params: str) -> list[tuple[str, str]]:
         status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
         assert status == 200, body
-        return sorted((r["email_id"], r["recipient"]) for r in body["result"])
+        return sorted((r["message_id"], r["recipient"]) for r in body["result"])
 
     today = NOW.date()
     assert await ids(email="ONE@example.com") == [("01AAA", "one@example.com")]
@@ -166,7 +167,7 @@ async def test_email_status_paging(api: Api) -> None:
     for offset in range(3):
         status, body = await api.call("GET", "/v1/email_status", api.a, params={"limit": "1", "offset": str(offset)})
         assert status == 200 and body["count"] == 1 and body["total"] == 3
-        seen.append((body["result"][0]["email_id"], body["result"][0]["recipient"]))
+        seen.append((body["result"][0]["message_id"], body["result"][0]["recipient"]))
     assert len(set(seen)) == 3
     _, body = await api.call("GET", "/v1/email_status", api.a, params={"limit": "1", "offset": "3"})
     assert body["result"] == [] and body["count"] == 0
@@ -180,10 +181,10 @@ async def test_email_status_cursor_paging(api: Api) -> None:
     for _ in range(3):
         status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
         assert status == 200 and body["count"] == 1 and body["total"] == 3
-        seen += [(r["email_id"], r["recipient"]) for r in body["result"]]
+        seen += [(r["message_id"], r["recipient"]) for r in body["result"]]
         params = {"limit": "1", "cursor": body["next_cursor"] or ""}
     assert body["next_cursor"] is None  # the third page is the last
-    assert seen == [(r["email_id"], r["recipient"]) for r in everything["result"]]
+    assert seen == [(r["message_id"], r["recipient"]) for r in everything["result"]]
     # a cursor continues only its own search: another account's key, or other filters, are a 400
     _, first = await api.call("GET", "/v1/email_status", api.a, params={"limit": "1"})
     status, body = await api.call("GET", "/v1/email_status", api.b, params={"cursor": first["next_cursor"]})
@@ -221,7 +222,7 @@ async def test_email_status_30_day_rule(api: Api) -> None:
 
 
 @pytest.mark.parametrize("params, word", [
-    ({"limit": "101"}, "limit"), ({"limit": "0"}, "limit"), ({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"),
+    ({"limit": "101"}, "limit"), ({"limit": "-1"}, "limit"), ({"limit": "x"}, "limit"), ({"offset": "-1"}, "offset"),
     ({"status": "7"}, "status"), ({"status": "abc"}, "status"), ({"sub_status": "999"}, "sub_status"),
     ({"send_date": "2024-13-01"}, "send_date"), ({"send_date": "yesterday"}, "send_date"),
     ({"start_date": "2024-01-01"}, "start_date"),
@@ -244,10 +245,10 @@ async def test_message_endpoint(api: Api) -> None:
 
 async def test_admin_sees_every_account_and_selects_one(api: Api) -> None:
     _, body = await api.call("GET", "/v1/email_status", ADMIN, params={"email": "one@example.com"})
-    assert sorted(r["email_id"] for r in body["result"]) == ["01AAA", "01BBB"]
+    assert sorted(r["message_id"] for r in body["result"]) == ["01AAA", "01BBB"]
     _, body = await api.call("GET", "/v1/email_status", ADMIN, params={"email": "one@example.com",
                                                                        "account": "beta"})
-    assert [r["email_id"] for r in body["result"]] == ["01BBB"]
+    assert [r["message_id"] for r in body["result"]] == ["01BBB"]
     status, body = await api.call("GET", "/v1/email_status", ADMIN, params={"account": "nope"})
     assert status == 404
     assert (await api.call("GET", "/v1/messages/01BBB", ADMIN))[0] == 200
@@ -316,7 +317,7 @@ async def test_blocks_post_delete_and_paging(api: Api) -> None:
     got = {r["email_or_domain"] for r in page1["result"] + page2["result"]}
     assert got == {*values, "blocked.example"}
     row = next(r for r in page1["result"] + page2["result"] if r["email_or_domain"] == "whole.example")
-    assert row["api_user"] == "app1" and row["expire_time"].startswith(expire[:19])
+    assert row["api_user"] == "app1" and row["expire_time"] == f"{NOW + timedelta(days=7):%Y-%m-%d %H:%M:%S}"
     status, body = await api.call("DELETE", "/v1/blocks", api.a,
                                   params={"email_or_domain": "whole.example,user0@example.net"})
     assert status == 200 and body["count"] == 2
@@ -406,7 +407,7 @@ async def test_auth_failures_are_401_json(sqlite_api: Api) -> None:
                     {"Authorization": "Basic " + base64.b64encode(b"no-colon").decode()}):
         status, body = await api.call("GET", "/v1/email_status", headers)
         assert status == 401, headers
-        assert body["code"] == 401
+        assert body["code"] == 30000  # EngageLab's business code for a failed authentication
         if headers.get("Authorization", "").startswith("Bearer"):
             assert "not the operator token" in body["message"]
     status, _ = await api.call("GET", "/openapi.json")
@@ -415,7 +416,9 @@ async def test_auth_failures_are_401_json(sqlite_api: Api) -> None:
 
 async def test_customer_cannot_use_admin_endpoints(sqlite_api: Api) -> None:
     api = sqlite_api
-    assert (await api.call("GET", "/v1/api_users", api.a))[0] == 403
+    status, body = await api.call("GET", "/v1/api_users", api.a)  # customers: their own account only
+    assert status == 200 and [u["api_user"] for u in body["result"]] == ["app1"]
+    assert (await api.call("GET", "/v1/api_users", api.a, params={"account": "beta"}))[0] == 403
     assert (await api.call("POST", "/v1/api_users", api.a, json={"api_user": "x", "account": "acme"}))[0] == 403
     assert (await api.call("DELETE", "/v1/api_users/b1", api.a))[0] == 403
     assert (await api.call("GET", "/v1/email_status", api.a, params={"account": "beta"}))[0] == 403

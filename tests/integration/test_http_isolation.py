@@ -15,6 +15,7 @@ import pytest
 
 from relay.http.app import routes
 from relay.http.v1_suppressions import LISTS
+from storage.records import utcnow
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import wait_until
@@ -72,7 +73,7 @@ def _status_search() -> Check:
                        {"email": "one@example.com", "api_user": "b1"}):
             status, body = await api.call("GET", "/v1/email_status", api.a, params=params)
             assert status == 200 and all(r["api_user"] == "app1" for r in body["result"]), params
-            assert "01BBB" not in {r["email_id"] for r in body["result"]}
+            assert "01BBB" not in {r["message_id"] for r in body["result"]}
         assert (await api.call("GET", "/v1/email_status", api.a, params={"account": "beta"}))[0] == 403
     return check
 
@@ -204,6 +205,44 @@ async def _blocks_upload(api: Api) -> None:
     await _b_lists_intact(api)
 
 
+async def _api_users_list(api: Api) -> None:
+    status, body = await api.call("GET", "/v1/api_users", api.a)
+    assert status == 200 and {u["account"] for u in body["result"]} == {"acme"}  # never b1 of beta
+    assert (await api.call("GET", "/v1/api_users", api.a, params={"account": "beta"}))[0] == 403
+
+
+async def _b_label(api: Api) -> int:
+    status, body = await api.call("POST", "/v1/labels", api.b, json={"label_name": "b-secret"})
+    assert status in (200, 409)
+    _, body = await api.call("GET", "/v1/labels", api.b, params={"label_name": "b-secret"})
+    return int(body["result"][0]["label_id"])
+
+
+def _labels(method: str, by_id: bool) -> Check:
+    async def check(api: Api) -> None:
+        b_id = await _b_label(api)
+        path = f"/v1/labels/{b_id}" if by_id else "/v1/labels"
+        kw: dict[str, Any] = {"json": {"label_name": "a-label"}} if method in ("POST", "PUT") else {}
+        assert (await api.call(method, path, api.a, params={"account": "beta"}, **kw))[0] == 403
+        status, body = await api.call(method, path, api.a, **kw)
+        if by_id:
+            assert status == 404, body  # another account's label is like one that does not exist
+        elif method == "GET":
+            assert status == 200 and "b-secret" not in {x["label_name"] for x in body["result"]}
+        _, body = await api.call("GET", "/v1/labels", api.b)
+        assert [(x["label_id"], x["label_name"]) for x in body["result"]] == [(b_id, "b-secret")]  # untouched
+    return check
+
+
+async def _stats_day(api: Api) -> None:
+    today = utcnow().date().isoformat()
+    params = {"start_date": today, "end_date": today}
+    assert (await api.call("GET", "/v1/stats_day", api.a, params={**params, "account": "beta"}))[0] == 403
+    for who, api_user in ((api.a, "b1"), (api.b, "b1")):  # A asking for B's API_USER gets nothing
+        status, body = await api.call("GET", "/v1/stats_day", who, params={**params, "api_users": api_user})
+        assert status == 200 and (body["total"] > 0) == (who is api.b), body
+
+
 async def _openapi(api: Api) -> None:
     status, doc = await api.call("GET", "/openapi.json", api.a)
     assert status == 200 and "01BBB" not in str(doc)
@@ -241,7 +280,12 @@ CASES: dict[tuple[str, str], Check] = {
     ("POST", "/v1/queues/{api_user}/{domain}/resume"): _queue("POST", "/resume"),
     ("POST", "/v1/queues/{api_user}/{domain}/recover"): _queue("POST", "/recover"),
     ("PUT", "/v1/queues/{api_user}/{domain}/rate"): _queue("PUT", "/rate", json={"max_rate": 1}),
-    ("GET", "/v1/api_users"): _admin_only("GET", "/v1/api_users"),
+    ("GET", "/v1/api_users"): _api_users_list,
+    ("GET", "/v1/stats_day"): _stats_day,
+    ("GET", "/v1/labels"): _labels("GET", False),
+    ("POST", "/v1/labels"): _labels("POST", False),
+    ("PUT", "/v1/labels/{label_id}"): _labels("PUT", True),
+    ("DELETE", "/v1/labels/{label_id}"): _labels("DELETE", True),
     ("POST", "/v1/api_users"): _admin_only("POST", "/v1/api_users", json={"api_user": "evil", "account": "beta"}),
     ("DELETE", "/v1/api_users/{name}"): _admin_only("DELETE", "/v1/api_users/b1"),
     ("POST", "/v1/blocks/upload"): _blocks_upload,

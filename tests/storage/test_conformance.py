@@ -20,6 +20,8 @@ from storage.records import (
     LogKind,
     MessageRecord,
     RecipientOutcome,
+    StatsCount,
+    StatsFilter,
     Status,
     StatusFilter,
     StatusKey,
@@ -505,6 +507,13 @@ async def test_search_filters_paging_total(storage: SqlStorage) -> None:
     assert await ids(StatusFilter(account_id=a, recipient="P5@gmail.example")) == [("e005", "p5@gmail.example")]
     assert await ids(StatusFilter(account_id=b, recipient="p5@gmail.example")) == []
     assert await ids(StatusFilter(email_ids=("e007", "e014"))) == expect(lambda m, r: m.email_id in ("e007", "e014"))
+    # per-recipient ids (EMAIL_ID$recipient): exactly those pairs, alone, several, and with whole messages
+    assert await ids(StatusFilter(recipient_ids=(("e007", "Q7@qq.example"),))) == [("e007", "q7@qq.example")]
+    assert await ids(StatusFilter(recipient_ids=(("e007", "p7@gmail.example"), ("e014", "q14@qq.example")))) == [
+        ("e014", "q14@qq.example"), ("e007", "p7@gmail.example")]
+    assert await ids(StatusFilter(recipient_ids=(("e007", "q14@qq.example"),))) == []  # never a cross pair
+    assert await ids(StatusFilter(email_ids=("e021",), recipient_ids=(("e007", "q7@qq.example"),))) == expect(
+        lambda m, r: m.email_id == "e021" or (m.email_id, r.recipient) == ("e007", "q7@qq.example"))
     assert await ids(StatusFilter(account_id=a, api_user="u2")) == expect(
         lambda m, r: m.account_id == a and m.api_user == "u2"
     )
@@ -644,3 +653,139 @@ async def test_find_by_message_id(storage: SqlStorage) -> None:
                                                                                          Status.SENDING),))])
     assert await storage.statuses.find_by_message_id("<abc@example.com>") == [(msg.email_id, acct.id)]
     assert await storage.statuses.find_by_message_id("<other@example.com>") == []
+
+
+# ---------------------------------------------------------------- labels
+
+
+async def test_labels_create_list_rename_delete(storage: SqlStorage) -> None:
+    a = (await storage.accounts.ensure_account("acme")).id
+    b = (await storage.accounts.ensure_account("globex")).id
+    promo = await storage.labels.create(a, "Promo_2026", T0)
+    news = await storage.labels.create(a, "news%letter", T0 + timedelta(seconds=1))
+    other = await storage.labels.create(b, "Promo_2026", T0)  # names are per account
+    assert promo.label_id != news.label_id != other.label_id
+    assert (promo.name, promo.created_at, promo.updated_at) == ("Promo_2026", T0, T0)
+    with pytest.raises(Conflict):
+        await storage.labels.create(a, "Promo_2026", T0)
+    page = await storage.labels.list(a)
+    assert [x.name for x in page.items] == ["Promo_2026", "news%letter"] and page.total == 2
+    # contains, case-insensitive; LIKE wildcards in the text are plain characters
+    assert [x.name for x in (await storage.labels.list(a, name_contains="promo")).items] == ["Promo_2026"]
+    assert [x.name for x in (await storage.labels.list(a, name_contains="%")).items] == ["news%letter"]
+    assert [x.name for x in (await storage.labels.list(a, name_contains="o_2")).items] == ["Promo_2026"]
+    assert (await storage.labels.list(a, name_contains="o_x")).total == 0
+    paged = await storage.labels.list(a, offset=1, limit=1)
+    assert [x.name for x in paged.items] == ["news%letter"] and paged.total == 2
+    assert (await storage.labels.list(a, limit=0)).total == 2
+    assert await storage.labels.get(b, promo.label_id) is None  # another account's id
+    assert await storage.labels.get_by_name(a, "Promo_2026") == promo
+    assert await storage.labels.get_by_name(a, "promo_2026") is None  # names are exact
+    renamed = await storage.labels.rename(a, promo.label_id, "spring", T0 + timedelta(hours=1))
+    assert renamed is not None and (renamed.name, renamed.created_at, renamed.updated_at) == (
+        "spring", T0, T0 + timedelta(hours=1))
+    with pytest.raises(Conflict):
+        await storage.labels.rename(a, news.label_id, "spring", T0)
+    assert await storage.labels.rename(b, news.label_id, "x", T0) is None
+    assert not await storage.labels.delete(b, news.label_id)
+    assert await storage.labels.delete(a, news.label_id)
+    assert await storage.labels.get(a, news.label_id) is None
+    assert [x.name for x in (await storage.labels.list(b)).items] == ["Promo_2026"]
+
+
+# ---------------------------------------------------------------- daily statistics
+
+
+async def test_stats_by_day_follow_status_changes(storage: SqlStorage) -> None:
+    a = (await storage.accounts.ensure_account("acme")).id
+    b = (await storage.accounts.ensure_account("globex")).id
+    late = T0.replace(hour=22)  # 2026-03-01 22:00 UTC is 2026-03-02 in UTC+8
+    await storage.statuses.record_submissions([
+        SubmissionRecord(_message("s1", a, label="promo"), (
+            RecipientOutcome("x@gmail.example", Status.SENDING), RecipientOutcome("y@gmail.example", Status.SENDING),
+            RecipientOutcome("z@qq.example", Status.INVALID, SubStatus.UNSUBSCRIBE, "unsubscribe"))),
+        SubmissionRecord(_message("s2", a, api_user="u2", request_time=late),
+                         (RecipientOutcome("x@gmail.example", Status.SENDING),)),
+        SubmissionRecord(_message("s3", b), (RecipientOutcome("x@gmail.example", Status.SENDING),)),
+    ])
+    # the same submission again changes nothing (the rows exist: no double count)
+    await storage.statuses.record_submissions([
+        SubmissionRecord(_message("s3", b), (RecipientOutcome("x@gmail.example", Status.SENDING),))])
+    st = storage.statuses
+    assert await st.update_status("s1", "x@gmail.example", Status.DELIVERED, None, "250 ok")
+    assert await st.update_status("s1", "y@gmail.example", Status.SENDING, None, "451 later")  # no change
+    assert await st.update_status("s1", "y@gmail.example", Status.SOFT_BOUNCE, SubStatus.SB_NOT_EXIST, "5.1.1")
+    assert await st.update_status("s1", "y@gmail.example", Status.SOFT_BOUNCE, SubStatus.SB_REJECTED, "5.7.1")
+    day = T0.date()
+
+    def rows(got: list[StatsCount]) -> list[tuple[object, ...]]:
+        return [(c.day, c.api_user, c.domain, c.label, int(c.status), c.sub_status and int(c.sub_status), c.count)
+                for c in got]
+
+    assert rows(await storage.stats.by_day(StatsFilter(a, day, day))) == [
+        (day, "u1", "gmail.example", "promo", 1, None, 1),
+        (day, "u1", "gmail.example", "promo", 5, 508, 1),
+        (day, "u1", "qq.example", "promo", 4, 402, 1),
+        (day, "u2", "gmail.example", "", 18, None, 1),
+    ]
+    # a time zone of whole hours regroups the hours into its days
+    east = await storage.stats.by_day(StatsFilter(a, day, day + timedelta(days=1), tz_hours=8))
+    assert [(c.day, c.api_user) for c in east if c.api_user == "u2"] == [(day + timedelta(days=1), "u2")]
+    assert await storage.stats.by_day(StatsFilter(a, day, day, tz_hours=8)) == [
+        c for c in east if c.day == day]
+    # the dimension filters, and other accounts and days stay out
+    got = await storage.stats.by_day(StatsFilter(a, day, day, api_users=("u1",), domains=("qq.example",),
+                                                 labels=("promo",)))
+    assert rows(got) == [(day, "u1", "qq.example", "promo", 4, 402, 1)]
+    assert rows(await storage.stats.by_day(StatsFilter(a, day, day, labels=("",)))) == [
+        (day, "u2", "gmail.example", "", 18, None, 1)]
+    assert rows(await storage.stats.by_day(StatsFilter(b, day, day))) == [
+        (day, "u1", "gmail.example", "", 18, None, 1)]
+    assert await storage.stats.by_day(StatsFilter(a, day - timedelta(days=3), day - timedelta(days=1))) == []
+    # compaction folds the pending changes (PostgreSQL) without changing any answer
+    before = await storage.stats.by_day(StatsFilter(a, day, day + timedelta(days=1), tz_hours=8))
+    moved = await storage.stats.compact()
+    assert (moved > 0) == (storage.dialect == "postgres")
+    assert await storage.stats.compact() == 0
+    assert await storage.stats.by_day(StatsFilter(a, day, day + timedelta(days=1), tz_hours=8)) == before
+    assert await st.update_status("s1", "x@gmail.example", Status.SOFT_BOUNCE, SubStatus.SB_OTHERS, "bounce")
+    assert await storage.stats.compact(batch=1) >= 0  # a small batch leaves the rest for later
+    got = rows(await storage.stats.by_day(StatsFilter(a, day, day, api_users=("u1",), domains=("gmail.example",))))
+    assert got == [(day, "u1", "gmail.example", "promo", 5, 508, 1), (day, "u1", "gmail.example", "promo", 5, 509, 1)]
+
+
+async def test_stats_stay_exact_with_two_nodes_writing_and_compacting(storage: SqlStorage, storage_url: str) -> None:
+    """Two nodes record and update statuses of the same counters in opposite orders while both
+    compact: no write fails (no lock-order deadlock on the counters) and every count is exact."""
+    other = await open_storage(storage_url)
+    try:
+        acct = (await storage.accounts.ensure_account("acme")).id
+        domains = [f"d{i}.example" for i in range(8)]
+
+        async def node(st: SqlStorage, n: int, tag: str) -> None:
+            for k in range(n):
+                email_id = f"{tag}{k}"
+                order = domains if k % 2 else domains[::-1]
+                await st.statuses.record_submissions([SubmissionRecord(
+                    _message(email_id, acct), tuple(RecipientOutcome(f"r@{d}", Status.SENDING) for d in order))])
+                for d in reversed(order):
+                    assert await st.statuses.update_status(email_id, f"r@{d}", Status.DELIVERED, None, "250 ok")
+
+        async def compactor(st: SqlStorage, stop: asyncio.Event) -> None:
+            while not stop.is_set():
+                await st.stats.compact(batch=50)
+                await asyncio.sleep(0)
+
+        stop = asyncio.Event()
+        compactors = [asyncio.create_task(compactor(s, stop)) for s in (storage, other)]
+        async with asyncio.timeout(60):
+            await asyncio.gather(*(node(storage if i % 2 else other, 6, f"n{i}-") for i in range(12)))
+        stop.set()
+        await asyncio.gather(*compactors)
+        got = await storage.stats.by_day(StatsFilter(acct, T0.date(), T0.date()))
+        assert {(c.domain, int(c.status), c.count) for c in got} == {(d, 1, 72) for d in domains}
+        while await other.stats.compact() > 0:
+            pass
+        assert await storage.stats.by_day(StatsFilter(acct, T0.date(), T0.date())) == got
+    finally:
+        await other.close()
