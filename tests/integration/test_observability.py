@@ -214,7 +214,7 @@ async def test_metrics_need_the_admin_token_when_so_configured(relay_factory: Re
                                                                sink: ScriptedMx) -> None:
     relay = await _start(relay_factory, sink, **{"http.metrics_auth": "token"})
     status, _, body = await _get(relay, "/metrics")
-    assert status == 401 and "authentication" in body
+    assert status == 401 and "Authentication failed" in body
     status, _, body = await _get(relay, "/metrics", basic(relay.api_user, relay.key))
     assert status == 403 and "operators" in body
     status, ctype, body = await _get(relay, "/metrics", ADMIN)
