@@ -42,7 +42,11 @@ class Verdict:
     rule: str
 
 
-_CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s+)?")
+#: Characters of a diagnostic / of the notice context the rules read: their regexes are bounded,
+#: so this caps the cost of one classification whatever the mail holds.
+MAX_DIAGNOSTIC = 4096
+MAX_CONTEXT = 8192
+_CONTINUATION = re.compile(r"(?<=\S)\s{1,20}[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s{1,20})?")
 
 
 def _unfold_reply(text: str) -> str:
@@ -154,7 +158,8 @@ class BounceClassifier:
 
     def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
                  action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
-        diagnostic = _unfold_reply(diagnostic)
+        diagnostic = _unfold_reply(diagnostic[:MAX_DIAGNOSTIC])
+        context = context[:MAX_CONTEXT]
         mcode = _match_code(code, status, action)
         rule = self._match(diagnostic, context, mcode, status)
         if rule is not None and rule.name in _GENERIC_REFUSALS and (

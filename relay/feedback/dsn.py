@@ -30,13 +30,15 @@ from relay.feedback.scan import (
 
 __all__ = ["DsnResult", "human_block", "parse_dsn", "parse_fields"]
 
-_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})\s*:\s?(.*)$")
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]{0,20}:[ \t]?(.*)$")
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "action", "status", "diagnostic-code",
                                "remote-mta", "last-attempt-date", "will-retry-until", "x-actual-recipient",
                                "final-log-id", "x-display-name"})
-_TEXT_DSN = re.compile(r"^\s*(final-recipient|original-recipient)\s*:", re.I | re.M)
-_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
-_LOCAL_EXIT = re.compile(r"^\s*x-unix\s*;\s*\d*\s*$", re.I)
+# [ \t], not \s: with re.M a \s* at each line start would run across every following blank
+# line (250 KB of blank lines took 990 s).
+_TEXT_DSN = re.compile(r"^[ \t]{0,20}(final-recipient|original-recipient)[ \t]{0,20}:", re.I | re.M)
+_STATUS = re.compile(r"^\s{0,20}([245])\.(\d{1,3})\.(\d{1,3})")
+_LOCAL_EXIT = re.compile(r"^\s{0,20}x-unix\s{0,20};\s{0,20}\d{0,10}\s{0,20}$", re.I)
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 MAX_RECIPIENTS = 500
 
@@ -46,6 +48,7 @@ class DsnResult:
     rows: list[RecipientReport]
     reporting_mta: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    recipients_total: int = 0  # per-recipient field groups in the mail (rows stop at MAX_RECIPIENTS)
 
     @property
     def delivery_success(self) -> bool:
@@ -202,5 +205,16 @@ def parse_dsn(mail: Mail) -> DsnResult | None:
         ))
     if not rows:
         return None
+    total = max(len(groups), sum(_count_groups(t) for t in sources))
     reporting = strip_diag_type(message["reporting-mta"]).strip() if message.get("reporting-mta") else None
-    return DsnResult(rows=rows, reporting_mta=reporting, fields=message)
+    return DsnResult(rows=rows, reporting_mta=reporting, fields=message, recipients_total=total)
+
+
+def _count_groups(text: str) -> int:
+    """Per-recipient groups in a delivery-status text, counted past the cap (for ``dropped``)."""
+    finals = originals = 0
+    for line in text.splitlines():
+        head = line.lstrip()[:20].lower()
+        finals += head.startswith("final-recipient")
+        originals += head.startswith("original-recipient")
+    return finals or originals

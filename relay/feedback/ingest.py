@@ -41,6 +41,7 @@ from storage.records import (
 log = logging.getLogger("mailrelay.feedback")
 
 COMPLAINT_TTL = timedelta(days=180)
+DEFAULT_PARSE_BUDGET = 30.0  # seconds one mail may be examined (the regexes are bounded; this is the backstop)
 
 
 @dataclass(frozen=True)
@@ -60,13 +61,15 @@ class _Match:
 
 class FeedbackIngestor:
     def __init__(self, storage: Storage, secrets: Sequence[bytes], tencent: TencentRules, inbox: FeedbackInbox,
-                 parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None) -> None:
+                 parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None,
+                 parse_budget: float = DEFAULT_PARSE_BUDGET) -> None:
         self.storage = storage
         self.metrics = metrics or Metrics()
         self.secrets = [s for s in secrets if s]
         self.tencent = tencent
         self.inbox = inbox
         self.parse = parse
+        self.parse_budget = parse_budget
 
     async def ingest(self, raw: bytes, origin: str, *, envelope_rcpts: Sequence[str] = (),
                      inbox_id: str | None = None) -> IngestResult:
@@ -84,7 +87,13 @@ class FeedbackIngestor:
         return result
 
     async def _ingest(self, raw: bytes, origin: str, envelope_rcpts: Sequence[str]) -> IngestResult:
-        report = await asyncio.to_thread(self.parse, raw)
+        try:
+            # The worker thread cannot be stopped, but nobody waits for it: the mail is kept in the
+            # quarantine with the reason and the next mails are examined on other threads.
+            report = await asyncio.wait_for(asyncio.to_thread(self.parse, raw), self.parse_budget)
+        except TimeoutError:
+            return IngestResult("quarantined", "unknown",
+                                f"examining the mail took longer than the budget of {self.parse_budget:g} s")
         if report.is_autoreply:
             return IngestResult("ignored", report.kind, "auto-reply, not a bounce")
         if report.is_delivery_success:

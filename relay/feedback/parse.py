@@ -69,6 +69,13 @@ def _bounce_to(mail: Mail) -> str | None:
     return found[0] if found else None
 
 
+def _dropped(mail: Mail, reported: int = 0, total: int = 0) -> tuple[str, ...]:
+    notes = list(mail.dropped)
+    if total > reported:
+        notes.append(f"recipients: {reported} of {total} reported")
+    return tuple(notes)
+
+
 def _common(mail: Mail) -> dict[str, object]:
     message_id = mail.returned("Message-ID") or mail.returned("Message-Id")
     sender = clean_address(mail.returned("Return-Path")) or clean_address(mail.returned("From"))
@@ -77,6 +84,7 @@ def _common(mail: Mail) -> dict[str, object]:
         "original_headers": mail.returned_headers[:MAX_ORIGINAL_HEADERS],
         "original_sender": sender,
         "bounce_to": _bounce_to(mail),
+        "dropped": _dropped(mail),
     }
 
 
@@ -110,6 +118,7 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
 
     dsn = parse_dsn(mail)
     if dsn is not None:
+        common["dropped"] = _dropped(mail, len(dsn.rows), dsn.recipients_total)
         if dsn.delivery_success:
             return FeedbackReport(kind="dsn", recipients=tuple(dsn.rows), is_delivery_success=True, format="rfc3464",
                                   reporting_mta=dsn.reporting_mta, **common)  # type: ignore[arg-type]
@@ -127,6 +136,7 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
 
     other = parse_nonstandard(mail)
     if other is not None:
+        common["dropped"] = _dropped(mail, len(other.rows), other.recipients_total)
         if other.complaint_type is not None:
             return FeedbackReport(kind="arf", recipients=other.rows, feedback_type=other.complaint_type,
                                   format=other.format, **common)  # type: ignore[arg-type]

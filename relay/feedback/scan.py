@@ -13,26 +13,33 @@ __all__ = ["ADDRESS", "clean_address", "find_addresses", "find_command", "find_e
 
 _LOCAL = r"(?:\"[^\"\r\n]{1,64}\"|[A-Za-z0-9!#$%&'*+/=?^_`{|}~.-]{1,64})"
 _DOMAIN = r"(?:\[[0-9.:a-fA-F]{3,45}\]|[A-Za-z0-9](?:[A-Za-z0-9-]{0,62}\.){0,10}[A-Za-z0-9-]{1,63})"
-ADDRESS = re.compile(rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.-]){_LOCAL}@{_DOMAIN}")
+# C0 controls other than TAB/LF/CR, and DEL: an address touching one is not read at all, so a
+# NUL inside "us\0er@x" never yields another address ("er@x"); the look-ahead is bounded.
+CONTROL = r"\x00-\x08\x0b\x0c\x0e-\x1f\x7f"
+ADDRESS = re.compile(rf"(?<![A-Za-z0-9!#$%&'*+/=?^_`{{|}}~.{CONTROL}-]){_LOCAL}@{_DOMAIN}"
+                     rf"(?![A-Za-z0-9.-]{{0,255}}[{CONTROL}])")
 _ENHANCED = re.compile(r"(?<![\d.])([245])\.(\d{1,3})\.(\d{1,3})(?!\d)(?!\.\d)")
 # A reply code: at the start, or after a separator a server or MTA writes before one.
 _CODE = re.compile(r"(?:^|(?<=[\s:;(\[\"'<>#]))([245][0-9][0-9])(?=[ \t\-:,.)\]\"']|$)(?!\.\d)", re.M)
 # Strict: where a server reply starts (a line, "said:", "<<<", "response:") — for whole notices.
 _CODE_STRICT = re.compile(
-    r"(?:(?:^[\s>]*|said:?\s*|<<<\s*|response:?\s*|error:?\s*|reason:?\s*|returned was:\s*|returned '|\]:\s*)"
-    r"([245][0-9][0-9])(?:[ \t-]+|:\s)(?=\S))|(?:(?<![\d.])([245][0-9][0-9])[ \t-]+[245]\.\d{1,3}\.\d{1,3}(?!\d))"
-    r"|(?:(?<=:)\s*([45][0-9][0-9])\s+(?=[A-Za-z]))|(?:ERROR_CODE\s*:\s*([45][0-9][0-9])\b)"
-    r"|(?:ResponseCode\s*:?\s*([45][0-9][0-9])\b)",  # Zoho: "[Status: Error, ..., ResponseCode 421, ...]"
+    r"(?:(?:^[ \t>]{0,20}|said:?\s{0,20}|<<<\s{0,20}|response:?\s{0,20}|error:?\s{0,20}|reason:?\s{0,20}"
+    r"|returned was:\s{0,20}|returned '|\]:\s{0,20})"
+    r"([245][0-9][0-9])(?:[ \t-]{1,20}|:\s)(?=\S))"
+    r"|(?:(?<![\d.])([245][0-9][0-9])[ \t-]{1,20}[245]\.\d{1,3}\.\d{1,3}(?!\d))"
+    r"|(?:(?<=:)\s{0,20}([45][0-9][0-9])\s{1,20}(?=[A-Za-z]))|(?:ERROR_CODE\s{0,20}:\s{0,20}([45][0-9][0-9])\b)"
+    r"|(?:ResponseCode\s{0,20}:?\s{0,20}([45][0-9][0-9])\b)",  # Zoho: "[Status: Error, ..., ResponseCode 421, ...]"
     re.M | re.I)
-_DIAG_TYPE = re.compile(r"^\s*(?:smtp|x-[a-z0-9-]+|x-unix|unix|mail|ldap|dns)\s*;\s*", re.I)
+_DIAG_TYPE = re.compile(r"^\s{0,20}(?:smtp|x-[a-z0-9-]{1,40}|x-unix|unix|mail|ldap|dns)\s{0,20};\s{0,20}", re.I)
 _WS = re.compile(r"\s+")
 
 _COMMANDS: tuple[tuple[re.Pattern[str], str], ...] = (
     (re.compile(r"in reply to (?:end of )?data\b|after end of data|after data\b|end of data command"
-                r"|>>> DATA|failed after I sent the message|did not like our DATA|\(DATA\)|^\s*DATA\s*$",
+                r"|>>> DATA|failed after I sent the message|did not like our DATA|\(DATA\)"
+                r"|^[ \t]{0,20}DATA[ \t]{0,20}$",
                 re.I | re.M), "DATA"),
     (re.compile(r"in reply to rcpt to|after rcpt to|>>> RCPT TO|does not like recipient|did not like our RCPT"
-                r"|RCPT TO response|\bRCPT:|SMTP:RCPT\b|^\s*RCPT TO:", re.I | re.M), "RCPT"),
+                r"|RCPT TO response|\bRCPT:|SMTP:RCPT\b|^[ \t]{0,20}RCPT TO:", re.I | re.M), "RCPT"),
     (re.compile(r"in reply to mail from|after mail from|>>> MAIL FROM|sender was rejected|did not like our MAIL",
                 re.I), "MAIL"),
     (re.compile(r"in reply to (?:helo|ehlo)|after (?:helo|ehlo)|>>> (?:HELO|EHLO)", re.I), "HELO"),
