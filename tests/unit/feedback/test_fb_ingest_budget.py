@@ -9,10 +9,10 @@ import time
 from pathlib import Path
 from typing import Any, cast
 
-from policies import TencentRules
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.ingest import FeedbackIngestor
 from relay.feedback.report import FeedbackReport
+from relay.rules import load_tencent_rules
 from storage.protocols import Storage
 
 
@@ -26,7 +26,7 @@ async def test_slow_mail_is_quarantined_and_the_others_go_on(tmp_path: Path) -> 
             release.wait(10)  # a mail the parser chews on for long
         return FeedbackReport(kind="unknown", reason="not a bounce")
 
-    ingestor = FeedbackIngestor(cast(Storage, object()), [], TencentRules.default(), inbox, parse,
+    ingestor = FeedbackIngestor(cast(Storage, object()), [], load_tencent_rules(), inbox, parse,
                                 parse_budget=0.3)
     t = time.perf_counter()
     slow, fast = await asyncio.gather(ingestor.ingest(b"slow mail", "test:1"),
