@@ -29,7 +29,7 @@ from pathlib import Path
 
 from relay.rules import RulesError, packaged_path, read_toml
 from relay.rules.reply import ReplyRules, Rule, compile_rules
-from relay.rules.types import Category
+from relay.rules.types import Category, Role
 
 __all__ = ["BOUNCE_RULES_FILE", "BounceClassifier", "Verdict"]
 
@@ -79,13 +79,6 @@ def _match_code(code: int | None, status: str | None, action: str | None) -> int
     return None
 
 
-# Rules that speak about the domain/host, not the mailbox: the SMTP stage does not change them.
-_DOMAIN_LEVEL_RULES = frozenset({"bounce-host-unknown", "bounce-has-moved"})
-# Verdicts stated by the recipient's own system (local delivery agents, Google's "Address not
-# found" notice): authoritative whatever the status summary or SMTP stage says.
-_AUTHORITATIVE_RULES = frozenset({"bounce-local-user-unknown", "bounce-google-address-not-found"})
-# Rules that match only a generic refusal word ("rejected", "denied", "policy") or an X.7.x code.
-_GENERIC_REFUSALS = frozenset({"rejected-generic", "bounce-policy", "status-policy"})
 # Postfix's fixed prefix of every smtpd_recipient_restrictions refusal ("<addr>: Recipient address
 # rejected: <reason>"): the refusal word belongs to the prefix, the reason is the text after it.
 _RCPT_REJECTED = re.compile(r"recipient address rejected\b:?", re.IGNORECASE)
@@ -162,14 +155,14 @@ class BounceClassifier:
         context = context[:MAX_CONTEXT]
         mcode = _match_code(code, status, action)
         rule = self._match(diagnostic, context, mcode, status)
-        if rule is not None and rule.name in _GENERIC_REFUSALS and (
+        if rule is not None and rule.role is Role.GENERIC and (
                 _RCPT_REJECTED.search(diagnostic) or _RCPT_REJECTED.search(context)):
             # Postfix "Recipient address rejected: On hold": the generic word came from the prefix;
             # judge the reason after it (unknown wording then falls to the status code: 5.0.0 ->
             # others, Sisimai's "onhold" — no verdict could be made).
             rule = self._match(_RCPT_REJECTED.sub(" ", diagnostic), _RCPT_REJECTED.sub(" ", context),
                                mcode, status)
-        if (rule is not None and rule.name in _GENERIC_REFUSALS and command != "MAIL"
+        if (rule is not None and rule.role is Role.GENERIC and command != "MAIL"
                 and _SECURITY_STATUS.match(status or "")):
             # RFC 3463 X.7.x is "security or policy status": with nothing but a generic "denied" /
             # "policy violation" it says no more than that, so no receiver verdict on the address
@@ -180,12 +173,12 @@ class BounceClassifier:
             if (status or "").startswith("4") or action == "delayed" or (code is not None and 400 <= code < 500):
                 return Verdict(Category.SERVER_ERROR, "fallback-temporary")
             return Verdict(Category.OTHERS, "fallback")
-        if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.name, status, command, code):
+        if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.role, status, command, code):
             return Verdict(Category.REJECTED, f"{rule.name}+{(command or 'status').lower()}")
         return Verdict(rule.category, rule.name)
 
 
-def _refused_not_missing(rule: str, status: str | None, command: str | None, code: int | None) -> bool:
+def _refused_not_missing(role: Role, status: str | None, command: str | None, code: int | None) -> bool:
     """Sisimai's rule: "user unknown" relayed from a remote server counts only when it answered
     RCPT TO (or gave an X.1.x address status). Said to MAIL FROM it is about our sender; said after
     DATA, with a policy/mailbox status, or with no telling at all, it may be a content filter's
@@ -194,7 +187,7 @@ def _refused_not_missing(rule: str, status: str | None, command: str | None, cod
     IMail, local delivery agents) is authoritative."""
     if command == "MAIL":
         return True
-    if rule in _DOMAIN_LEVEL_RULES or rule in _AUTHORITATIVE_RULES:
+    if role in (Role.DOMAIN, Role.AUTHORITATIVE):
         return False
     if command == "RCPT" or (status is not None and status.split(".")[1:2] == ["1"]):
         return False

@@ -35,14 +35,15 @@ from re import _parser as _sre_parser  # type: ignore[attr-defined]
 from typing import Any, TypeVar
 
 from relay.rules import RulesError, packaged_path, read_toml
-from relay.rules.types import AttemptResult, Category, Classified, Outcome, PauseReason, Scope, Signal, Stage
+from relay.rules.types import AttemptResult, Category, Classified, Outcome, PauseReason, Role, Scope, Signal, Stage
 
 __all__ = ["ReplyRules", "Rule", "RulesError", "default_scope", "parse_reply"]
 
 E = TypeVar("E", bound=Enum)
 
 _RULE_KEYS = frozenset(
-    {"name", "match", "codes", "stages", "enhanced", "category", "scope", "signal", "pause", "adds_bounce", "outcome"}
+    {"name", "match", "codes", "stages", "enhanced", "category", "scope", "signal", "pause", "adds_bounce", "outcome",
+     "role"}
 )
 _CODE_PATTERN = re.compile(r"^[2-5][0-9x][0-9x]$")
 _ENHANCED_PATTERN = re.compile(r"^([245x])\.(\d{1,3}|x)\.(\d{1,3}|x)$")
@@ -95,6 +96,7 @@ class Rule:
     pause: PauseReason | None = None
     adds_bounce: bool = False
     outcome: Outcome | None = None  # override of the code class (TEMPFAIL/PERMFAIL only)
+    role: Role = Role.NONE  # how the bounce classifier weighs it (authoritative, domain, generic)
     source: str = ""  # the file it came from (for messages)
 
     def matches(self, line: str, code: int | None, enhanced: str | None, stage: Stage | None = None) -> bool:
@@ -250,7 +252,7 @@ def _compile_rule(raw: object, index: int, source: str) -> Rule:
 
     return Rule(name=name, category=category, patterns=tuple(patterns), codes=tuple(codes), stages=stages,
                 enhanced=tuple(enhanced), scope=scope, signal=signal, pause=pause, adds_bounce=adds_bounce,
-                outcome=outcome, source=source)
+                outcome=outcome, role=_enum_value(Role, raw.get("role", "none"), "role", where), source=source)
 
 
 def compile_rules(data: Mapping[str, object], source: str) -> list[Rule]:
