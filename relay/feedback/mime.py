@@ -62,6 +62,7 @@ class Mail:
     report_type: str = ""  # the report-type parameter of a multipart/report
     texts: list[TextPart] = field(default_factory=list)  # human-readable parts, outside returned messages
     delivery_status: list[str] = field(default_factory=list)  # message/delivery-status bodies as text
+    nested_delivery_status: list[str] = field(default_factory=list)  # the same, inside a returned message
     feedback_reports: list[str] = field(default_factory=list)  # message/feedback-report bodies as text
     returned_headers: tuple[tuple[str, str], ...] = ()  # headers of the first returned message
     returned_text: str = ""  # body text of the first returned message (ARF: some carry only this)
@@ -207,8 +208,9 @@ def _raw_part_text(part: Message) -> str:
         if isinstance(raw, str):
             data = raw.encode("utf-8", "surrogateescape")
         elif isinstance(raw, list):  # message/* parsed as sub-messages (delivery-status blocks)
-            return "\n\n".join("\n".join(f"{k}: {decode_header_value(v)}" for k, v in m.items()[:MAX_HEADERS])
-                               for m in raw if isinstance(m, Message))
+            # A line that is no header (an unindented continuation of a multi-line reply) ends the
+            # stdlib's header block: the fields after it are in the block's body, kept here too.
+            return "\n\n".join(_block_text(m) for m in raw if isinstance(m, Message))
         else:
             return ""
     try:
@@ -216,6 +218,14 @@ def _raw_part_text(part: Message) -> str:
     except Exception:
         charset = None
     return _newlines(clean_text(decode_bytes(data[: MAX_TEXT * 4], charset))[:MAX_TEXT])
+
+
+def _block_text(block: Message) -> str:
+    head = "\n".join(f"{k}: {decode_header_value(v)}" for k, v in block.items()[:MAX_HEADERS])
+    body = block.get_payload()
+    if isinstance(body, str) and body.strip():
+        return head + "\n" + clean_text(body[:MAX_TEXT])
+    return head
 
 
 def _newlines(text: str) -> str:
@@ -306,8 +316,7 @@ def _walk(root: Message, mail: Mail) -> None:
                 stack.extend((p, depth + 1, True) for p in reversed(subs))
                 continue
             if ctype in ("message/delivery-status", "message/global-delivery-status"):
-                if not returned:
-                    mail.delivery_status.append(_part_text(part, mail))
+                (mail.nested_delivery_status if returned else mail.delivery_status).append(_part_text(part, mail))
                 continue
             if ctype == "message/feedback-report":
                 if not returned:
@@ -316,6 +325,8 @@ def _walk(root: Message, mail: Mail) -> None:
             stack.extend((p, depth + 1, returned) for p in reversed(payload) if isinstance(p, Message))
             continue
         if returned:
+            if ctype in ("message/delivery-status", "message/global-delivery-status"):
+                mail.nested_delivery_status.append(_part_text(part, mail))
             continue
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
             mail.delivery_status.append(_part_text(part, mail))

@@ -41,7 +41,7 @@ from relay.feedback.scan import (
     strip_diag_type,
 )
 
-__all__ = ["NonStandardResult", "parse_nonstandard"]
+__all__ = ["NonStandardResult", "parse_nonstandard", "parse_ses"]
 
 _A = ADDRESS.pattern
 # (pattern, the reason is on the same line)
@@ -168,7 +168,9 @@ def _block(lines: list[str], idx: int, address: str, stops: set[int], inline: bo
     return "\n".join(prev)
 
 
-def _ses(mail: Mail) -> NonStandardResult | None:
+def parse_ses(mail: Mail) -> NonStandardResult | None:
+    """An Amazon SES notification (JSON, maybe inside an SNS envelope): bounce, delivery or
+    complaint. Read before the DSN parser: a complaint notification is never a DSN."""
     text = mail.plain_text
     start = text.find("{")
     if start < 0 or "notificationType" not in text[:200000]:
@@ -216,9 +218,6 @@ def _ses(mail: Mail) -> NonStandardResult | None:
 def parse_nonstandard(mail: Mail) -> NonStandardResult | None:
     if not bounce_signals(mail):
         return None
-    ses = _ses(mail)
-    if ses is not None:
-        return ses
     text = mail.plain_text
     if text.count("\n>") > 5:
         text = _QUOTED.sub("", text)  # a forwarded bounce ("Begin forwarded message:")
@@ -272,12 +271,12 @@ def parse_nonstandard(mail: Mail) -> NonStandardResult | None:
         if inline_at.get(idx) and "..." in diag:
             # Sendmail "554 <addr>... 550 Host unknown": the remote's reply follows the local one
             inner = diag.split("...", 1)[1]
-            code = find_reply_code(inner, strict=True) or find_reply_code(diag, strict=True)
+            code = find_reply_code(inner, strict=True, failure=True) or find_reply_code(diag, strict=True, failure=True)
         else:
-            code = find_reply_code(diag, strict=True)
+            code = find_reply_code(diag, strict=True, failure=True)
         if code is None and single:
-            code = find_reply_code(notice, strict=True)
-        status = find_enhanced(diag) or (find_enhanced(whole) if single else None)
+            code = find_reply_code(notice, strict=True, failure=True)
+        status = find_enhanced(diag, True) or (find_enhanced(whole, True) if single else None)
         rows.append(RecipientReport(
             recipient=addr, action="failed", status=status, smtp_code=code,
             diagnostic=diag or whole[:1000], command=find_command(block) or (find_command(notice) if single else None)))

@@ -22,7 +22,7 @@ from relay.feedback.autoreply import is_autoreply
 from relay.feedback.classify import BounceClassifier
 from relay.feedback.dsn import parse_dsn
 from relay.feedback.mime import Mail, load
-from relay.feedback.nonstandard import parse_nonstandard
+from relay.feedback.nonstandard import NonStandardResult, parse_nonstandard, parse_ses
 from relay.feedback.notice import split_notice
 from relay.feedback.report import FeedbackReport, RecipientReport
 from relay.feedback.scan import clean_address, find_addresses, one_line
@@ -104,6 +104,19 @@ def _classify(rows: tuple[RecipientReport, ...] | list[RecipientReport], classif
     return tuple(out)
 
 
+def _other(mail: Mail, other: NonStandardResult, classifier: BounceClassifier,
+           common: dict[str, object]) -> FeedbackReport:
+    common["dropped"] = _dropped(mail, len(other.rows), other.recipients_total)
+    if other.complaint_type is not None:
+        return FeedbackReport(kind="arf", recipients=other.rows, feedback_type=other.complaint_type,
+                              format=other.format, **common)  # type: ignore[arg-type]
+    if other.delivery_success:
+        return FeedbackReport(kind="dsn", recipients=other.rows, is_delivery_success=True, format=other.format,
+                              **common)  # type: ignore[arg-type]
+    return FeedbackReport(kind="dsn", recipients=_classify(other.rows, classifier, other.notice),
+                          format=other.format, **common)  # type: ignore[arg-type]
+
+
 def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
     mail = load(raw)
     common = _common(mail)
@@ -115,6 +128,10 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
         return FeedbackReport(kind="arf", recipients=arf.rows, feedback_type=arf.feedback_type,
                               format=arf.format, reporting_mta=arf.reporting_mta,
                               reason="" if arf.rows else "complaint without a recipient", **common)  # type: ignore[arg-type]
+
+    ses = parse_ses(mail)
+    if ses is not None:
+        return _other(mail, ses, classifier, common)
 
     dsn = parse_dsn(mail)
     if dsn is not None:
@@ -136,15 +153,7 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
 
     other = parse_nonstandard(mail)
     if other is not None:
-        common["dropped"] = _dropped(mail, len(other.rows), other.recipients_total)
-        if other.complaint_type is not None:
-            return FeedbackReport(kind="arf", recipients=other.rows, feedback_type=other.complaint_type,
-                                  format=other.format, **common)  # type: ignore[arg-type]
-        if other.delivery_success:
-            return FeedbackReport(kind="dsn", recipients=other.rows, is_delivery_success=True, format=other.format,
-                                  **common)  # type: ignore[arg-type]
-        return FeedbackReport(kind="dsn", recipients=_classify(other.rows, classifier, other.notice),
-                              format=other.format, **common)  # type: ignore[arg-type]
+        return _other(mail, other, classifier, common)
 
     reason = mail.error or ("no delivery-status, feedback-report or bounce notice found"
                             if mail.headers else "not a mail message (no headers)")

@@ -75,12 +75,19 @@ def test_every_module_is_searched() -> None:
 
 
 def _run(pattern: re.Pattern[str] | re.Pattern[bytes], text: str) -> float:
+    """Seconds one scan takes; a slow run is retried (twice) so that a busy machine's pause is not
+    taken for backtracking — a catastrophic pattern is slow every time, by orders of magnitude."""
     subject: str | bytes = text.encode() if isinstance(pattern.pattern, bytes) else text
-    t = time.perf_counter()
-    for _ in zip(range(1000), pattern.finditer(subject), strict=False):  # type: ignore[arg-type]
-        pass
-    pattern.match(subject)  # type: ignore[arg-type]
-    return time.perf_counter() - t
+    best = float("inf")
+    for _attempt in range(3):
+        t = time.perf_counter()
+        for _ in zip(range(1000), pattern.finditer(subject), strict=False):  # type: ignore[arg-type]
+            pass
+        pattern.match(subject)  # type: ignore[arg-type]
+        best = min(best, time.perf_counter() - t)
+        if best < BUDGET / 2:
+            break
+    return best
 
 
 @pytest.mark.parametrize(("key", "pattern"), MODULE_PATTERNS, ids=[f"{n}" for (n, _), _ in MODULE_PATTERNS])
