@@ -213,3 +213,25 @@ def test_enhanced_codes_are_normalised_before_matching() -> None:
     assert not rule.matches("x", 550, "5.1.10")
     assert not rule.matches("x", 550, "5.1")
 # endregion
+
+
+# region phrase families that name a cause (wording seen out of context before)
+@pytest.mark.parametrize(("text", "code", "status", "category"), [
+    ("550 Recipient address lookup failed in directory", 550, None, Category.NOT_EXIST),
+    ("550 5.7.1 LDAP lookup: user not in directory", 550, "5.7.1", Category.NOT_EXIST),  # not a block list
+    ("554 5.4.4 SMTPSEND.DNS.NonExistentDomain; nonexistent domain", 554, "5.4.4", Category.NOT_EXIST),
+    ("550 5.1.2 Domain does not exist", 550, "5.1.2", Category.NOT_EXIST),  # not a system error
+    ("554 Transaction failed: local error in processing", 554, None, Category.SERVER_ERROR),
+    ("550 Server is too busy", 550, None, Category.SERVER_ERROR),
+    ("451 Insufficient system storage", 451, None, Category.SERVER_ERROR),
+    ("554 Not permitted", 554, None, Category.REJECTED),
+    ("550 5.7.1 SPF check failed", 550, "5.7.1", Category.REJECTED),  # authentication, not spam
+    ("550 5.7.26 Unauthenticated email is not accepted due to domain's DMARC policy", 550, "5.7.26",
+     Category.REJECTED),
+    ("554 Your IP 192.0.2.1 is listed on zen.spamhaus.org", 554, None, Category.IP_REJECTION),
+    ("550 Message rejected due to spam content", 550, None, Category.SPAM_REJECTED),
+])
+def test_phrase_families(classifier: BounceClassifier, text: str, code: int, status: str | None,
+                         category: Category) -> None:
+    assert classifier.classify(text, code, status, "failed", "RCPT").category is category
+# endregion
