@@ -1,7 +1,8 @@
 """Inline suppression policies (SPEC §3): pure decision units composed by one chain.
 
-Layering: imports only ``storage.records`` from outside; ``relay`` uses this package, never the
-other way round. Storage is reached only through the :class:`SuppressionIndex` protocol.
+Layering: imports only ``storage`` from outside; ``relay`` uses this package, never the other way
+round. The decision units reach storage only through the :class:`SuppressionIndex` protocol;
+:class:`SuppressionService` is the one writer of list entries and their expiries.
 """
 
 from policies.address import Address, FormatError, parse_address
@@ -18,10 +19,12 @@ from policies.reasons import (
     REASON_FORMAT_ERROR,
     REASON_UNSUBSCRIBE,
 )
+from policies.suppression import COMPLAINT_TTL, ListChange, SuppressionService
 from policies.syntax import SyntaxPolicy
 from policies.unsubscribe import UnsubscribePolicy
 
 __all__ = [
+    "COMPLAINT_TTL",
     "REASON_BLOCK",
     "REASON_BOUNCE",
     "REASON_COMPLAINT",
@@ -34,11 +37,13 @@ __all__ = [
     "ComplaintPolicy",
     "Decision",
     "FormatError",
+    "ListChange",
     "NoInterceptionPolicy",
     "Policy",
     "PolicyChain",
     "RecipientContext",
     "SuppressionIndex",
+    "SuppressionService",
     "SyntaxPolicy",
     "TencentRules",
     "UnsubscribePolicy",

@@ -6,9 +6,10 @@ What it does:
 - :func:`bounce_expiry` is THE rule for how long an entry lasts after its N-th "does not exist"
   report, and :func:`is_tencent` decides which branch of the rule applies.
 
-The rule lives here, next to the code that reads the list, so that writer (relay's
-SuppressionService) and reader cannot disagree. Tencent's domains and MX suffixes are data
-(``relay/rules/tencent.toml``), loaded by relay and passed in as :class:`TencentRules`.
+The rule lives here, next to the code that reads the list, so that writer
+(:class:`policies.suppression.SuppressionService`) and reader cannot disagree. Tencent's domains
+and MX suffixes are data (``relay/rules/tencent.toml``), loaded by relay and passed in as
+:class:`TencentRules`.
 """
 
 from __future__ import annotations
@@ -73,13 +74,6 @@ class TencentRules:
         object.__setattr__(self, "mx_suffixes", tuple(_normalize_host(s) for s in self.mx_suffixes))
         if "" in self.domains or "" in self.mx_suffixes:
             raise ValueError("TencentRules: empty domain or MX suffix")
-
-    @classmethod
-    def default(cls) -> TencentRules:
-        return cls(
-            domains=frozenset({"qq.com", "foxmail.com", "vip.qq.com", "exmail.qq.com", "tencent.com"}),
-            mx_suffixes=("mx.qq.com", "qq.com", "exmail.qq.com", "tencent.com"),
-        )
 
 
 def is_tencent(domain: str, mx_hosts: Sequence[str], tencent: TencentRules) -> bool:

@@ -48,7 +48,7 @@ from relay.metrics import Metrics
 from relay.reload import split_changes
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
-from relay.smtp.feedback import FeedbackHandler, FeedbackServices
+from relay.smtp.feedback import FeedbackHandler, FeedbackMailboxes, FeedbackServices
 from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
@@ -245,8 +245,8 @@ class App:
                 raw = await asyncio.to_thread(ingestor.inbox.read_sync, mid)
                 await ingestor.ingest(raw, f"inbox:{mid}", inbox_id=mid)
 
-        self.feedback = FeedbackServices(frozenset(d.lower() for d in cfg.feedback.domains), ingestor.inbox,
-                                         process)
+        accept = FeedbackMailboxes.build(cfg.feedback.domains, cfg.feedback.mailboxes, ingestor.secrets)
+        self.feedback = FeedbackServices(accept, ingestor.inbox, process)
         self._tasks.append(asyncio.create_task(backlog(), name="feedback-backlog"))
         lim = cfg.limits
         host, port = parse_hostport(cfg.feedback.listen, "feedback.listen")

@@ -157,6 +157,8 @@ class FeedbackConfig:
     listen: str = ""  # HOST:PORT of the bounce/complaint listener; empty = off
     hostname: str = ""  # greeting name; empty = the machine's FQDN
     domains: tuple[str, ...] = ()  # domains the feedback listener accepts; the first is the return-path domain
+    mailboxes: tuple[str, ...] = ()  # FBL mailboxes accepted at RCPT: "fbl" (every feedback domain) or "fbl@DOMAIN"
+    parse_budget: str = "30s"  # longest one received mail may be examined; beyond it the mail is quarantined
 
 
 @dataclass(frozen=True)
@@ -253,6 +255,13 @@ def _validate(cfg: Config) -> None:
             raise ConfigError(f"{name}.max_connections_per_ip: must be >= 1")
     if cfg.feedback.listen and not cfg.feedback.domains:
         raise ConfigError("feedback.listen is set but feedback.domains is empty (`init --feedback-domain D`)")
+    if parse_duration(cfg.feedback.parse_budget, "feedback.parse_budget") <= 0:
+        raise ConfigError("feedback.parse_budget: must be positive")
+    for mailbox in cfg.feedback.mailboxes:
+        local, at, domain = mailbox.lower().rpartition("@") if "@" in mailbox else (mailbox, "", "")
+        if not local or len(local.encode()) > 64 or "%" in local or "!" in local or (
+                at and domain not in {d.lower() for d in cfg.feedback.domains}):
+            raise ConfigError(f"feedback.mailboxes: {mailbox!r} is not a local part (or local@feedback-domain)")
     for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
         if lst:
             parse_hostport(lst, f"{name}.listen")

@@ -23,6 +23,7 @@ from storage.records import (
     ApiUser,
     DkimKey,
     ExportTask,
+    FeedbackEffects,
     Label,
     ListKind,
     LogEntry,
@@ -190,6 +191,11 @@ class StatusRepo(Protocol):
 class FeedbackRepo(Protocol):
     async def mark_seen(self, key: str, at: datetime) -> bool:
         """True the first time ``key`` is marked; False if it was seen before (idempotent feedback)."""
+        ...
+
+    async def apply(self, effects: FeedbackEffects) -> bool:
+        """Mark ``effects.seen_key`` and write the status change, the log line and the list entries
+        in one transaction. False (and nothing written) if the key was seen before."""
         ...
 
 

@@ -9,8 +9,9 @@ Numeric codes follow the EngageLab email REST API (SPEC §4) so customers' tooli
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from datetime import UTC, date, datetime
+from datetime import UTC, date, datetime, timedelta
 from enum import IntEnum, StrEnum
 
 #: The API_USER scope value meaning "every API user of the account" (SPEC §1, §7).
@@ -354,3 +355,31 @@ class DkimKey:
     created_at: datetime
     account_id: int | None = None
     account_name: str | None = None  # filled when read back (listing)
+
+
+@dataclass(frozen=True, slots=True)
+class NotExistReport:
+    """One more "does not exist" report for ``address``: the bounce-list entry's count goes up and
+    its expiry is ``expiry_for(new count)`` from the report time (the rule is the caller's)."""
+
+    account_id: int
+    address: str
+    expiry_for: Callable[[int], timedelta]
+    reason: str = ""
+
+
+@dataclass(frozen=True, slots=True)
+class FeedbackEffects:
+    """Everything one received bounce or complaint changes for one recipient, written in ONE
+    transaction with its ``seen_key`` mark: all of it, or (seen before / a failure) none of it."""
+
+    seen_key: str
+    at: datetime
+    email_id: str
+    recipient: str
+    log: LogEntry
+    status: Status | None = None  # None: the status stays (a complaint adds a log line only)
+    sub_status: SubStatus | None = None
+    reason: str = ""
+    entries: tuple[SuppressionEntry, ...] = ()
+    not_exist: NotExistReport | None = None

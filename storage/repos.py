@@ -25,6 +25,7 @@ from storage.records import (
     ApiUser,
     DkimKey,
     ExportTask,
+    FeedbackEffects,
     Label,
     ListKind,
     LogEntry,
@@ -440,6 +441,24 @@ class SqlFeedbackRepo:
     async def mark_seen(self, key: str, at: datetime) -> bool:
         rows = await self._ex.write_batch([Op("feedback.mark_seen", [{"key": key, "seen_at": codec.to_ms(at)}])])
         return rows[0] > 0
+
+    async def apply(self, effects: FeedbackEffects) -> bool:
+        async with self._ex.transaction() as tx:
+            if not await SqlFeedbackRepo(tx).mark_seen(effects.seen_key, effects.at):
+                return False  # nothing written yet: the transaction commits nothing
+            statuses = SqlStatusRepo(tx)
+            if effects.status is not None:
+                await statuses.update_status(effects.email_id, effects.recipient, effects.status, effects.sub_status,
+                                             effects.reason, effects.log)
+            else:
+                await statuses.append_log(effects.email_id, effects.recipient, effects.log)
+            lists = SqlSuppressionRepo(tx)
+            if effects.entries:
+                await lists.add(effects.entries)
+            if effects.not_exist is not None:
+                ne = effects.not_exist
+                await lists.report_not_exist(ne.account_id, ne.address, effects.at, ne.expiry_for, reason=ne.reason)
+        return True
 
 
 class SqlExportRepo:

@@ -53,6 +53,8 @@ def report_json(name: str, report: FeedbackReport) -> dict[str, Any]:
         "recipients": len(report.recipients),
         "reason": report.reason or None,
         "format": report.format or None,
+        "truncated": report.truncated,
+        "dropped": list(report.dropped),
     }
 
 
@@ -85,7 +87,14 @@ def _line(obj: dict[str, Any]) -> str:
         parts.append(f"rule={obj['rule']}")
     if obj.get("reason"):
         parts.append(f"({obj['reason']})")
+    if obj.get("truncated"):
+        parts.append("truncated: " + "; ".join(obj.get("dropped") or ()))
     return "  ".join(parts)
+
+
+def _utf8(line: str) -> str:
+    """Valid UTF-8 whatever the mail held (a lone surrogate would stop the whole batch)."""
+    return line.encode("utf-8", "replace").decode("utf-8")
 
 
 def classify(args: argparse.Namespace) -> int:
@@ -94,9 +103,9 @@ def classify(args: argparse.Namespace) -> int:
     for path in args.files:
         obj = classify_file(path, classifier)
         if args.json:
-            print(json.dumps(obj, ensure_ascii=False), flush=False)
+            print(_utf8(json.dumps(obj, ensure_ascii=False)), flush=False)
         else:
-            print(_line(obj))
+            print(_utf8(_line(obj)))
         if obj.get("error"):
             unreadable += 1
             sys.stdout.flush()  # keep stdout and stderr in input order on a terminal

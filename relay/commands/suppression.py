@@ -4,29 +4,21 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import dataclasses
 import json
 import sys
 from collections.abc import Callable
 from datetime import timedelta
 from pathlib import Path
 
-from policies import TencentRules, bounce_expiry, is_tencent
+from policies import SuppressionService
 from relay.commands.common import CommandError, account_or_fail, with_storage
 from relay.commands.listfile import parse_list_file
 from relay.commands.values import normalize_value
 from relay.config import parse_duration
+from relay.rules import packaged_tencent_rules
 from storage.protocols import Storage
 from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, utcnow
 
-#: Default lifetime of a manually added entry, per list (SPEC §7); None = does not expire.
-DEFAULT_TTL: dict[ListKind, timedelta | None] = {
-    ListKind.COMPLAINT: timedelta(days=180),
-    ListKind.BLOCK: None,
-    ListKind.BOUNCE: None,  # computed by the bounce expiry rule (N=1)
-    ListKind.UNSUBSCRIBE: None,
-    ListKind.NO_INTERCEPTION: None,
-}
 IMPORT_CHUNK = 10_000
 
 
@@ -66,12 +58,10 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.set_defaults(func=import_file)
 
 
-def _default_ttl(kind: ListKind, value: str) -> timedelta | None:
-    """How long a new entry lasts when none is given (SPEC §7): complaints 180 days, a first
-    bounce by the Tencent rule or 30 days, the other lists until removed."""
-    if kind is ListKind.BOUNCE:
-        return bounce_expiry(1, is_tencent(value.rpartition("@")[2], (), TencentRules.default()))
-    return DEFAULT_TTL[kind]
+def _service(storage: Storage) -> SuppressionService:
+    """Entries without --expires get the list's rule there (complaints 180 days, a first bounce by
+    the Tencent rule or 30 days, the other lists until removed)."""
+    return SuppressionService(storage, packaged_tencent_rules())
 
 
 def _entries(account_id: int, kind: ListKind, values: list[str], api_user: str, expires: str | None,
@@ -82,7 +72,7 @@ def _entries(account_id: int, kind: ListKind, values: list[str], api_user: str, 
         value, err = normalize_value(raw, kind)
         if err:
             raise CommandError(f"{raw!r}: {err}")
-        ttl = timedelta(seconds=parse_duration(expires, "--expires")) if expires else _default_ttl(kind, value)
+        ttl = timedelta(seconds=parse_duration(expires, "--expires")) if expires else None
         out.append(SuppressionEntry(
             account_id=account_id, kind=kind, value=value, api_user=api_user, created_at=now,
             expires_at=now + ttl if ttl else None, hit_count=1,
@@ -98,7 +88,7 @@ def add(args: argparse.Namespace) -> int:
 
     async def run(storage: Storage) -> int:
         acct = await account_or_fail(storage, args.account)
-        return await storage.suppressions.add(
+        return await _service(storage).add(
             _entries(acct.id, kind, args.values, args.api_user, args.expires, args.reason_code, args.reason))
 
     n = with_storage(args.home, run)
@@ -166,6 +156,7 @@ def import_file(args: argparse.Namespace) -> int:
         if args.api_user not in own:
             raise CommandError(f"--api-user: {args.api_user!r} is not an API user of account {acct.name!r}")
         imported = bad = 0
+        lists = _service(storage)
         chunk: list[SuppressionEntry] = []
         for lineno, item in parse_list_file(path, kind, acct.id, args.api_user, progress=not args.no_progress):
             if isinstance(item, SuppressionEntry) and item.api_user not in own:
@@ -174,16 +165,13 @@ def import_file(args: argparse.Namespace) -> int:
                 bad += 1
                 print(item, file=sys.stderr)
                 continue
-            if item.expires_at is None:
-                ttl = _default_ttl(kind, item.value)
-                item = dataclasses.replace(item, expires_at=item.created_at + ttl if ttl else None)
             chunk.append(item)
             if len(chunk) >= IMPORT_CHUNK:
-                imported += await storage.suppressions.import_entries(chunk)
+                imported += await lists.import_entries(chunk)
                 chunk = []
                 await asyncio.sleep(0)
         if chunk:
-            imported += await storage.suppressions.import_entries(chunk)
+            imported += await lists.import_entries(chunk)
         return imported, bad
 
     imported, bad = with_storage(args.home, run)

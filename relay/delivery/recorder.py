@@ -3,7 +3,7 @@
 Each attempt becomes a send-log line (time, MX, reply code, enhanced code, text, duration, the
 rule that classified it) and the recipient's status and reason: the final one, or for a deferral
 still "sending" with that reply as its reason. A "user unknown" also
-enters the account's bounce list with the SPEC §7 expiry (Tencent by domain or MX host).
+enters the account's bounce list through the suppression service (which owns the SPEC §7 expiry).
 """
 
 from __future__ import annotations
@@ -11,7 +11,7 @@ from __future__ import annotations
 import logging
 from datetime import UTC, datetime
 
-from policies import TencentRules, bounce_expiry, is_tencent
+from policies import SuppressionService, TencentRules
 from relay.delivery.state import DeliveryItem
 from relay.rules.types import AttemptResult, Classified, Stage
 from storage.protocols import Storage
@@ -27,7 +27,7 @@ def _dt(epoch: float) -> datetime:
 class OutcomeRecorder:
     def __init__(self, storage: Storage, tencent: TencentRules) -> None:
         self.storage = storage
-        self.tencent = tencent
+        self.lists = SuppressionService(storage, tencent)
 
     @staticmethod
     def log_entry(result: AttemptResult, c: Classified | None, at: float) -> LogEntry:
@@ -60,9 +60,7 @@ class OutcomeRecorder:
         )
 
     async def not_exist(self, item: DeliveryItem, mx_hosts: tuple[str, ...], reason: str, at: float) -> None:
-        tencent = is_tencent(item.domain, mx_hosts, self.tencent)
-        entry = await self.storage.suppressions.report_not_exist(
-            item.account_id, item.recipient.lower(), _dt(at), lambda n: bounce_expiry(n, tencent), reason=reason,
-        )
+        entry = await self.lists.report_not_exist(item.account_id, item.recipient, _dt(at), mx_hosts, reason=reason)
         log.info("bounce list entry", extra={"event": "bounce_list_add", "recipient": item.recipient,
-                                             "hits": entry.hit_count, "tencent": tencent})
+                                             "hits": entry.hit_count,
+                                             "expires_at": entry.expires_at.isoformat() if entry.expires_at else None})

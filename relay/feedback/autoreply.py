@@ -19,7 +19,7 @@ from relay.feedback.mime import Mail
 __all__ = ["BOUNCE_SUBJECT", "bounce_signals", "is_automated_sender", "is_autoreply"]
 
 _AUTO_SUBJECT = re.compile(
-    r"^\s*(auto(matic|matische)?[ -]?(reply|response|antwort|respuesta|risposta|réponse)|"
+    r"^\s{0,20}(auto(matic|matische)?[ -]?(reply|response|antwort|respuesta|risposta|réponse)|"
     r"out of (the )?office|abwesenheit|absence|vacation|on vacation|autoresponder|away from|"
     r"r[ée]ponse automatique|自動応答|自动回复)", re.I)
 _AUTO_HEADERS = ("x-autoreply", "x-autorespond", "x-autoresponder", "x-vacation")

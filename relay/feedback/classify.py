@@ -12,9 +12,19 @@ enhanced status against, in order:
 3. both again on the bounce's whole notice text when the per-recipient diagnostic said nothing;
 4. structural fallbacks: 4.x.x or ``Action: delayed`` -> server_error, the rest -> others.
 
-Then one Sisimai-style adjustment: "user unknown" answered to DATA (after the RCPT was
-accepted) is a content filter speaking, not a missing mailbox -> rejected, unless the enhanced
-code says x.1.1.
+ORDER OF PRECEDENCE (the one place it is written; :meth:`BounceClassifier.classify` follows it):
+
+1. structure — the SMTP stage the reply answered (``command``): a permanent refusal at connect,
+   greeting or HELO/EHLO refuses the *sending host*, before any address was named -> ip_rejection,
+   whatever the wording (a phrase there names the host's problem, not the mailbox's);
+2. the rules above (phrase families that name a cause, then the RFC 3463 enhanced-code rules:
+   class / subject / detail, then the reply code), each with its TOML ``role``;
+3. structure again, to weigh the verdict: a "generic" refusal word after Postfix's "Recipient
+   address rejected:" prefix is re-judged on the reason after it; a generic refusal with an X.7.x
+   status says no more than "security or policy" (others); "user unknown" answered to MAIL FROM,
+   after DATA or with a non-address status is a refusal, not a missing mailbox (rejected),
+   unless the rule's role is authoritative or domain-level or the status is X.1.x;
+4. fallbacks: temporary (4.x.x, 4xx or ``Action: delayed``) -> server_error, the rest -> others.
 
 Rules files use the reply-rules format and validation (:func:`compile_rules`); an error names the
 file and the rule, at start-up. No I/O after :meth:`BounceClassifier.load`.
@@ -29,7 +39,7 @@ from pathlib import Path
 
 from relay.rules import RulesError, packaged_path, read_toml
 from relay.rules.reply import ReplyRules, Rule, compile_rules
-from relay.rules.types import Category
+from relay.rules.types import Category, Role
 
 __all__ = ["BOUNCE_RULES_FILE", "BounceClassifier", "Verdict"]
 
@@ -42,12 +52,28 @@ class Verdict:
     rule: str
 
 
-_CONTINUATION = re.compile(r"(?<=\S)\s+[245]\d\d-(?:[245]\.\d{1,3}\.\d{1,3}\s+)?")
+#: Characters of a diagnostic / of the notice context the rules read: their regexes are bounded,
+#: so this caps the cost of one classification whatever the mail holds.
+MAX_DIAGNOSTIC = 4096
+MAX_CONTEXT = 8192
+_LEAD = re.compile(r"^\s{0,20}([245]\d\d)[ -]{1,20}(?:([245]\.\d{1,3}\.\d{1,3})\s{1,20})?")
 
 
 def _unfold_reply(text: str) -> str:
-    """Join a multi-line reply: "552-5.7.0 This message was ... 552-5.7.0 security issue" -> one text."""
-    return _CONTINUATION.sub(" ", text) if "-" in text else text
+    """Join a multi-line reply: "552-5.7.0 This message was ... 552-5.7.0 security issue" ->
+    "552-5.7.0 This message was ... security issue": the repeated code and enhanced code of each
+    continuation line (and of the last line, "552 5.7.0 ...") are dropped, so phrases read whole."""
+    lead = _LEAD.match(text)
+    if not lead:
+        return text
+    code, enhanced = lead.group(1), lead.group(2)
+    rest = text[lead.end():]
+    if f"{code}-" not in text:
+        return text  # one line: a later "550" is part of the text ("-> 550 : User unknown")
+    # "550-" continuations, and the last line "550 5.1.1" (only with the same enhanced code)
+    enh = rf"{re.escape(enhanced)}\s{{1,20}}" if enhanced else ""
+    repeat = rf"(?<=\S)\s{{1,20}}{code}(?:-(?:{enh})?|[ ]{enh})" if enh else rf"(?<=\S)\s{{1,20}}{code}-"
+    return text[:lead.end()] + re.sub(repeat, " ", rest)
 
 
 def _fused(rules: Sequence[Rule]) -> ReplyRules:
@@ -75,40 +101,41 @@ def _match_code(code: int | None, status: str | None, action: str | None) -> int
     return None
 
 
-# Rules that speak about the domain/host, not the mailbox: the SMTP stage does not change them.
-_DOMAIN_LEVEL_RULES = frozenset({"bounce-host-unknown", "bounce-has-moved"})
-# Verdicts stated by the recipient's own system (local delivery agents, Google's "Address not
-# found" notice): authoritative whatever the status summary or SMTP stage says.
-_AUTHORITATIVE_RULES = frozenset({"bounce-local-user-unknown", "bounce-google-address-not-found"})
-# Rules that match only a generic refusal word ("rejected", "denied", "policy") or an X.7.x code.
-_GENERIC_REFUSALS = frozenset({"rejected-generic", "bounce-policy", "status-policy"})
 # Postfix's fixed prefix of every smtpd_recipient_restrictions refusal ("<addr>: Recipient address
 # rejected: <reason>"): the refusal word belongs to the prefix, the reason is the text after it.
 _RCPT_REJECTED = re.compile(r"recipient address rejected\b:?", re.IGNORECASE)
 _SECURITY_STATUS = re.compile(r"^[45]\.7\.")
-_TOP_LEVEL = frozenset({"rule", "late"})
+# SMTP stages before MAIL FROM: what a server refuses there is the sending host (ours).
+_PRE_TRANSACTION = frozenset({"CONN", "HELO"})
+_TOP_LEVEL = ("rule", "late", "status")
 
 
-def _compile_file(path: Path) -> tuple[list[Rule], list[Rule]]:
+def _compile_file(path: Path) -> tuple[list[Rule], list[Rule], list[Rule]]:
     data = read_toml(path)
-    unknown = sorted(set(data) - _TOP_LEVEL)
+    unknown = sorted(set(data) - set(_TOP_LEVEL))
     if unknown:
-        raise RulesError(f"{path}: unknown top-level key(s) {', '.join(unknown)} (use [[rule]] and [[late]] tables)")
-    early = compile_rules({"rule": data.get("rule", [])}, str(path))
-    late = compile_rules({"rule": data.get("late", [])}, str(path))
-    dup = {r.name for r in early} & {r.name for r in late}
+        raise RulesError(f"{path}: unknown top-level key(s) {', '.join(unknown)} "
+                         "(use [[rule]], [[late]] and [[status]] tables)")
+    tiers = [compile_rules({"rule": data.get(key, [])}, str(path)) for key in _TOP_LEVEL]
+    names = [r.name for tier in tiers for r in tier]
+    dup = {n for n in names if names.count(n) > 1}
     if dup:
         raise RulesError(f"{path}: rule {sorted(dup)[0]!r} is defined twice")
-    return early, late
+    for rule in tiers[2]:
+        if rule.patterns:
+            raise RulesError(f"{path}: [[status]] rule {rule.name!r} may not have match (status codes only)")
+    return tiers[0], tiers[1], tiers[2]
 
 
 class BounceClassifier:
-    def __init__(self, early: ReplyRules, reply_rules: ReplyRules, late: ReplyRules | None = None) -> None:
+    def __init__(self, early: ReplyRules, reply_rules: ReplyRules, late: ReplyRules | None = None,
+                 status: ReplyRules | None = None) -> None:
         self._early = _fused(early.rules)
         self._late = _fused(late.rules if late is not None else ())
         self._reply = reply_rules
         self._reply_text = _fused([r for r in reply_rules.rules if r.patterns])
-        self._reply_codes = ReplyRules([r for r in reply_rules.rules if not r.patterns])
+        self._reply_codes = ReplyRules([*(status.rules if status is not None else ()),
+                                        *(r for r in reply_rules.rules if not r.patterns)])
 
     @classmethod
     def load(cls, reply_rules: ReplyRules | None = None, paths: Sequence[Path] | None = None) -> BounceClassifier:
@@ -119,11 +146,12 @@ class BounceClassifier:
         """
         early: list[Rule] = []
         late: list[Rule] = []
+        status: list[Rule] = []
         names: dict[str, str] = {}
         packaged = packaged_path(BOUNCE_RULES_FILE)
         for path in [*(paths or ()), packaged]:
-            file_early, file_late = _compile_file(path)
-            for target, rules in ((early, file_early), (late, file_late)):
+            file_early, file_late, file_status = _compile_file(path)
+            for target, rules in ((early, file_early), (late, file_late), (status, file_status)):
                 for rule in rules:
                     if rule.name in names:
                         if path == packaged:
@@ -131,7 +159,8 @@ class BounceClassifier:
                         raise RulesError(f"{path}: rule {rule.name!r} is already defined in {names[rule.name]}")
                     names[rule.name] = str(path)
                     target.append(rule)
-        return cls(ReplyRules(early), reply_rules if reply_rules is not None else ReplyRules.load(), ReplyRules(late))
+        return cls(ReplyRules(early), reply_rules if reply_rules is not None else ReplyRules.load(), ReplyRules(late),
+                   ReplyRules(status))
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -154,17 +183,22 @@ class BounceClassifier:
 
     def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
                  action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
-        diagnostic = _unfold_reply(diagnostic)
+        diagnostic = _unfold_reply(diagnostic[:MAX_DIAGNOSTIC])
+        context = context[:MAX_CONTEXT]
         mcode = _match_code(code, status, action)
+        permanent = (mcode or 0) >= 500 or (status or "").startswith("5")
         rule = self._match(diagnostic, context, mcode, status)
-        if rule is not None and rule.name in _GENERIC_REFUSALS and (
+        if command in _PRE_TRANSACTION and permanent and (rule is None or rule.category not in (
+                Category.IP_REJECTION, Category.SERVER_ERROR)):
+            return Verdict(Category.IP_REJECTION, f"{rule.name if rule else 'refused'}+{command.lower()}")
+        if rule is not None and rule.role is Role.GENERIC and (
                 _RCPT_REJECTED.search(diagnostic) or _RCPT_REJECTED.search(context)):
             # Postfix "Recipient address rejected: On hold": the generic word came from the prefix;
             # judge the reason after it (unknown wording then falls to the status code: 5.0.0 ->
             # others, Sisimai's "onhold" — no verdict could be made).
             rule = self._match(_RCPT_REJECTED.sub(" ", diagnostic), _RCPT_REJECTED.sub(" ", context),
                                mcode, status)
-        if (rule is not None and rule.name in _GENERIC_REFUSALS and command != "MAIL"
+        if (rule is not None and rule.role is Role.GENERIC and command != "MAIL"
                 and _SECURITY_STATUS.match(status or "")):
             # RFC 3463 X.7.x is "security or policy status": with nothing but a generic "denied" /
             # "policy violation" it says no more than that, so no receiver verdict on the address
@@ -175,12 +209,12 @@ class BounceClassifier:
             if (status or "").startswith("4") or action == "delayed" or (code is not None and 400 <= code < 500):
                 return Verdict(Category.SERVER_ERROR, "fallback-temporary")
             return Verdict(Category.OTHERS, "fallback")
-        if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.name, status, command, code):
+        if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.role, status, command, code):
             return Verdict(Category.REJECTED, f"{rule.name}+{(command or 'status').lower()}")
         return Verdict(rule.category, rule.name)
 
 
-def _refused_not_missing(rule: str, status: str | None, command: str | None, code: int | None) -> bool:
+def _refused_not_missing(role: Role, status: str | None, command: str | None, code: int | None) -> bool:
     """Sisimai's rule: "user unknown" relayed from a remote server counts only when it answered
     RCPT TO (or gave an X.1.x address status). Said to MAIL FROM it is about our sender; said after
     DATA, with a policy/mailbox status, or with no telling at all, it may be a content filter's
@@ -189,7 +223,7 @@ def _refused_not_missing(rule: str, status: str | None, command: str | None, cod
     IMail, local delivery agents) is authoritative."""
     if command == "MAIL":
         return True
-    if rule in _DOMAIN_LEVEL_RULES or rule in _AUTHORITATIVE_RULES:
+    if role in (Role.DOMAIN, Role.AUTHORITATIVE):
         return False
     if command == "RCPT" or (status is not None and status.split(".")[1:2] == ["1"]):
         return False

@@ -13,6 +13,7 @@ no per-recipient DSN fields. Rows are not classified here (``category`` is None)
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 from relay.feedback.mime import Mail
@@ -30,13 +31,15 @@ from relay.feedback.scan import (
 
 __all__ = ["DsnResult", "human_block", "parse_dsn", "parse_fields"]
 
-_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})\s*:\s?(.*)$")
+_FIELD = re.compile(r"^([A-Za-z][A-Za-z0-9-]{1,40})[ \t]{0,20}:[ \t]?(.*)$")
 _RECIPIENT_FIELDS = frozenset({"final-recipient", "original-recipient", "action", "status", "diagnostic-code",
                                "remote-mta", "last-attempt-date", "will-retry-until", "x-actual-recipient",
                                "final-log-id", "x-display-name"})
-_TEXT_DSN = re.compile(r"^\s*(final-recipient|original-recipient)\s*:", re.I | re.M)
-_STATUS = re.compile(r"^\s*([245])\.(\d{1,3})\.(\d{1,3})")
-_LOCAL_EXIT = re.compile(r"^\s*x-unix\s*;\s*\d*\s*$", re.I)
+# [ \t], not \s: with re.M a \s* at each line start would run across every following blank
+# line (250 KB of blank lines took 990 s).
+_TEXT_DSN = re.compile(r"^[ \t]{0,20}(final-recipient|original-recipient)[ \t]{0,20}:", re.I | re.M)
+_STATUS = re.compile(r"^\s{0,20}([245])\.(\d{1,3})\.(\d{1,3})")
+_LOCAL_EXIT = re.compile(r"^\s{0,20}x-unix\s{0,20};\s{0,20}\d{0,10}\s{0,20}$", re.I)
 _SUCCESS_ACTIONS = frozenset({"delivered", "relayed", "expanded"})
 MAX_RECIPIENTS = 500
 
@@ -46,6 +49,7 @@ class DsnResult:
     rows: list[RecipientReport]
     reporting_mta: str | None = None
     fields: dict[str, str] = field(default_factory=dict)
+    recipients_total: int = 0  # per-recipient field groups in the mail (rows stop at MAX_RECIPIENTS)
 
     @property
     def delivery_success(self) -> bool:
@@ -96,8 +100,11 @@ def _status(value: str | None) -> str | None:
     return f"{m.group(1)}.{int(m.group(2))}.{int(m.group(3))}" if m else None
 
 
-def human_block(text: str, address: str, limit: int = 1200, occurrences: int = 3) -> str:
-    """The lines of ``text`` about ``address``: each line naming it and what follows, to a blank line.
+def human_block(text: str, address: str, limit: int = 1200, occurrences: int = 3,
+                others: Sequence[str] = ()) -> str:
+    """The lines of ``text`` about ``address``: each line naming it and what follows, to a blank line
+    or to a line naming another recipient of the same bounce (``others``: their lines are not about
+    this one).
 
     Sendmail names the recipient twice (the failed-address list, then the transcript), so a few
     occurrences are joined.
@@ -118,13 +125,31 @@ def human_block(text: str, address: str, limit: int = 1200, occurrences: int = 3
             nxt = text.find("\n\n", end + 2)
             block = text[start:min(nxt if nxt > 0 else len(text), start + limit)]
             end = start + len(block)
-        blocks.append(block)
+        blocks.append(_cut_at_others(block, needle, others))
         pos = lower.find(needle, max(end, pos + len(needle)))
     return "\n".join(blocks)
 
 
+def _cut_at_others(block: str, needle: str, others: Sequence[str]) -> str:
+    if not others:
+        return block
+    lines = block.split("\n")
+    for i, line in enumerate(lines[1:], 1):
+        low = line.lower()
+        if needle not in low and any(o in low for o in others):
+            return "\n".join(lines[:i])
+    return block
+
+
+def _usable(address: str | None) -> bool:
+    """An address a bounce can be about: a dotted domain (not "root@localhost", "user@mailhost")."""
+    return bool(address) and "." in (address or "").rpartition("@")[2]
+
+
 def parse_dsn(mail: Mail) -> DsnResult | None:
-    sources = [t for t in mail.delivery_status if t.strip()]
+    # A DSN forwarded inside a message/rfc822 part (the report of a relay we handed the mail to)
+    # is read when the mail has none of its own.
+    sources = [t for t in (mail.delivery_status or mail.nested_delivery_status) if t.strip()]
     human = mail.plain_text
     if not sources:
         m = _TEXT_DSN.search(human)
@@ -144,9 +169,13 @@ def parse_dsn(mail: Mail) -> DsnResult | None:
     seen: set[str] = set()
     notice = split_notice(human)[0] if human else ""
     failed_header = find_addresses(mail.header("X-Failed-Recipients") or "")
+    everyone = [a.lower() for g in groups for a in (clean_address(g.get("final-recipient")),
+                                                    clean_address(g.get("original-recipient"))) if a]
     for g in groups:
         final = clean_address(g.get("final-recipient"))
         original = clean_address(g.get("original-recipient"))
+        if not _usable(final) and _usable(original):
+            final = original  # Final-Recipient is a local alias or a path: the address we sent to
         recipient = final or original or clean_address(g.get("x-actual-recipient"))
         if not recipient and len(failed_header) == 1:
             recipient = failed_header[0]  # Exim: Final-Recipient is a file path, the header has the address
@@ -160,29 +189,31 @@ def parse_dsn(mail: Mail) -> DsnResult | None:
         diag = strip_diag_type(raw_diag)
         if _LOCAL_EXIT.match(raw_diag):  # "X-Unix; 77": a local exit code, not an SMTP reply
             diag = ""
-        block = human_block(human, recipient) if human else ""
+        mine = {recipient.lower(), (original or "").lower()}
+        block = human_block(human, recipient, others=[a for a in everyone if a not in mine]) if human else ""
         if not block and len(groups) == 1 and notice:
             block = notice
         status = _status(g.get("status"))
-        detail = find_enhanced(diag)
+        fail = action not in _SUCCESS_ACTIONS and not (status or "").startswith("2.")
+        detail = find_enhanced(diag, fail)
         if detail and (status is None or detail[0] == status[0]):
             status = detail  # the remote server's own code is more precise than the MTA's summary
         elif block and (status is None or status.endswith(".0.0")):
-            detail = find_enhanced(block)
+            detail = find_enhanced(block, fail)
             if detail and not detail.endswith(".0.0") and (status is None or detail[0] == status[0]):
                 status = detail
         alone = len(groups) == 1 and notice and notice != block
         if alone and (status is None or status.endswith(".0.0")):
             # Sendmail writes the precise reply ("554 5.3.0 unknown mailer error 255") only in the
             # transcript of the notice; its Status field is the 5.0.0 summary (RFC 3464 2.3.4).
-            detail = find_enhanced(notice)
+            detail = find_enhanced(notice, fail)
             if detail and not detail.endswith(".0.0") and (status is None or detail[0] == status[0]):
                 status = detail
-        code = find_reply_code(diag, strict=True)
+        code = find_reply_code(diag, strict=True, failure=fail)
         if code is None and block:
-            code = find_reply_code(block, strict=True)
+            code = find_reply_code(block, strict=True, failure=fail)
         if code is None and alone:
-            code = find_reply_code(notice, strict=True)
+            code = find_reply_code(notice, strict=True, failure=fail)
         if not diag and block:
             diag = one_line(block, 2000)
         command = find_command(diag) or (find_command(block) if block else None)
@@ -202,5 +233,16 @@ def parse_dsn(mail: Mail) -> DsnResult | None:
         ))
     if not rows:
         return None
+    total = max(len(groups), sum(_count_groups(t) for t in sources))
     reporting = strip_diag_type(message["reporting-mta"]).strip() if message.get("reporting-mta") else None
-    return DsnResult(rows=rows, reporting_mta=reporting, fields=message)
+    return DsnResult(rows=rows, reporting_mta=reporting, fields=message, recipients_total=total)
+
+
+def _count_groups(text: str) -> int:
+    """Per-recipient groups in a delivery-status text, counted past the cap (for ``dropped``)."""
+    finals = originals = 0
+    for line in text.splitlines():
+        head = line.lstrip()[:20].lower()
+        finals += head.startswith("final-recipient")
+        originals += head.startswith("original-recipient")
+    return finals or originals

@@ -5,9 +5,10 @@
    the bounce's envelope recipient, its To, or the returned message's Return-Path); a VERP-looking
    address whose signature does not verify changes nothing and is quarantined. Fallback: the
    returned message's Message-ID, then the report's recipient within that message.
-3. Apply once (``feedback_seen`` keys): a DSN marks the recipient soft bounce (5) with its
-   sub-status and a feedback event; "not exist" also enters the bounce list (SPEC §7 expiry,
-   Tencent by domain or MX). An ARF report adds a complaint event and a 180-day complaint entry.
+3. Apply once (``feedback_seen`` keys), in ONE transaction with the seen mark
+   (:meth:`SuppressionService.apply_feedback`): a DSN marks the recipient soft bounce (5) with its
+   sub-status and a feedback event; "not exist" also enters the bounce list. An ARF report adds a
+   complaint event and a complaint entry. The lists' expiries are the suppression service's.
 
 Never raises: anything unusable is quarantined with the reason, never dropped.
 """
@@ -18,29 +19,19 @@ import asyncio
 import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from datetime import timedelta
 
-from policies import TencentRules, bounce_expiry, is_tencent
+from policies import ListChange, SuppressionService, TencentRules
 from relay import verp
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.report import FeedbackReport, RecipientReport
 from relay.metrics import Metrics
 from relay.rules.types import Category, reply_text
 from storage.protocols import Storage
-from storage.records import (
-    ListKind,
-    LogEntry,
-    LogKind,
-    Status,
-    StatusRecord,
-    SubStatus,
-    SuppressionEntry,
-    utcnow,
-)
+from storage.records import FeedbackEffects, ListKind, LogEntry, LogKind, Status, StatusRecord, SubStatus, utcnow
 
 log = logging.getLogger("mailrelay.feedback")
 
-COMPLAINT_TTL = timedelta(days=180)
+DEFAULT_PARSE_BUDGET = 30.0  # seconds one mail may be examined (the regexes are bounded; this is the backstop)
 
 
 @dataclass(frozen=True)
@@ -60,13 +51,15 @@ class _Match:
 
 class FeedbackIngestor:
     def __init__(self, storage: Storage, secrets: Sequence[bytes], tencent: TencentRules, inbox: FeedbackInbox,
-                 parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None) -> None:
+                 parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None,
+                 parse_budget: float = DEFAULT_PARSE_BUDGET) -> None:
         self.storage = storage
         self.metrics = metrics or Metrics()
         self.secrets = [s for s in secrets if s]
-        self.tencent = tencent
+        self.lists = SuppressionService(storage, tencent)
         self.inbox = inbox
         self.parse = parse
+        self.parse_budget = parse_budget
 
     async def ingest(self, raw: bytes, origin: str, *, envelope_rcpts: Sequence[str] = (),
                      inbox_id: str | None = None) -> IngestResult:
@@ -84,7 +77,13 @@ class FeedbackIngestor:
         return result
 
     async def _ingest(self, raw: bytes, origin: str, envelope_rcpts: Sequence[str]) -> IngestResult:
-        report = await asyncio.to_thread(self.parse, raw)
+        try:
+            # The worker thread cannot be stopped, but nobody waits for it: the mail is kept in the
+            # quarantine with the reason and the next mails are examined on other threads.
+            report = await asyncio.wait_for(asyncio.to_thread(self.parse, raw), self.parse_budget)
+        except TimeoutError:
+            return IngestResult("quarantined", "unknown",
+                                f"examining the mail took longer than the budget of {self.parse_budget:g} s")
         if report.is_autoreply:
             return IngestResult("ignored", report.kind, "auto-reply, not a bounce")
         if report.is_delivery_success:
@@ -152,22 +151,18 @@ class FeedbackIngestor:
         now = utcnow()
         if report.kind == "arf":
             key = f"arf:{row.email_id}:{row.recipient}:{report.feedback_type or 'abuse'}"
-            if not await self.storage.feedback.mark_seen(key, now):
-                return 0
             text = f"complaint ({report.feedback_type or 'abuse'})"
-            await self.storage.statuses.append_log(row.email_id, row.recipient,
-                                                   LogEntry(at=now, kind=LogKind.FEEDBACK, text=text, rule="arf"))
-            await self.storage.suppressions.add([SuppressionEntry(
-                account_id=row.account_id, kind=ListKind.COMPLAINT, value=row.recipient, created_at=now,
-                expires_at=now + COMPLAINT_TTL, reason=text)])
+            effects = FeedbackEffects(key, now, row.email_id, row.recipient,
+                                      LogEntry(at=now, kind=LogKind.FEEDBACK, text=text, rule="arf"))
+            if not await self.lists.apply_feedback(effects, ListChange(ListKind.COMPLAINT, row.account_id,
+                                                                       row.recipient, reason=text)):
+                return 0
             self._event(report, rr, row.recipient, row.email_id, "applied")
             return 1
         if rr is not None and rr.category is None:
             return 0  # a row that did not fail (delivered/relayed in a mixed report)
         status = rr.status if rr else None
         key = f"dsn:{row.email_id}:{row.recipient}:{status or ''}"
-        if not await self.storage.feedback.mark_seen(key, now):
-            return 0
         category = (rr.category if rr else None) or Category.OTHERS
         sub = category.soft_bounce_sub_status
         diag = (rr.diagnostic if rr else "") or "bounce"
@@ -175,13 +170,12 @@ class FeedbackIngestor:
         entry = LogEntry(at=now, kind=LogKind.FEEDBACK, text=f"bounce: {reason}"[:2000],
                          code=rr.smtp_code if rr else None, enhanced=status, mx_host=rr.remote_mta if rr else None,
                          rule=rr.rule if rr else None)
-        await self.storage.statuses.update_status(row.email_id, row.recipient, Status.SOFT_BOUNCE, sub,
-                                                  reason[:1000], entry)
-        if sub is SubStatus.SB_NOT_EXIST:
-            domain = row.recipient.rpartition("@")[2]
-            tencent = is_tencent(domain, (row.mx_host,) if row.mx_host else (), self.tencent)
-            await self.storage.suppressions.report_not_exist(
-                row.account_id, row.recipient, now, lambda n: bounce_expiry(n, tencent), reason=reason[:500])
+        effects = FeedbackEffects(key, now, row.email_id, row.recipient, entry, Status.SOFT_BOUNCE, sub,
+                                  reason[:1000])
+        change = ListChange(ListKind.BOUNCE, row.account_id, row.recipient, reason[:500],
+                            (row.mx_host,) if row.mx_host else ()) if sub is SubStatus.SB_NOT_EXIST else None
+        if not await self.lists.apply_feedback(effects, change):
+            return 0
         self._event(report, rr, row.recipient, row.email_id, "applied", reason=reason[:1000])
         return 1
 

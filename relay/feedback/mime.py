@@ -27,8 +27,8 @@ from email.message import Message
 from email.parser import HeaderParser
 from email.policy import compat32
 
-__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_PARTS", "Mail", "TextPart", "decode_bytes", "decode_header_value",
-           "header_pairs", "load", "parse_header_block"]
+__all__ = ["MAX_BYTES", "MAX_DEPTH", "MAX_LINE", "MAX_PARTS", "Mail", "TextPart", "cap_lines", "clean_text",
+           "decode_bytes", "decode_header_value", "header_pairs", "load", "parse_header_block"]
 
 MAX_BYTES = 2 * 1024 * 1024  # of the raw mail
 MAX_BOUNDARIES = 64  # "boundary=" declarations honoured; the rest of the input is cut
@@ -37,11 +37,13 @@ MAX_PARTS = 128  # parts visited
 MAX_TEXT = 256 * 1024  # chars kept of one decoded text part
 MAX_HEADERS = 200  # header fields kept of one header block
 MAX_HEADER_VALUE = 2000  # chars kept of one header value
+MAX_LINE = 8192  # chars kept of one line of a text part (the parsers' regexes never see more)
 
-_BOUNDARY = re.compile(rb"boundary\s*=", re.I)
+_BOUNDARY = re.compile(rb"boundary[ \t]{0,20}=", re.I)
 _WS = re.compile(r"\s+")
-_TAG = re.compile(r"<[^>]{0,2000}>")
-_HTML_BREAK = re.compile(r"<\s*(br|/p|/div|/tr|/li|p|div)\b[^>]{0,2000}>", re.I)
+# [^<>], not [^>]: a run of "<" without ">" is then scanned once, not 2000 chars per "<".
+_TAG = re.compile(r"<[^<>]{0,2000}>")
+_HTML_BREAK = re.compile(r"<\s{0,20}(br|/p|/div|/tr|/li|p|div)\b[^<>]{0,2000}>", re.I)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,12 +62,20 @@ class Mail:
     report_type: str = ""  # the report-type parameter of a multipart/report
     texts: list[TextPart] = field(default_factory=list)  # human-readable parts, outside returned messages
     delivery_status: list[str] = field(default_factory=list)  # message/delivery-status bodies as text
+    nested_delivery_status: list[str] = field(default_factory=list)  # the same, inside a returned message
     feedback_reports: list[str] = field(default_factory=list)  # message/feedback-report bodies as text
     returned_headers: tuple[tuple[str, str], ...] = ()  # headers of the first returned message
     returned_text: str = ""  # body text of the first returned message (ARF: some carry only this)
     has_returned: bool = False  # a message/rfc822 or text/rfc822-headers part exists
     truncated: bool = False
+    dropped: list[str] = field(default_factory=list)  # what the caps cut, one note per kind of cut
     error: str = ""  # why parsing fell back, if it did
+
+    def drop(self, note: str) -> None:
+        """Record that a cap cut something (``truncated: true`` in the output says what)."""
+        self.truncated = True
+        if note not in self.dropped:
+            self.dropped.append(note)
 
     def header(self, name: str) -> str | None:
         lname = name.lower()
@@ -112,11 +122,29 @@ def decode_bytes(data: bytes, charset: str | None) -> str:
         return data.decode("latin-1")
 
 
+def clean_text(text: str) -> str:
+    """``text`` as valid Unicode: the stdlib parser keeps 8-bit bytes of headers and preambles as
+    lone surrogates (surrogateescape), which no UTF-8 output can carry; they become U+FFFD."""
+    try:
+        text.encode("utf-8")
+        return text
+    except UnicodeEncodeError:
+        return text.encode("utf-8", "surrogateescape").decode("utf-8", "replace").encode(
+            "utf-8", "replace").decode("utf-8")
+
+
+def cap_lines(text: str, limit: int = MAX_LINE) -> tuple[str, bool]:
+    """``text`` with every line cut at ``limit`` chars; True if one was cut."""
+    if len(text) <= limit or all(len(line) <= limit for line in text.split("\n")):
+        return text, False
+    return "\n".join(line[:limit] for line in text.split("\n")), True
+
+
 def decode_header_value(value: object) -> str:
     """RFC 2047-decoded, whitespace-collapsed header text; never raises."""
     if value is None:
         return ""
-    text = str(value)[: MAX_HEADER_VALUE * 2]
+    text = clean_text(str(value)[: MAX_HEADER_VALUE * 2])
     if "=?" in text:
         try:
             chunks = []
@@ -158,7 +186,17 @@ def _html_to_text(html: str) -> str:
     return text
 
 
-def _part_text(part: Message) -> str:
+def _part_text(part: Message, mail: Mail | None = None) -> str:
+    text = _raw_part_text(part)
+    if len(text) >= MAX_TEXT and mail is not None:
+        mail.drop(f"text beyond {MAX_TEXT} characters of a part")
+    text, cut = cap_lines(text)
+    if cut and mail is not None:
+        mail.drop(f"line text beyond {MAX_LINE} characters")
+    return text
+
+
+def _raw_part_text(part: Message) -> str:
     try:
         payload = part.get_payload(decode=True)
     except Exception:
@@ -170,15 +208,24 @@ def _part_text(part: Message) -> str:
         if isinstance(raw, str):
             data = raw.encode("utf-8", "surrogateescape")
         elif isinstance(raw, list):  # message/* parsed as sub-messages (delivery-status blocks)
-            return "\n\n".join("\n".join(f"{k}: {decode_header_value(v)}" for k, v in m.items()[:MAX_HEADERS])
-                               for m in raw if isinstance(m, Message))
+            # A line that is no header (an unindented continuation of a multi-line reply) ends the
+            # stdlib's header block: the fields after it are in the block's body, kept here too.
+            return "\n\n".join(_block_text(m) for m in raw if isinstance(m, Message))
         else:
             return ""
     try:
         charset = part.get_content_charset()
     except Exception:
         charset = None
-    return _newlines(decode_bytes(data[: MAX_TEXT * 4], charset)[:MAX_TEXT])
+    return _newlines(clean_text(decode_bytes(data[: MAX_TEXT * 4], charset))[:MAX_TEXT])
+
+
+def _block_text(block: Message) -> str:
+    head = "\n".join(f"{k}: {decode_header_value(v)}" for k, v in block.items()[:MAX_HEADERS])
+    body = block.get_payload()
+    if isinstance(body, str) and body.strip():
+        return head + "\n" + clean_text(body[:MAX_TEXT])
+    return head
 
 
 def _newlines(text: str) -> str:
@@ -218,16 +265,18 @@ def load(raw: bytes) -> Mail:
     if not isinstance(raw, bytes | bytearray | memoryview):
         return Mail(error="input is not bytes")
     data, truncated = _cut(bytes(raw))
-    mail = Mail(truncated=truncated)
+    mail = Mail()
+    if truncated:
+        mail.drop(f"input beyond {len(data)} bytes (of {len(raw)}) or beyond {MAX_BOUNDARIES} multipart boundaries")
     try:
         msg = message_from_bytes(data, policy=compat32)
     except (RecursionError, MemoryError) as exc:
         mail.error = f"MIME structure too deep: {type(exc).__name__}"
-        mail.texts.append(TextPart("text/plain", _newlines(decode_bytes(data[:MAX_TEXT], None))))
+        mail.texts.append(TextPart("text/plain", cap_lines(_newlines(decode_bytes(data[:MAX_TEXT], None)))[0]))
         return mail
     except Exception as exc:  # the stdlib parser is lenient; this is a last resort
         mail.error = f"MIME parse error: {type(exc).__name__}"
-        mail.texts.append(TextPart("text/plain", _newlines(decode_bytes(data[:MAX_TEXT], None))))
+        mail.texts.append(TextPart("text/plain", cap_lines(_newlines(decode_bytes(data[:MAX_TEXT], None)))[0]))
         return mail
     mail.headers = header_pairs(msg)
     mail.content_type = _content_type(msg)
@@ -254,10 +303,10 @@ def _walk(root: Message, mail: Mail) -> None:
         payload = part.get_payload()
         if part.is_multipart() and isinstance(payload, list):
             if depth >= MAX_DEPTH:
-                mail.truncated = True
+                mail.drop(f"parts nested deeper than {MAX_DEPTH}")
                 continue
             if part.preamble and not returned and depth == 0 and len(payload) <= 1:
-                mail.texts.append(TextPart("text/plain", _newlines(part.preamble[:MAX_TEXT])))
+                mail.texts.append(TextPart("text/plain", cap_lines(_newlines(clean_text(part.preamble[:MAX_TEXT])))[0]))
             if ctype in ("message/rfc822", "message/global", "message/partial"):
                 subs = [p for p in payload if isinstance(p, Message)]
                 if subs and not returned and not mail.has_returned:
@@ -267,21 +316,22 @@ def _walk(root: Message, mail: Mail) -> None:
                 stack.extend((p, depth + 1, True) for p in reversed(subs))
                 continue
             if ctype in ("message/delivery-status", "message/global-delivery-status"):
-                if not returned:
-                    mail.delivery_status.append(_part_text(part))
+                (mail.nested_delivery_status if returned else mail.delivery_status).append(_part_text(part, mail))
                 continue
             if ctype == "message/feedback-report":
                 if not returned:
-                    mail.feedback_reports.append(_part_text(part))
+                    mail.feedback_reports.append(_part_text(part, mail))
                 continue
             stack.extend((p, depth + 1, returned) for p in reversed(payload) if isinstance(p, Message))
             continue
         if returned:
+            if ctype in ("message/delivery-status", "message/global-delivery-status"):
+                mail.nested_delivery_status.append(_part_text(part, mail))
             continue
         if ctype in ("message/delivery-status", "message/global-delivery-status"):
-            mail.delivery_status.append(_part_text(part))
+            mail.delivery_status.append(_part_text(part, mail))
         elif ctype == "message/feedback-report":
-            mail.feedback_reports.append(_part_text(part))
+            mail.feedback_reports.append(_part_text(part, mail))
         elif ctype in ("text/rfc822-headers", "text/rfc822-header", "message/global-headers", "message/rfc822",
                        "message/global"):
             text = _part_text(part)
@@ -289,14 +339,14 @@ def _walk(root: Message, mail: Mail) -> None:
                 mail.has_returned = True
                 mail.returned_headers = parse_header_block(text.lstrip())
         elif ctype.startswith("text/") or ctype == "multipart/mixed" or part.get_content_maintype() == "multipart":
-            text = _part_text(part)
+            text = _part_text(part, mail)
             if ctype == "text/html":
                 text = _html_to_text(text)
             if text.strip():
                 mail.texts.append(TextPart(ctype if ctype.startswith("text/") else "text/plain", text,
                                            _filename(part)))
     if stack:
-        mail.truncated = True
+        mail.drop(f"parts beyond the first {MAX_PARTS}")
 
 
 def _first_text(msg: Message) -> str:

@@ -13,8 +13,8 @@ import re
 __all__ = ["split_notice"]
 
 _MARKER = re.compile(
-    r"^[\s>|*=_#-]*(?:this is a copy of (?:the|your)|(?:a )?copy of (?:the )?original message|"
-    r"original message(?!\s+was received)(?!\s+received)|returned message|unsent message follows|"
+    r"^[\s>|*=_#-]{0,40}(?:this is a copy of (?:the|your)|(?:a )?copy of (?:the )?original message|"
+    r"original message(?!\s{1,20}was received)(?!\s{1,20}received)|returned message|unsent message follows|"
     r"below this line is a copy|enclosed is a copy|the header of the original message|original mail info|"
     r"message headers follow|below is a copy of the original|headers of the original message|"
     r"undelivered message|included is a copy|returned mail follows|original message header|"

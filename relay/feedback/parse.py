@@ -22,7 +22,7 @@ from relay.feedback.autoreply import is_autoreply
 from relay.feedback.classify import BounceClassifier
 from relay.feedback.dsn import parse_dsn
 from relay.feedback.mime import Mail, load
-from relay.feedback.nonstandard import parse_nonstandard
+from relay.feedback.nonstandard import NonStandardResult, parse_nonstandard, parse_ses
 from relay.feedback.notice import split_notice
 from relay.feedback.report import FeedbackReport, RecipientReport
 from relay.feedback.scan import clean_address, find_addresses, one_line
@@ -69,6 +69,13 @@ def _bounce_to(mail: Mail) -> str | None:
     return found[0] if found else None
 
 
+def _dropped(mail: Mail, reported: int = 0, total: int = 0) -> tuple[str, ...]:
+    notes = list(mail.dropped)
+    if total > reported:
+        notes.append(f"recipients: {reported} of {total} reported")
+    return tuple(notes)
+
+
 def _common(mail: Mail) -> dict[str, object]:
     message_id = mail.returned("Message-ID") or mail.returned("Message-Id")
     sender = clean_address(mail.returned("Return-Path")) or clean_address(mail.returned("From"))
@@ -77,6 +84,7 @@ def _common(mail: Mail) -> dict[str, object]:
         "original_headers": mail.returned_headers[:MAX_ORIGINAL_HEADERS],
         "original_sender": sender,
         "bounce_to": _bounce_to(mail),
+        "dropped": _dropped(mail),
     }
 
 
@@ -96,6 +104,19 @@ def _classify(rows: tuple[RecipientReport, ...] | list[RecipientReport], classif
     return tuple(out)
 
 
+def _other(mail: Mail, other: NonStandardResult, classifier: BounceClassifier,
+           common: dict[str, object]) -> FeedbackReport:
+    common["dropped"] = _dropped(mail, len(other.rows), other.recipients_total)
+    if other.complaint_type is not None:
+        return FeedbackReport(kind="arf", recipients=other.rows, feedback_type=other.complaint_type,
+                              format=other.format, **common)  # type: ignore[arg-type]
+    if other.delivery_success:
+        return FeedbackReport(kind="dsn", recipients=other.rows, is_delivery_success=True, format=other.format,
+                              **common)  # type: ignore[arg-type]
+    return FeedbackReport(kind="dsn", recipients=_classify(other.rows, classifier, other.notice),
+                          format=other.format, **common)  # type: ignore[arg-type]
+
+
 def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
     mail = load(raw)
     common = _common(mail)
@@ -108,8 +129,13 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
                               format=arf.format, reporting_mta=arf.reporting_mta,
                               reason="" if arf.rows else "complaint without a recipient", **common)  # type: ignore[arg-type]
 
+    ses = parse_ses(mail)
+    if ses is not None:
+        return _other(mail, ses, classifier, common)
+
     dsn = parse_dsn(mail)
     if dsn is not None:
+        common["dropped"] = _dropped(mail, len(dsn.rows), dsn.recipients_total)
         if dsn.delivery_success:
             return FeedbackReport(kind="dsn", recipients=tuple(dsn.rows), is_delivery_success=True, format="rfc3464",
                                   reporting_mta=dsn.reporting_mta, **common)  # type: ignore[arg-type]
@@ -127,14 +153,7 @@ def _parse(raw: bytes, classifier: BounceClassifier) -> FeedbackReport:
 
     other = parse_nonstandard(mail)
     if other is not None:
-        if other.complaint_type is not None:
-            return FeedbackReport(kind="arf", recipients=other.rows, feedback_type=other.complaint_type,
-                                  format=other.format, **common)  # type: ignore[arg-type]
-        if other.delivery_success:
-            return FeedbackReport(kind="dsn", recipients=other.rows, is_delivery_success=True, format=other.format,
-                                  **common)  # type: ignore[arg-type]
-        return FeedbackReport(kind="dsn", recipients=_classify(other.rows, classifier, other.notice),
-                              format=other.format, **common)  # type: ignore[arg-type]
+        return _other(mail, other, classifier, common)
 
     reason = mail.error or ("no delivery-status, feedback-report or bounce notice found"
                             if mail.headers else "not a mail message (no headers)")

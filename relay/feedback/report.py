@@ -57,6 +57,11 @@ class FeedbackReport:
     is_delivery_success: bool = False  # a DSN that reports only successful delivery/relay
     format: str = ""  # which parser recognised it ("rfc3464", "arf", "exim", "qmail", ...)
     reporting_mta: str | None = None
+    dropped: tuple[str, ...] = ()  # what the parser's caps left out ("recipients: 500 of 10000 reported", ...)
+
+    @property
+    def truncated(self) -> bool:
+        return bool(self.dropped)
 
     @property
     def feedback_class(self) -> FeedbackClass | None:

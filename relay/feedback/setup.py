@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from relay.config import Config
+from relay.config import Config, parse_duration
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.ingest import FeedbackIngestor
 from relay.feedback.parse import parse
@@ -17,4 +17,5 @@ def build_ingestor(cfg: Config, storage: Storage, metrics: Metrics | None = None
     inbox.prepare()
     key = cfg.path(cfg.delivery.verp_secret_file)
     secrets = [read_verp_secret(key)] if key.exists() else []
-    return FeedbackIngestor(storage, secrets, load_tencent_rules(), inbox, parse, metrics)
+    return FeedbackIngestor(storage, secrets, load_tencent_rules(), inbox, parse, metrics,
+                            parse_budget=parse_duration(cfg.feedback.parse_budget, "feedback.parse_budget"))

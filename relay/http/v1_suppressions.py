@@ -30,6 +30,7 @@ from typing import Any
 from aiohttp import web
 from aiohttp.http_exceptions import LineTooLong
 
+from policies import SuppressionService
 from relay.commands.listfile import parse_line
 from relay.commands.values import normalize_value
 from relay.http.auth import SERVICES_KEY, scope_account
@@ -47,11 +48,19 @@ from relay.http.params import (
     time_param,
 )
 from relay.http.times import plain, zoned
+from relay.rules import packaged_tencent_rules
+from storage.protocols import Storage
 from storage.records import ALL_API_USERS, ListKind, SuppressionEntry, UnsubscribeReason, utcnow
 
-COMPLAINT_TTL = timedelta(days=180)
 MAX_LIMIT = 100
 MAX_MONTHS = 3  # EngageLab: a blocks or unsubscribes period covers at most 3 months
+
+
+def _lists(storage: Storage) -> SuppressionService:
+    """Every list write goes through the one suppression service (it owns the expiry rules)."""
+    return SuppressionService(storage, packaged_tencent_rules())
+
+
 
 
 @dataclass(frozen=True)
@@ -194,7 +203,7 @@ def _post(spec: ListApi) -> Callable[[web.Request], Any]:
         entries = [SuppressionEntry(account_id=account_id, kind=spec.kind, value=v, api_user=api_user,
                                     created_at=now, expires_at=expires, reason_code=code, reason=reason)
                    for v in dict.fromkeys(values)]
-        n = await request.app[SERVICES_KEY].storage.suppressions.add(entries)
+        n = await _lists(request.app[SERVICES_KEY].storage).add(entries)
         return ok({"count": n})
 
     return handler
@@ -271,7 +280,7 @@ async def upload_blocks(request: web.Request) -> web.Response:
                                 "were imported before it") from None
         except TimeoutError:
             if chunk:
-                imported += await services.storage.suppressions.import_entries(chunk)
+                imported += await _lists(services.storage).import_entries(chunk)
             raise ApiError(408, f"no data for {idle:g} s after line {lineno}; the {imported} entries before it "
                                 "were imported (send the rest again: entries already there are kept once)") from None
         if not raw:
@@ -288,8 +297,8 @@ async def upload_blocks(request: web.Request) -> web.Response:
             continue
         chunk.append(item)
         if len(chunk) >= UPLOAD_CHUNK:
-            imported += await services.storage.suppressions.import_entries(chunk)
+            imported += await _lists(services.storage).import_entries(chunk)
             chunk = []
     if chunk:
-        imported += await services.storage.suppressions.import_entries(chunk)
+        imported += await _lists(services.storage).import_entries(chunk)
     return ok({"imported": imported, "errors": errors, "more_errors": more})

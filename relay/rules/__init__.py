@@ -12,6 +12,7 @@ and the offending key, never a silent default (KumoMTA's typed records).
 from __future__ import annotations
 
 import tomllib
+from functools import cache
 from pathlib import Path
 
 from policies import TencentRules
@@ -60,4 +61,10 @@ def load_tencent_rules(path: Path | None = None) -> TencentRules:
         raise RulesError(f"{src}: {exc}") from exc
 
 
-__all__ = ["RULES_DIR", "RulesError", "load_tencent_rules", "packaged_path", "read_toml"]
+@cache
+def packaged_tencent_rules() -> TencentRules:
+    """The packaged ``tencent.toml``, read once per process."""
+    return load_tencent_rules()
+
+
+__all__ = ["RULES_DIR", "RulesError", "load_tencent_rules", "packaged_path", "packaged_tencent_rules", "read_toml"]

@@ -30,23 +30,31 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
 from pathlib import Path
-from typing import TypeVar
+from re import _constants as _sre  # type: ignore[attr-defined]
+from re import _parser as _sre_parser  # type: ignore[attr-defined]
+from typing import Any, TypeVar
 
 from relay.rules import RulesError, packaged_path, read_toml
-from relay.rules.types import AttemptResult, Category, Classified, Outcome, PauseReason, Scope, Signal, Stage
+from relay.rules.types import AttemptResult, Category, Classified, Outcome, PauseReason, Role, Scope, Signal, Stage
 
 __all__ = ["ReplyRules", "Rule", "RulesError", "default_scope", "parse_reply"]
 
 E = TypeVar("E", bound=Enum)
 
 _RULE_KEYS = frozenset(
-    {"name", "match", "codes", "stages", "enhanced", "category", "scope", "signal", "pause", "adds_bounce", "outcome"}
+    {"name", "match", "codes", "stages", "enhanced", "category", "scope", "signal", "pause", "adds_bounce", "outcome",
+     "role"}
 )
 _CODE_PATTERN = re.compile(r"^[2-5][0-9x][0-9x]$")
 _ENHANCED_PATTERN = re.compile(r"^([245x])\.(\d{1,3}|x)\.(\d{1,3}|x)$")
 # "550 5.1.1 text", "550-5.1.1 text", "smtp; 550 5.1.1 text", "5.1.1 text" (enhanced only)
-_REPLY_PREFIX = re.compile(r"^\s*(?:smtp\s*;\s*)?(?:(\d{3})(?:[ -]+|$))?(?:([245]\.\d{1,3}\.\d{1,3})\b)?", re.I)
-_ENHANCED_AT_START = re.compile(r"^\s*([245]\.\d{1,3}\.\d{1,3})\b")
+_REPLY_PREFIX = re.compile(
+    r"^\s{0,20}(?:smtp\s{0,20};\s{0,20})?(?:(\d{3})(?:[ -]{1,20}|$))?(?:([245]\.\d{1,3}\.\d{1,3})\b)?", re.I)
+_ENHANCED_AT_START = re.compile(r"^\s{0,20}([245]\.\d{1,3}\.\d{1,3})\b")
+_SMTP_PREFIX = re.compile(r"^\s{0,20}smtp\s{0,20};\s{0,20}", re.I)
+#: The longest repetition a rule pattern may ask for ({0,N}): rules read text from strangers, so
+#: every quantifier is bounded and the cost of one search stays linear in the text.
+MAX_REPEAT = 1000
 # Replies before the SMTP transaction concern the whole site (Postfix smtp_site_fail()).
 _PRE_TRANSACTION = frozenset({Stage.DNS, Stage.CONNECT, Stage.GREETING, Stage.EHLO, Stage.STARTTLS})
 
@@ -88,6 +96,7 @@ class Rule:
     pause: PauseReason | None = None
     adds_bounce: bool = False
     outcome: Outcome | None = None  # override of the code class (TEMPFAIL/PERMFAIL only)
+    role: Role = Role.NONE  # how the bounce classifier weighs it (authoritative, domain, generic)
     source: str = ""  # the file it came from (for messages)
 
     def matches(self, line: str, code: int | None, enhanced: str | None, stage: Stage | None = None) -> bool:
@@ -124,6 +133,38 @@ def _enhanced_matches(patterns: Iterable[str], enhanced: str | None) -> bool:
 
 
 # region loading and validation
+def unbounded_repeat(pattern: str) -> str | None:
+    """Why ``pattern`` could take long on hostile text (an unbounded or huge repetition: ``*``,
+    ``+``, ``{n,}``, ``{0,N}`` with N > MAX_REPEAT), or None when every repetition is bounded."""
+    try:
+        stack: list[Any] = [_sre_parser.parse(pattern)]
+    except re.error as exc:
+        return str(exc)
+    while stack:
+        for op, av in stack.pop():
+            if op in _REPEATS:
+                _low, high, item = av
+                if high == _sre.MAXREPEAT:
+                    return "unbounded repetition (*, + or {n,})"
+                if high > MAX_REPEAT:
+                    return f"repetition over {MAX_REPEAT}"
+                stack.append(item)
+            elif op is _sre.SUBPATTERN:
+                stack.append(av[-1])
+            elif op is _sre.BRANCH:
+                stack.extend(av[1])
+            elif op in (_sre.ASSERT, _sre.ASSERT_NOT):
+                stack.append(av[1])
+            elif op is _sre.ATOMIC_GROUP:
+                stack.append(av)
+            elif op is _sre.GROUPREF_EXISTS:
+                stack.extend(x for x in av[1:] if x is not None)
+    return None
+
+
+_REPEATS = frozenset({_sre.MAX_REPEAT, _sre.MIN_REPEAT, _sre.POSSESSIVE_REPEAT})
+
+
 def _enum_value(enum: type[E], raw: object, key: str, where: str, exclude: Iterable[E] = ()) -> E:
     allowed = [m.value for m in enum if m not in exclude]
     if not isinstance(raw, str) or raw not in allowed:
@@ -155,6 +196,9 @@ def _compile_rule(raw: object, index: int, source: str) -> Rule:
             patterns.append(re.compile(text, re.IGNORECASE))
         except re.error as exc:
             raise RulesError(f"{where}: bad regex {text!r}: {exc}") from exc
+        unbounded = unbounded_repeat(text)
+        if unbounded:
+            raise RulesError(f"{where}: regex {text!r}: {unbounded} (write a bound, e.g. .{{0,200}} or \\S{{1,100}})")
 
     codes: list[str] = []
     raw_codes = raw.get("codes", [])
@@ -208,7 +252,7 @@ def _compile_rule(raw: object, index: int, source: str) -> Rule:
 
     return Rule(name=name, category=category, patterns=tuple(patterns), codes=tuple(codes), stages=stages,
                 enhanced=tuple(enhanced), scope=scope, signal=signal, pause=pause, adds_bounce=adds_bounce,
-                outcome=outcome, source=source)
+                outcome=outcome, role=_enum_value(Role, raw.get("role", "none"), "role", where), source=source)
 
 
 def compile_rules(data: Mapping[str, object], source: str) -> list[Rule]:
@@ -287,7 +331,7 @@ class ReplyRules:
         ``code`` and ``enhanced`` default to the ones at the start of ``text``; pass them when the
         report has them in separate fields (DSN ``Status:``). Stage filters are ignored.
         """
-        stripped = re.sub(r"^\s*smtp\s*;\s*", "", text, flags=re.I).strip()
+        stripped = _SMTP_PREFIX.sub("", text).strip()
         lead_code, lead_enhanced = parse_reply(stripped)
         code = code if code is not None else lead_code
         enhanced = enhanced or lead_enhanced

@@ -83,6 +83,15 @@ class Scope(Enum):
     RECIPIENT = "recipient"  # this recipient was refused
 
 
+class Role(Enum):
+    """How the bounce classifier weighs a rule's verdict (a rule attribute in the TOML)."""
+
+    NONE = "none"
+    AUTHORITATIVE = "authoritative"  # said by the recipient's own system: the SMTP stage does not change it
+    DOMAIN = "domain"  # about the domain/host, not the mailbox: the SMTP stage does not change it
+    GENERIC = "generic"  # only a generic refusal word ("rejected", "policy"): the reason may be elsewhere
+
+
 class Signal(Enum):
     """What a SITE-scope reply tells the throttle."""
 

@@ -1,11 +1,14 @@
 """FeedbackHandler: the second SMTP listener, for bounces and complaints coming back. (It lives with
 the SMTP engine; ``relay/app.py`` hands it the feedback inbox and the parser as services.)
 
-No AUTH. It accepts mail only for the configured feedback domains (exact, case-insensitive
-domain; a plain dot-atom local part) and for postmaster@ each of them (RFC 5321 §4.5.1);
-everything else gets 550 — it is not an open relay. The same engine hardening as submission
-applies (size, line, error and connection limits, strict CRLF). A message is stored durably
-(fsync) before the 250, then processed in the background.
+No AUTH. At RCPT it accepts only what we issued or publish, on the configured feedback domains
+(exact, case-insensitive): a signed return path (:mod:`relay.verp`) whose signature verifies,
+``postmaster@`` (RFC 5321 §4.5.1), ``abuse@`` (RFC 2142) and the FBL mailboxes configured
+(``feedback.mailboxes``). Everything else — other domains, ``%`` and ``!`` source routing, local
+parts over 64 octets (RFC 5321 §4.5.3.1.1), quoted local parts, unknown mailboxes — gets
+``550 5.1.1``: it is not an open relay, and a forged return path is refused before its DATA.
+The same engine hardening as submission applies (size, line, error and connection limits, strict
+CRLF). A message is stored durably (fsync) before the 250, then processed in the background.
 """
 
 from __future__ import annotations
@@ -13,10 +16,11 @@ from __future__ import annotations
 import asyncio
 import logging
 import re
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from relay import verp
 from relay.smtp.engine import AuthReply, DataSink, SessionInfo
 
 log = logging.getLogger("mailrelay.feedback.listener")
@@ -25,7 +29,7 @@ _DOT_ATOM = re.compile(r"^[A-Za-z0-9!#$%&'*+/=?^_`{|}~-]+(\.[A-Za-z0-9!#$%&'*+/=
 
 R_OK_MAIL = "250 2.1.0 Ok"
 R_OK_RCPT = "250 2.1.5 Ok"
-R_RELAY = "550 5.7.1 Relaying denied: this server only accepts feedback for its own domains"
+R_NO_MAILBOX = "550 5.1.1 No such mailbox: this server only accepts bounces and complaints for its own addresses"
 R_NO_RCPT = "554 5.5.1 No valid recipients"
 R_TEMP = "451 4.3.0 Temporary failure storing message, try again later"
 R_NO_AUTH = "502 5.5.1 AUTH not available here"
@@ -40,19 +44,55 @@ class FeedbackStore(Protocol):
         ...
 
 
+#: Published on every feedback domain (RFC 5321 §4.5.1, RFC 2142).
+ROLE_MAILBOXES = frozenset({"postmaster", "abuse"})
+MAX_LOCAL_OCTETS = 64  # RFC 5321 §4.5.3.1.1
+
+
+@dataclass(frozen=True)
+class FeedbackMailboxes:
+    """What the feedback listener accepts at RCPT (see :func:`accepted_recipient`)."""
+
+    domains: frozenset[str]  # lower-case feedback domains
+    mailboxes: frozenset[str] = frozenset()  # configured FBL mailboxes, "local@domain", lower-case
+    secrets: tuple[bytes, ...] = ()  # return-path keys (current first): a return path must verify
+
+    @classmethod
+    def build(cls, domains: Sequence[str], mailboxes: Sequence[str] = (),
+              secrets: Sequence[bytes] = ()) -> FeedbackMailboxes:
+        """``mailboxes`` as in ``feedback.mailboxes``: ``"fbl"`` (on every domain) or ``"fbl@DOMAIN"``."""
+        doms = frozenset(d.lower() for d in domains)
+        boxes: set[str] = set()
+        for m in mailboxes:
+            m = m.strip().lower()
+            boxes.update([m] if "@" in m else (f"{m}@{d}" for d in doms))
+        return cls(doms, frozenset(boxes), tuple(s for s in secrets if s))
+
+
+def accepted_recipient(accept: FeedbackMailboxes, address: str) -> bool:
+    """THE rule for RCPT on the feedback listener: one of our domains, a plain local part of at
+    most 64 octets without source routing, and a mailbox we issued (a verified return path) or
+    publish (postmaster, abuse, the configured FBL mailboxes)."""
+    local, at, domain = address.rpartition("@")
+    domain = domain.lower()
+    if not at or domain not in accept.domains:
+        return False
+    if len(local.encode("utf-8", "surrogateescape")) > MAX_LOCAL_OCTETS or "%" in local or "!" in local:
+        return False
+    if not _DOT_ATOM.match(local):
+        return False
+    lower = local.lower()
+    if lower in ROLE_MAILBOXES or f"{lower}@{domain}" in accept.mailboxes:
+        return True
+    return bool(accept.secrets) and verp.decode(address, accept.secrets) is not None
+
+
 @dataclass
 class FeedbackServices:
-    domains: frozenset[str]
+    accept: FeedbackMailboxes
     inbox: FeedbackStore
     process: Callable[[str, bytes, tuple[str, ...]], Coroutine[Any, Any, None]]  # (inbox id, raw, rcpts)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
-
-
-def accepts(domains: frozenset[str], address: str) -> bool:
-    local, at, domain = address.rpartition("@")
-    if not at or domain.lower() not in domains:
-        return False
-    return bool(_DOT_ATOM.match(local))
 
 
 class FeedbackHandler:
@@ -71,8 +111,8 @@ class FeedbackHandler:
         return R_OK_MAIL
 
     async def on_rcpt(self, session: SessionInfo, recipient: str, params: dict[str, str | bool]) -> str:
-        if not accepts(self.s.domains, recipient):
-            return R_RELAY
+        if not accepted_recipient(self.s.accept, recipient):
+            return R_NO_MAILBOX
         self.rcpts.append(recipient)
         return R_OK_RCPT
 

@@ -8,7 +8,7 @@ import signal
 import socket
 import subprocess
 import sys
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -86,6 +86,14 @@ def test_suppression_add_list_remove(home: Path, capsys: pytest.CaptureFixture[s
     rc, out, _ = run(capsys, "suppression", "list", "--list", "bounce", "--json", *h)
     entry = json.loads(out)
     assert entry["expire_time"] is not None and entry["hit_count"] == 1
+    # the CLI uses the suppression service's Tencent list (vip.foxmail.com included): a first bounce
+    # lasts 1 day there, as from delivery or feedback; elsewhere 30 days
+    for address, days in (("gone@vip.foxmail.com", 1), ("gone@example.org", 30)):
+        assert run(capsys, "suppression", "add", "--list", "bounce", address, *h)[0] == 0
+        rc, out, _ = run(capsys, "suppression", "list", "--list", "bounce", address, "--json", *h)
+        e = json.loads(out)
+        lasts = datetime.fromisoformat(e["expire_time"]) - datetime.fromisoformat(e["create_time"])
+        assert lasts == timedelta(days=days), address
     rc, out, _ = run(capsys, "suppression", "remove", "--list", "block", "bad@example.com", *h)
     assert rc == 0 and "removed 1" in out
 

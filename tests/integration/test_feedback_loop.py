@@ -17,7 +17,8 @@ FB = "fb.relay.test"
 
 async def _relay(factory: RelayFactory, sink: ScriptedMx) -> RelayUnderTest:
     return await factory({"delivery.enabled": True, "delivery.relayhost": f"127.0.0.2:{sink.port}",
-                          "feedback.listen": "127.0.0.1:0", "feedback.domains": [FB]})
+                          "feedback.listen": "127.0.0.1:0", "feedback.domains": [FB],
+                          "feedback.mailboxes": ["fbl"]})
 
 
 
@@ -168,14 +169,17 @@ async def test_feedback_listener_is_not_an_open_relay(relay_factory: RelayFactor
     port = relay.feedback_port
     assert port is not None
 
-    def probe() -> list[int]:
+    def probe() -> list[tuple[int, bytes]]:
         with smtplib.SMTP("127.0.0.1", port, timeout=10) as s:
             s.ehlo("peer.example")
             s.mail("")
-            return [s.rcpt(r)[0] for r in ("victim@elsewhere.example", f"x@sub.{FB}", f'"quoted local"@{FB}',
-                                           f"postmaster@{FB.upper()}")]
+            return [s.rcpt(r) for r in ("victim@elsewhere.example", f"x@sub.{FB}", f'"quoted local"@{FB}',
+                                        f"user%other.example@{FB}", f"other.example!user@{FB}", f"{'a' * 65}@{FB}",
+                                        f"bounces@{FB}", f"postmaster@{FB.upper()}", f"abuse@{FB}")]
 
-    assert await asyncio.to_thread(probe) == [550, 550, 550, 250]
+    replies = await asyncio.to_thread(probe)
+    assert [code for code, _ in replies] == [550] * 7 + [250, 250]
+    assert all(text.startswith(b"5.1.1") for code, text in replies if code == 550)
 
 
 async def test_forged_return_path_changes_nothing_and_is_quarantined(relay_factory: RelayFactory,
@@ -184,7 +188,16 @@ async def test_forged_return_path_changes_nothing_and_is_quarantined(relay_facto
     email_id, return_path = await _deliver_one(relay, sink, "victim@example.com")
     local, _, domain = return_path.partition("@")
     forged = local[:-4] + ("aaaa" if not local.endswith("aaaa") else "bbbb") + "@" + domain
-    await asyncio.to_thread(_send, relay, forged, _dsn(forged, "victim@example.com"))
+
+    def refused_at_rcpt() -> int:
+        with smtplib.SMTP("127.0.0.1", relay.feedback_port or 0, timeout=10) as s:
+            s.ehlo("peer.example")
+            s.mail("")
+            return s.rcpt(forged)[0]
+
+    assert await asyncio.to_thread(refused_at_rcpt) == 550  # a forged return path never gets to DATA
+    # sent to postmaster@ instead, the bounce naming the forged return path is quarantined
+    await asyncio.to_thread(_send, relay, f"postmaster@{domain}", _dsn(forged, "victim@example.com"))
     qdir = relay.cfg.path("feedback") / "quarantine"
     await wait_until(lambda: (any(qdir.glob("*.json"))))
     assert "signature" in next(qdir.glob("*.json")).read_text()

@@ -294,7 +294,7 @@ def test_packaged_tencent_rules() -> None:
     assert is_tencent("customer.example", ["mxbiz1.qq.com."], t)
     assert is_tencent("QQ.COM", [], t)
     assert not is_tencent("notqq.com", ["mx.notqq.com"], t)
-    assert t.domains >= TencentRules.default().domains
+    assert "vip.foxmail.com" in t.domains
 
 
 @pytest.mark.parametrize(

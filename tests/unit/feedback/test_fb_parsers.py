@@ -14,7 +14,7 @@ from relay.commands import feedback as cli
 from relay.feedback import BounceClassifier, first, parse
 from relay.feedback.classify import _refused_not_missing
 from relay.rules import RulesError
-from relay.rules.types import Category
+from relay.rules.types import Category, Role
 from storage.records import SubStatus
 
 EMAILS = FIXTURES / "emails"
@@ -113,12 +113,22 @@ def test_amazon_ses_json() -> None:
 
 
 def test_user_unknown_after_data_is_a_filter_not_a_missing_mailbox() -> None:
-    assert _refused_not_missing("user-unknown", "5.0.0", "DATA", 550)
-    assert not _refused_not_missing("user-unknown", "5.1.1", "DATA", 550)
-    assert not _refused_not_missing("user-unknown", None, "RCPT", 550)
-    assert _refused_not_missing("bounce-host-unknown", None, "MAIL", 553)
-    assert not _refused_not_missing("bounce-host-unknown", None, "DATA", 553)
-    assert not _refused_not_missing("user-unknown", None, None, None)  # the mailbox server's own report
+    assert _refused_not_missing(Role.NONE, "5.0.0", "DATA", 550)
+    assert not _refused_not_missing(Role.NONE, "5.1.1", "DATA", 550)
+    assert not _refused_not_missing(Role.NONE, None, "RCPT", 550)
+    assert _refused_not_missing(Role.DOMAIN, None, "MAIL", 553)
+    assert not _refused_not_missing(Role.DOMAIN, None, "DATA", 553)
+    assert not _refused_not_missing(Role.AUTHORITATIVE, "5.0.0", "DATA", 550)
+    assert not _refused_not_missing(Role.NONE, None, None, None)  # the mailbox server's own report
+
+
+def test_rule_roles_are_toml_attributes() -> None:
+    """The roles the classifier weighs come from the rules files, not from Python sets of names."""
+    roles = {r.name: r.role for r in BounceClassifier.load().rules}
+    assert roles["bounce-local-user-unknown"] is Role.AUTHORITATIVE
+    assert roles["bounce-google-address-not-found"] is Role.AUTHORITATIVE
+    assert roles["bounce-host-unknown"] is Role.DOMAIN and roles["bounce-has-moved"] is Role.DOMAIN
+    assert {n for n, r in roles.items() if r is Role.GENERIC} == {"rejected-generic", "bounce-policy", "status-policy"}
 
 
 def test_bounce_rules_validated(tmp_path: Path) -> None:

@@ -17,6 +17,7 @@ from policies import (
     parse_address,
 )
 from policies.address import Address
+from relay.rules import load_tencent_rules
 from storage.records import Status, SubStatus, SuppressionHits
 
 
@@ -40,7 +41,7 @@ def test_expiry_rejects_counts_below_one(n: int, tencent: bool) -> None:
         bounce_expiry(n, tencent)
 
 
-RULES = TencentRules.default()
+RULES = load_tencent_rules()
 
 
 @pytest.mark.parametrize(
