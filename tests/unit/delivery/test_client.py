@@ -423,16 +423,15 @@ async def test_smtputf8_offered(mx_factory: MxFactory, conns: list[SmtpConnectio
 # -- throughput ----------------------------------------------------------------------------------
 
 
-async def test_throughput_with_reuse(mx_factory: MxFactory, conns: list[SmtpConnection]) -> None:
-    """A smoke figure, not a benchmark: client + aiosmtpd sink in ONE process and loop."""
+async def test_many_messages_over_one_reused_connection(mx_factory: MxFactory, conns: list[SmtpConnection]) -> None:
+    """400 transactions over one connection (RSET between them), all delivered. Speed is measured by
+    bench/, not here: a timed assertion fails on a busy machine without saying anything about us."""
     mx = await mx_factory()
     c = await connect(mx, conns)
     body = MSG + (b"x" * 76 + b"\r\n") * 40  # ~3 KB
     n = 400
-    t0 = time.monotonic()
     for i in range(n):
         r = await c.deliver("a@relay.test", f"r{i}@example.com", body)
         assert r.delivered
-    rate = n / (time.monotonic() - t0)
     assert len(mx.messages) == n and len(mx.connections) == 1
-    assert rate > 300, f"{rate:.0f} msg/s"
+    assert sorted(m.rcpt for m in mx.messages) == sorted(f"r{i}@example.com" for i in range(n))
