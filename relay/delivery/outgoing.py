@@ -6,7 +6,8 @@ Order, for each attempt (:meth:`Outgoing.prepare`):
 1. message-level headers, when absent: ``Feedback-ID: LABEL:API_USER:ACCOUNT:mailrelay`` (Gmail's
    feedback loop groups complaints by it; LABEL is the message's label, else ``default``);
 2. per-recipient headers from the functions registered with :meth:`Outgoing.add_recipient_headers`
-   (e.g. List-Unsubscribe and List-Unsubscribe-Post, which RFC 8058 wants signed);
+   (e.g. List-Unsubscribe and List-Unsubscribe-Post, which RFC 8058 wants signed), unless the
+   message already has a field of that name;
 3. the DKIM signature (``relay/dkim.py``), when a key matches the From domain (see
    :func:`choose_key`). Nothing is added after it.
 
@@ -238,6 +239,8 @@ class Outgoing:
         names = msg.names
         for source in self._recipient_headers:
             for name, value in await source(item):
+                if name.lower() in names:  # the customer's own field wins: never two of one
+                    continue
                 extra += _line(name, value)
                 names = [*names, name]
         message = head + msg.added + extra + rest

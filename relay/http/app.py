@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
-from relay.http import api_users, exports, openapi, ops, queues, v1_email_status, v1_suppressions
+from relay.http import account_settings, api_users, exports, openapi, ops, queues, v1_email_status, v1_suppressions
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.envelope import error_middleware
 from relay.http.services import HttpServices
@@ -50,6 +50,8 @@ def routes() -> list[Route]:
         ("POST", "/v1/queues/{api_user}/{domain}/resume", queues.resume_queue),
         ("POST", "/v1/queues/{api_user}/{domain}/recover", queues.recover_queue),
         ("PUT", "/v1/queues/{api_user}/{domain}/rate", queues.set_rate),
+        ("GET", "/v1/account/settings", account_settings.get_settings),
+        ("PUT", "/v1/account/settings", account_settings.put_settings),
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),

@@ -46,6 +46,9 @@ class FeedbackServices:
     inbox: FeedbackStore
     process: Callable[[str, bytes, tuple[str, ...]], Coroutine[Any, Any, None]]  # (inbox id, raw, rcpts)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Also accepted, apart from the feedback rules above: the unsubscribe mailboxes of our
+    # List-Unsubscribe headers (relay/tokens.py; checked by their signature).
+    unsubscribe_mailbox: Callable[[str], bool] = field(default=lambda _address: False)
 
 
 def accepts(domains: frozenset[str], address: str) -> bool:
@@ -71,10 +74,14 @@ class FeedbackHandler:
         return R_OK_MAIL
 
     async def on_rcpt(self, session: SessionInfo, recipient: str, params: dict[str, str | bool]) -> str:
-        if not accepts(self.s.domains, recipient):
+        if not accepts(self.s.domains, recipient) and not self._unsubscribe_mailbox(recipient):
             return R_RELAY
         self.rcpts.append(recipient)
         return R_OK_RCPT
+
+    def _unsubscribe_mailbox(self, recipient: str) -> bool:
+        domain = recipient.rpartition("@")[2].lower()
+        return domain in self.s.domains and self.s.unsubscribe_mailbox(recipient)
 
     async def on_data(self, session: SessionInfo) -> DataSink | str:
         if not self.rcpts:
