@@ -92,6 +92,8 @@ def decode(text: str, secrets: Sequence[bytes], kind: LinkKind, *, now: float, m
         payload, mac = _unb64(body), _unb64(mac_text)
     except (binascii.Error, ValueError):
         return None
+    if _b64(payload) != body or _b64(mac) != mac_text:  # one spelling per token (unused low bits set)
+        return None
     ok = False
     for key in secrets:
         if key:

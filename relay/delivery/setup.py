@@ -20,6 +20,7 @@ from relay.delivery.routes import Routes, plan_for
 from relay.delivery.scheduler import Scheduler, SchedulerDeps
 from relay.delivery.site import SiteLimits
 from relay.delivery.state import DeliveryItem
+from relay.delivery.tracking import Tracker
 from relay.metrics import Metrics
 from relay.rules import load_tencent_rules
 from relay.rules.reply import ReplyRules
@@ -55,9 +56,10 @@ def outgoing_from(cfg: Config, storage: Storage) -> Outgoing:
     outgoing = Outgoing(DkimKeys(storage.dkim, parse_duration(d.dkim_cache_ttl, "delivery.dkim_cache_ttl")),
                         Signer(d.dkim_processes), storage.accounts, feedback_id=d.feedback_id)
     if cfg.web.public_url:
+        settings = AccountSettingsCache(storage.accounts, SETTINGS_TTL)
         links = RecipientLinks(cfg.web.public_url, tokens.read_secrets(cfg.path(cfg.web.token_secret_file)),
-                               cfg.feedback.domains[0] if cfg.feedback.domains else "",
-                               AccountSettingsCache(storage.accounts, SETTINGS_TTL))
+                               cfg.feedback.domains[0] if cfg.feedback.domains else "", settings)
+        outgoing.add_body_transform(Tracker(links, settings, cfg.web.public_url).transform)
         outgoing.add_recipient_headers(links.unsubscribe_headers)
     return outgoing
 
