@@ -250,13 +250,17 @@ class App:
         link_keys = read_secrets(cfg.path(cfg.web.token_secret_file)) if engagement is not None else []
 
         async def process(mid: str, raw: bytes, rcpts: tuple[str, ...]) -> None:
+            handled = 0
             if engagement is not None:  # mail to a List-Unsubscribe mailto: address
                 for rcpt in rcpts:
                     try:
-                        await engagement.unsubscribe_mailto(rcpt, link_keys)
+                        handled += await engagement.unsubscribe_mailto(rcpt, link_keys)
                     except Exception:
                         log.exception("unsubscribe by mail failed", extra={"event": "unsubscribe_mailto_failed",
                                                                           "inbox_id": mid})
+            if rcpts and handled == len(rcpts):  # only unsubscribe mailboxes: no bounce or complaint in it
+                await asyncio.to_thread(ingestor.inbox.done_sync, mid)
+                return
             await ingestor.ingest(raw, f"smtp:{mid}", envelope_rcpts=rcpts, inbox_id=mid)
 
         async def backlog() -> None:  # received before a crash or restart, not yet processed

@@ -196,6 +196,10 @@ async def test_mail_to_the_mailto_address_unsubscribes(
         return await unsubscribes(http, relay) == {"reader@example.test": 0}
 
     await wait_until(listed, timeout=10)
+    await wait_until(lambda: not relay.app.feedback or not relay.app.feedback.tasks, timeout=10)
+    quarantine = relay.home / "feedback" / "quarantine"
+    kept = sorted(p.name for p in quarantine.iterdir()) if quarantine.exists() else []
+    assert len([n for n in kept if n.endswith(".eml")]) <= 1, kept  # the forged one (if taken); not the real one
 
 
 async def test_turned_off_per_message_and_per_account(
