@@ -38,6 +38,7 @@ from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
 from relay.diskspace import DiskGuard
+from relay.engagement import Engagement
 from relay.exports import ExportWorker
 from relay.health import Readiness
 from relay.http.app import start_http
@@ -56,6 +57,8 @@ from relay.spool import Spool
 from relay.stats_upkeep import compact_stats
 from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
+from relay.tokens import decode_mailto, read_secrets
+from relay.web.app import services_from, start_web
 from storage import StorageObserver, default_sqlite_url, open_storage
 from storage.errors import SchemaBehind
 from storage.protocols import Storage
@@ -99,6 +102,8 @@ class App:
     feedback: FeedbackServices | None = None
     intake: Intake | None = None
     http: web.AppRunner | None = None
+    web: web.AppRunner | None = None  # the recipient-facing listener ([web])
+    engagement: Engagement | None = None  # unsubscribes, opens, clicks (with [web] public_url)
     exports: ExportWorker | None = None
     tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
@@ -202,6 +207,12 @@ class App:
                 addr = f"{bound_host}:{bound_port}"
                 log.info(f"listening ({name}) on {addr}", extra={"event": "listening", "listener": name,
                                                                  "address": addr})
+        if cfg.web.public_url:
+            engagement = self.engagement = Engagement(self.storage)
+            self._tasks.append(asyncio.create_task(engagement.run(), name="engagement"))
+            if cfg.web.listen:
+                self.web = await start_web(cfg.web, services_from(
+                    cfg.web, read_secrets(cfg.path(cfg.web.token_secret_file)), engagement))
         if cfg.feedback.listen:
             await self._start_feedback(tls)
         if cfg.http.listen:
@@ -237,7 +248,21 @@ class App:
         assert self.storage is not None
         ingestor = build_ingestor(cfg, self.storage, self.metrics)
 
+        engagement = self.engagement
+        link_keys = read_secrets(cfg.path(cfg.web.token_secret_file)) if engagement is not None else []
+
         async def process(mid: str, raw: bytes, rcpts: tuple[str, ...]) -> None:
+            handled = 0
+            if engagement is not None:  # mail to a List-Unsubscribe mailto: address
+                for rcpt in rcpts:
+                    try:
+                        handled += await engagement.unsubscribe_mailto(rcpt, link_keys)
+                    except Exception:
+                        log.exception("unsubscribe by mail failed", extra={"event": "unsubscribe_mailto_failed",
+                                                                          "inbox_id": mid})
+            if rcpts and handled == len(rcpts):  # only unsubscribe mailboxes: no bounce or complaint in it
+                await asyncio.to_thread(ingestor.inbox.done_sync, mid)
+                return
             await ingestor.ingest(raw, f"smtp:{mid}", envelope_rcpts=rcpts, inbox_id=mid)
 
         async def backlog() -> None:  # received before a crash or restart, not yet processed
@@ -246,7 +271,9 @@ class App:
                 await ingestor.ingest(raw, f"inbox:{mid}", inbox_id=mid)
 
         accept = FeedbackMailboxes.build(cfg.feedback.domains, cfg.feedback.mailboxes, ingestor.secrets)
-        self.feedback = FeedbackServices(accept, ingestor.inbox, process)
+        self.feedback = FeedbackServices(
+            accept, ingestor.inbox, process,
+            unsubscribe_mailbox=lambda a: decode_mailto(a.rpartition("@")[0], link_keys) is not None)
         self._tasks.append(asyncio.create_task(backlog(), name="feedback-backlog"))
         lim = cfg.limits
         host, port = parse_hostport(cfg.feedback.listen, "feedback.listen")
@@ -278,6 +305,9 @@ class App:
         if self.http is not None:
             await self.http.cleanup()
             self.http = None
+        if self.web is not None:
+            await self.web.cleanup()
+            self.web = None
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
         if self.intake is not None:
@@ -286,6 +316,8 @@ class App:
             await asyncio.wait(list(self.feedback.tasks), timeout=grace)
         if self.scheduler is not None:
             await self.scheduler.stop(parse_duration(self.cfg.delivery.shutdown_grace))
+        if self.engagement is not None:
+            await self.engagement.close()  # what the web listener recorded last
         for task in self._tasks:
             task.cancel()
         if self._tasks:  # bounded: a task that ignores its cancellation must not hang the shutdown

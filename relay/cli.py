@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay.commands import db, dkim, exports, feedback, init, queues, status, suppression, users
+from relay.commands import accounts, db, dkim, exports, feedback, init, queues, status, suppression, users
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -42,6 +42,8 @@ def build_parser() -> argparse.ArgumentParser:
     with_home(csub.add_parser("check", help="validate and print the effective configuration")).set_defaults(
         func=_config_check)
     db.add_parser(sub.add_parser("db", help="database schema"), with_home)
+    accounts.add_parser(sub.add_parser("accounts", help="accounts' settings: List-Unsubscribe, tracking"),
+                        with_home)
     users.add_parser(sub.add_parser("users", help="API users (SMTP AUTH / HTTP credentials)"), with_home)
     suppression.add_parser(sub.add_parser("suppression", help="the five suppression lists"), with_home)
     status.add_parser(sub.add_parser("status", help="per-recipient statuses"), with_home)

@@ -172,6 +172,14 @@ class HttpConfig:
 
 
 @dataclass(frozen=True)
+class WebConfig:
+    listen: str = ""  # HOST:PORT of the recipient-facing listener (unsubscribe, open, click); empty = off
+    public_url: str = ""  # base of every link put in mail, e.g. "https://links.example.com"; empty = no links
+    token_secret_file: str = "web.key"  # HMAC keys of the link tokens, hex, one a line, newest first (init)
+    token_max_age: str = "365d"  # a link older than this answers 404
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"  # debug, info, warning, error
     format: str = "json"  # json or text
@@ -191,6 +199,7 @@ class Config:
     sites: SitesConfig = field(default_factory=SitesConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
     # Not a key: where relative paths resolve (the directory holding mailrelay.toml).
     home: Path = field(default=Path("."), metadata={"internal": True})
@@ -262,7 +271,7 @@ def _validate(cfg: Config) -> None:
         if not local or len(local.encode()) > 64 or "%" in local or "!" in local or (
                 at and domain not in {d.lower() for d in cfg.feedback.domains}):
             raise ConfigError(f"feedback.mailboxes: {mailbox!r} is not a local part (or local@feedback-domain)")
-    for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen)):
+    for name, lst in (("feedback", cfg.feedback.listen), ("http", cfg.http.listen), ("web", cfg.web.listen)):
         if lst:
             parse_hostport(lst, f"{name}.listen")
     for key in ("search_per_minute", "exports_per_minute"):
@@ -272,6 +281,7 @@ def _validate(cfg: Config) -> None:
         raise ConfigError("http.metrics_auth: auto, none or token")
     if parse_duration(cfg.http.request_timeout, "http.request_timeout") <= 0:
         raise ConfigError("http.request_timeout: must be positive")
+    _validate_web(cfg.web)
     lim = cfg.limits
     if lim.max_recipients < 100:
         raise ConfigError("limits.max_recipients: must be >= 100 (RFC 5321 §4.5.3.1.8)")
@@ -316,6 +326,19 @@ def _validate(cfg: Config) -> None:
     parse_duration(st.pause_max, "sites.pause_max")
     if cfg.spool.group_commit_max < 1:
         raise ConfigError("spool.group_commit_max: must be >= 1")
+
+
+_PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,200})?$")
+
+
+def _validate_web(web: WebConfig) -> None:
+    if web.public_url and (not _PUBLIC_URL.match(web.public_url) or web.public_url.endswith("/")):
+        raise ConfigError(f"web.public_url: expected http(s)://HOST[:PORT][/PATH] without a trailing slash, "
+                          f"query or fragment, got {web.public_url!r}")
+    if web.listen and not web.public_url:
+        raise ConfigError("web.listen is set but web.public_url is empty (`init --public-url URL`)")
+    if parse_duration(web.token_max_age, "web.token_max_age") <= 0:
+        raise ConfigError("web.token_max_age: must be positive")
 
 
 def load_config(path: Path) -> Config:
@@ -367,6 +390,7 @@ __all__ = [
     "StorageConfig",
     "SubmissionConfig",
     "TlsConfig",
+    "WebConfig",
     "is_loopback",
     "iter_keys",
     "load_config",

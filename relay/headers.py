@@ -22,6 +22,11 @@ _HEADER_END = re.compile(rb"\r\n\r\n")
 _UNSAFE_NAME = re.compile(r"[^A-Za-z0-9.\-_:\[\]@+]")
 
 
+#: Per-message opt-out headers (removed at intake, never delivered): value ``off`` turns off
+#: these features for the message.
+OPT_OUT_HEADERS = {"x-mailrelay-track": ("opens", "clicks"), "x-mailrelay-unsubscribe": ("list-unsubscribe",)}
+
+
 @dataclass(frozen=True)
 class HeaderFacts:
     subject: str
@@ -29,6 +34,7 @@ class HeaderFacts:
     label: str | None
     email_type: EmailType | None
     type_error: str | None  # the email-type header held something else
+    opt_out: tuple[str, ...] = ()  # features turned off by the opt-out headers (see OPT_OUT_HEADERS)
 
 
 def find_header_end(buf: bytes | bytearray) -> int:
@@ -90,8 +96,13 @@ def process_headers(
     label: str | None = None
     email_type: EmailType | None = None
     type_error: str | None = None
+    opt_out: list[str] = []
     kept: list[bytes] = []
     for name, value, raw in _unfold(lines):
+        if name in OPT_OUT_HEADERS:
+            if value.strip().lower() in (b"off", b"no", b"false", b"0"):
+                opt_out.extend(f for f in OPT_OUT_HEADERS[name] if f not in opt_out)
+            continue
         if name in label_names:
             label = _decode(value)[:255] or None
             continue
@@ -111,7 +122,7 @@ def process_headers(
         message_id = default_message_id
         kept.insert(0, b"Message-ID: " + default_message_id.encode("ascii"))
     out = b"\r\n".join(kept) + b"\r\n\r\n" if kept else b"\r\n"
-    return out, HeaderFacts(subject, message_id, label, email_type, type_error)
+    return out, HeaderFacts(subject, message_id, label, email_type, type_error, tuple(opt_out))
 
 
 def with_protocol(*, esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str:

@@ -94,6 +94,7 @@ def encode_envelope(rec: SubmissionRecord) -> bytes:
         "request_ip": m.request_ip,
         "node": m.node,
         "message_id": m.message_id,
+        "opt_out": list(m.opt_out),
         "recipients": [
             [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
             for r in rec.recipients
@@ -119,6 +120,7 @@ def decode_envelope(raw: bytes) -> SubmissionRecord:
         request_ip=doc["request_ip"],
         node=doc.get("node", ""),
         message_id=doc.get("message_id"),
+        opt_out=tuple(doc.get("opt_out", ())),
     )
     rcpts = tuple(
         RecipientOutcome(

@@ -59,6 +59,15 @@ def log_json(e: LogEntry) -> dict[str, Any]:
             "rule": e.rule}
 
 
+def event_json(e: LogEntry) -> dict[str, Any]:
+    """A feedback line with what the recipient did (unsubscribe, open, click; null for a bounce or
+    complaint): ``type``, ``ip``, ``user_agent``, ``link``, ``reason_type``, ``machine``."""
+    ev = e.event
+    return {**log_json(e), "type": ev.type.value if ev else None, "ip": ev.ip if ev else None,
+            "user_agent": ev.user_agent if ev else None, "link": ev.link if ev else None,
+            "reason_type": ev.reason_type if ev else None, "machine": ev.machine if ev else None}
+
+
 def record_json(r: StatusRecord) -> dict[str, Any]:
     sub = r.sub_status
     return {
@@ -71,6 +80,6 @@ def record_json(r: StatusRecord) -> dict[str, Any]:
         "subject": r.subject, "label": r.label, "email_type": r.email_type.value if r.email_type else None,
         "request_ip": r.request_ip, "send_time": _iso(r.send_time), "send_ip": r.send_ip, "mx_host": r.mx_host,
         "mx_ip": r.mx_ip, "log": [log_json(e) for e in r.log],
-        "events": [log_json(e) for e in r.log if e.kind is LogKind.FEEDBACK],
+        "events": [event_json(e) for e in r.log if e.kind is LogKind.FEEDBACK],
         "recipient": r.recipient, "updated_at": _iso(r.updated_at),  # deprecated names, for one release
     }

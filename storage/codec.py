@@ -16,10 +16,12 @@ from typing import Any
 from storage.executor import Params, Row
 from storage.records import (
     Account,
+    AccountSettings,
     ApiUser,
     DkimAlgorithm,
     DkimKey,
     EmailType,
+    EventType,
     ExportStatus,
     ExportTask,
     Label,
@@ -27,6 +29,7 @@ from storage.records import (
     LogEntry,
     LogKind,
     MessageRecord,
+    RecipientEvent,
     RecipientOutcome,
     Status,
     StatusFilter,
@@ -173,7 +176,32 @@ def log_params(email_id: str, recipient: str, e: LogEntry) -> dict[str, Any]:
         "mx_ip": e.mx_ip,
         "duration_ms": e.duration_ms,
         "rule": e.rule,
+        "event": event_json(e.event),
     }
+
+
+def event_json(ev: RecipientEvent | None) -> str | None:
+    if ev is None:
+        return None
+    return json.dumps({"type": ev.type.value, "ip": ev.ip, "user_agent": ev.user_agent, "link": ev.link,
+                       "reason_type": ev.reason_type, "machine": ev.machine}, separators=(",", ":"))
+
+
+def event_from_json(text: str | None) -> RecipientEvent | None:
+    if not text:
+        return None
+    d = json.loads(text)
+    return RecipientEvent(EventType(d["type"]), d.get("ip", ""), d.get("user_agent", ""), d.get("link"),
+                          d.get("reason_type"), bool(d.get("machine")))
+
+
+def settings_params(account_id: int, st: AccountSettings, at: datetime) -> Params:
+    return {"account_id": account_id, "list_unsubscribe": int(st.list_unsubscribe),
+            "track_opens": int(st.track_opens), "track_clicks": int(st.track_clicks), "updated_at": to_ms(at)}
+
+
+def settings_from_row(row: Row) -> AccountSettings:
+    return AccountSettings(bool(row["list_unsubscribe"]), bool(row["track_opens"]), bool(row["track_clicks"]))
 
 
 def log_from_row(row: Row) -> LogEntry:
@@ -187,6 +215,7 @@ def log_from_row(row: Row) -> LogEntry:
         mx_ip=row["mx_ip"],
         duration_ms=row["duration_ms"],
         rule=row["rule"],
+        event=event_from_json(row["event"]),
     )
 
 

@@ -155,6 +155,35 @@ class SuppressionHits:
     unsubscribe: bool = False
 
 
+class EventType(StrEnum):
+    """What a recipient did with a message (README "Unsubscribe links, open and click tracking")."""
+
+    UNSUBSCRIBE = "unsubscribe"
+    OPEN = "open"
+    CLICK = "click"
+
+
+@dataclass(frozen=True, slots=True)
+class RecipientEvent:
+    """The details of an unsubscribe, open or click (on a ``feedback`` log line)."""
+
+    type: EventType
+    ip: str = ""
+    user_agent: str = ""
+    link: str | None = None  # the original URL of a click
+    reason_type: int | None = None  # the unsubscribe reason (UnsubscribeReason), when one was given
+    machine: bool = False  # an open fetched by a mail privacy proxy, not by the person
+
+
+@dataclass(frozen=True, slots=True)
+class AccountSettings:
+    """An account's recipient-facing features (defaults: List-Unsubscribe on, tracking off)."""
+
+    list_unsubscribe: bool = True
+    track_opens: bool = False
+    track_clicks: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class LogEntry:
     """One line of a recipient's send log."""
@@ -168,6 +197,7 @@ class LogEntry:
     mx_ip: str | None = None
     duration_ms: int | None = None
     rule: str | None = None  # which classification rule / policy decided
+    event: RecipientEvent | None = None  # unsubscribe / open / click details
 
 
 @dataclass(frozen=True, slots=True)
@@ -186,6 +216,9 @@ class MessageRecord:
     request_ip: str
     node: str = ""
     message_id: str | None = None  # the Message-ID header (bounce matching when the return path is lost)
+    # Features the message turned off for itself (X-Mailrelay-Track / X-Mailrelay-Unsubscribe: off):
+    # "opens", "clicks", "list-unsubscribe". Kept in the spool envelope only (delivery reads it).
+    opt_out: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

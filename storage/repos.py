@@ -22,6 +22,7 @@ from storage.protocols import Page
 from storage.records import (
     ALL_API_USERS,
     Account,
+    AccountSettings,
     ApiUser,
     DkimKey,
     ExportTask,
@@ -78,6 +79,13 @@ class SqlAccountRepo:
 
     async def list_accounts(self) -> list[Account]:
         return [codec.account_from_row(r) for r in await self._ex.fetch("account.list")]
+
+    async def get_settings(self, account_id: int) -> AccountSettings:
+        row = await self._ex.fetchrow("settings.get", {"account_id": account_id})
+        return AccountSettings() if row is None else codec.settings_from_row(row)
+
+    async def set_settings(self, account_id: int, settings: AccountSettings) -> None:
+        await self._ex.execute("settings.put", codec.settings_params(account_id, settings, utcnow()))
 
     async def add_api_user(self, name: str, account_id: int, key_hash: str) -> ApiUser:
         params = {
@@ -428,6 +436,11 @@ class SqlStatusRepo:
 
     async def append_log(self, email_id: str, recipient: str, entry: LogEntry) -> None:
         await self._ex.execute("log.insert", codec.log_params(email_id, recipient.strip().lower(), entry))
+
+    async def append_logs(self, entries: Sequence[tuple[str, str, LogEntry]]) -> None:
+        if entries:
+            rows = [codec.log_params(e, r.strip().lower(), entry) for e, r, entry in entries]
+            await self._ex.write_batch([Op("log.insert", rows)])
 
     async def find_by_message_id(self, message_id: str) -> list[tuple[str, int]]:
         rows = await self._ex.fetch("message.by_message_id", {"message_id": message_id})

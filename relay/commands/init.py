@@ -38,6 +38,9 @@ def add_parser(p: argparse.ArgumentParser) -> None:
     p.add_argument("--feedback", default=None, help="feedback (bounce/complaint) listener (HOST:PORT)")
     p.add_argument("--feedback-domain", action="append", default=[], help="feedback domain (repeatable)")
     p.add_argument("--http", default=None, help="HTTP API listener (HOST:PORT)")
+    p.add_argument("--web", default=None, help="recipient-facing listener: unsubscribe, open, click (HOST:PORT)")
+    p.add_argument("--public-url", default=None,
+                   help="base URL of the links put in mail, e.g. https://links.example.com (reaches --web)")
     p.add_argument("--dns", action="append", default=[], help="nameserver HOST:PORT for MX lookups (repeatable)")
     p.add_argument("--mx-port", type=int, default=None, help="TCP port of MX hosts (default 25)")
     p.add_argument("--relayhost", default=None, help="send ALL mail to this HOST:PORT instead of the MX")
@@ -70,12 +73,15 @@ def _given(args: argparse.Namespace, fresh: bool) -> dict[str, Any]:
     out: dict[str, Any] = {}
     smtp = args.smtp if args.smtp is not None or not fresh else DEFAULT_SMTP
     for name, value, flag in (("smtp", smtp, "--smtp"), ("submission_tls", args.submission_tls, "--submission-tls"),
-                              ("feedback", args.feedback, "--feedback"), ("http", args.http, "--http")):
+                              ("feedback", args.feedback, "--feedback"), ("http", args.http, "--http"),
+                              ("web", args.web, "--web")):
         if value is None:
             continue
         if value:
             parse_hostport(value, flag)
         out[f"{name}.listen"] = value
+    if args.public_url is not None:
+        out["web.public_url"] = args.public_url.rstrip("/")
     if args.feedback_domain:
         out["feedback.domains"] = [d.lower() for d in args.feedback_domain]
     for i, ns in enumerate(args.dns):
@@ -173,11 +179,11 @@ def run(args: argparse.Namespace) -> int:
         write_self_signed(cert, key_file, args.hostname or socket.getfqdn())
         print(f"wrote a self-signed development certificate: {cert}")
     cfg.path(cfg.node.spool_dir).mkdir(parents=True, exist_ok=True)
-    verp_key = cfg.path(cfg.delivery.verp_secret_file)
-    if not verp_key.exists():
-        fd = os.open(verp_key, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(secrets.token_hex(32) + "\n")
+    for key_path in (cfg.path(cfg.delivery.verp_secret_file), cfg.path(cfg.web.token_secret_file)):
+        if not key_path.exists():
+            fd = os.open(key_path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+            with os.fdopen(fd, "w") as f:
+                f.write(secrets.token_hex(32) + "\n")
     url = storage_url(cfg)
 
     async def migrate() -> list[int]:

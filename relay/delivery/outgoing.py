@@ -3,10 +3,13 @@ with the DKIM signature added last.
 
 Order, for each attempt (:meth:`Outgoing.prepare`):
 
+0. the content through the transforms registered with :meth:`Outgoing.add_body_transform`
+   (open and click tracking rewrites HTML parts: ``relay/delivery/tracking.py``);
 1. message-level headers, when absent: ``Feedback-ID: LABEL:API_USER:ACCOUNT:mailrelay`` (Gmail's
    feedback loop groups complaints by it; LABEL is the message's label, else ``default``);
 2. per-recipient headers from the functions registered with :meth:`Outgoing.add_recipient_headers`
-   (e.g. List-Unsubscribe and List-Unsubscribe-Post, which RFC 8058 wants signed);
+   (e.g. List-Unsubscribe and List-Unsubscribe-Post, which RFC 8058 wants signed), unless the
+   message already has a field of that name;
 3. the DKIM signature (``relay/dkim.py``), when a key matches the From domain (see
    :func:`choose_key`). Nothing is added after it.
 
@@ -48,6 +51,8 @@ log = logging.getLogger("mailrelay.delivery.outgoing")
 
 #: A per-recipient header source: (name, value) pairs to add for this recipient, before signing.
 RecipientHeaders = Callable[[DeliveryItem], Awaitable[Sequence[tuple[str, str]]]]
+#: A per-recipient body transform (CRLF content in, CRLF content out; the same object when unchanged).
+BodyTransform = Callable[[DeliveryItem, bytes], Awaitable[bytes]]
 
 FEEDBACK_ID_SENDER = "mailrelay"
 _FBL_FIELD = re.compile(r"[^A-Za-z0-9._@+-]")
@@ -196,11 +201,15 @@ class Outgoing:
         self._accounts = accounts
         self._feedback_id = feedback_id
         self._recipient_headers: list[RecipientHeaders] = []
+        self._transforms: list[BodyTransform] = []
         self._messages: OrderedDict[str, _Message] = OrderedDict()
         self._account_names: dict[int, str] = {}
 
     def add_recipient_headers(self, source: RecipientHeaders) -> None:
         self._recipient_headers.append(source)
+
+    def add_body_transform(self, transform: BodyTransform) -> None:
+        self._transforms.append(transform)
 
     async def _account_name(self, account_id: int) -> str:
         name = self._account_names.get(account_id)
@@ -232,12 +241,19 @@ class Outgoing:
     async def prepare(self, item: DeliveryItem, content: bytes) -> bytes:
         """The bytes to send to ``item.recipient`` (CRLF line ends; dot-stuffing is the client's).
         Raises :class:`OutgoingUnavailable` when the message must wait (retry later)."""
-        head, rest = _split(to_crlf(content))
+        original = data = to_crlf(content)
+        for transform in self._transforms:
+            data = await transform(item, data)
+        head, rest = _split(data)
         msg = await self._message(item, head)
         extra = b""
         names = msg.names
+        if data is not original:  # the header block of this copy may differ from the cached one's
+            names = [n for n, _ in header_fields(head)] + (["Feedback-ID"] if msg.added else [])
         for source in self._recipient_headers:
             for name, value in await source(item):
+                if name.lower() in names:  # the customer's own field wins: never two of one
+                    continue
                 extra += _line(name, value)
                 names = [*names, name]
         message = head + msg.added + extra + rest
@@ -247,7 +263,8 @@ class Outgoing:
         if key is None:
             return message
         cache_key = (key.domain, key.selector, key.public_key)
-        sig = None if extra else msg.signatures.get(cache_key)
+        shared = not extra and data is original  # the same bytes for every recipient
+        sig = msg.signatures.get(cache_key) if shared else None
         if sig is None:
             try:
                 sig = await self._signer.sign(message, names, key)
@@ -261,7 +278,7 @@ class Outgoing:
                                                       "domain": key.domain, "selector": key.selector,
                                                       "error": str(e)})
                 raise OutgoingUnavailable(str(e)) from e
-            if not extra:
+            if shared:
                 msg.signatures[cache_key] = sig  # b"": this message cannot be signed, do not try again
         return sig + message
 

@@ -7,18 +7,20 @@ import time
 from collections.abc import Callable
 
 from policies import PolicyChain
-from relay import verp
+from relay import tokens, verp
 from relay.config import Config, parse_duration, parse_hostport
 from relay.delivery.client import ClientOptions
 from relay.delivery.dispatcher import DispatchContext
 from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, MxResolver, NullMx
 from relay.delivery.outgoing import DkimKeys, Outgoing, Signer
+from relay.delivery.recipient_links import AccountSettingsCache, RecipientLinks
 from relay.delivery.recorder import OutcomeRecorder
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.routes import Routes, plan_for
 from relay.delivery.scheduler import Scheduler, SchedulerDeps
 from relay.delivery.site import SiteLimits
 from relay.delivery.state import DeliveryItem
+from relay.delivery.tracking import Tracker
 from relay.metrics import Metrics
 from relay.rules import load_tencent_rules
 from relay.rules.reply import ReplyRules
@@ -43,6 +45,23 @@ def site_limits_from(cfg: Config) -> SiteLimits:
         max_rate=s.max_rate, min_rate=s.min_rate, rate_increase=s.rate_increase, rate_decrease=s.rate_decrease,
         pause_initial=parse_duration(s.pause_initial), pause_max=parse_duration(s.pause_max),
     )
+
+
+#: How long an account's settings (`mailrelay accounts set`) are cached by delivery.
+SETTINGS_TTL = 5.0
+
+
+def outgoing_from(cfg: Config, storage: Storage) -> Outgoing:
+    d = cfg.delivery
+    outgoing = Outgoing(DkimKeys(storage.dkim, parse_duration(d.dkim_cache_ttl, "delivery.dkim_cache_ttl")),
+                        Signer(d.dkim_processes), storage.accounts, feedback_id=d.feedback_id)
+    if cfg.web.public_url:
+        settings = AccountSettingsCache(storage.accounts, SETTINGS_TTL)
+        links = RecipientLinks(cfg.web.public_url, tokens.read_secrets(cfg.path(cfg.web.token_secret_file)),
+                               cfg.feedback.domains[0] if cfg.feedback.domains else "", settings)
+        outgoing.add_body_transform(Tracker(links, settings, cfg.web.public_url).transform)
+        outgoing.add_recipient_headers(links.unsubscribe_headers)
+    return outgoing
 
 
 def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyChain | None,
@@ -77,8 +96,7 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
         rules=ReplyRules.load(),
         chain=chain,
         load_content=load_content,
-        outgoing=Outgoing(DkimKeys(storage.dkim, parse_duration(d.dkim_cache_ttl, "delivery.dkim_cache_ttl")),
-                          Signer(d.dkim_processes), storage.accounts, feedback_id=d.feedback_id),
+        outgoing=outgoing_from(cfg, storage),
         return_path=return_path,
         report=_unbound,
         stopping=lambda: False,

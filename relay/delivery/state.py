@@ -41,6 +41,7 @@ class DeliveryItem:
     done: bool = False
     checked_at: float = 0.0  # when the suppression lists were last checked for it (epoch seconds)
     label: str | None = None  # the message's label (X-Label), for the Feedback-ID header
+    opt_out: tuple[str, ...] = ()  # features the message turned off (MessageRecord.opt_out)
 
     @property
     def queue_key(self) -> tuple[str, str]:
@@ -91,7 +92,7 @@ def items_from_record(record: SubmissionRecord, meta: bytes | None = None) -> Me
         item = DeliveryItem(
             email_id=m.email_id, recipient=r.recipient, domain=r.recipient.rpartition("@")[2].lower(),
             account_id=m.account_id, api_user=m.api_user, sender=m.sender, first_seen=first_seen,
-            size=m.size, smtputf8=smtputf8, label=m.label,
+            size=m.size, smtputf8=smtputf8, label=m.label, opt_out=m.opt_out,
         )
         if saved is not None:
             attempts, next_at, reason = saved[r.recipient]

@@ -20,6 +20,7 @@ from aiohttp import web
 
 from relay.config import HttpConfig, parse_hostport
 from relay.http import (
+    account_settings,
     api_users,
     contract,
     exports,
@@ -68,6 +69,8 @@ def routes() -> list[Route]:
         ("POST", "/v1/labels", labels.create_label),
         ("PUT", "/v1/labels/{label_id}", labels.rename_label),
         ("DELETE", "/v1/labels/{label_id}", labels.delete_label),
+        ("GET", "/v1/account/settings", account_settings.get_settings),
+        ("PUT", "/v1/account/settings", account_settings.put_settings),
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),

@@ -58,11 +58,19 @@ _QUEUE: J = {
     "pause_reply": _NSTR, "next_send_time": _TIME, "long_pause": {"type": "boolean"},
     "max_rate": {"type": ["number", "null"]}, "current_rate": {"type": ["number", "null"]}, "site": _NSTR,
 }
+_EVENT = _obj({**_LOG["properties"],
+               "type": {"type": ["string", "null"], "enum": ["unsubscribe", "open", "click", None]},
+               "ip": _NSTR, "user_agent": _NSTR, "link": _NSTR,
+               "reason_type": {"type": ["integer", "null"], "enum": [0, 1, 2, 3, None]},
+               "machine": {"type": ["boolean", "null"], "description": "an open by a mail privacy proxy"}})
 SCHEMAS: J = {
     "Error": _obj({"code": {"type": "integer", "description": "EngageLab's business code (see the table in "
                                                               "info.description), else the HTTP status"},
                    "message": _STR}),
     "LogLine": _LOG,
+    "Event": _EVENT,
+    "AccountSettings": _obj({"account": _STR, "list_unsubscribe": {"type": "boolean"},
+                             "track_opens": {"type": "boolean"}, "track_clicks": {"type": "boolean"}}),
     "StatusRecord": _obj({
         "email": _STR,
         "email_id": {"type": "string", "description": "per recipient: MESSAGE_ID$recipient"},
@@ -73,7 +81,7 @@ SCHEMAS: J = {
         "reason": _STR, "sender": _STR, "domain": _STR, "subject": _STR,
         "label": _NSTR, "email_type": _NSTR, "request_ip": _STR, "send_time": _TIME,
         "send_ip": _NSTR, "mx_host": _NSTR, "mx_ip": _NSTR,
-        "log": {"type": "array", "items": _ref("LogLine")}, "events": {"type": "array", "items": _ref("LogLine")},
+        "log": {"type": "array", "items": _ref("LogLine")}, "events": {"type": "array", "items": _ref("Event")},
         "recipient": {"type": "string", "deprecated": True, "description": "= email; removed in the next release"},
         "updated_at": {**_TIME, "deprecated": True, "description": "= update_time; removed in the next release"},
     }),
@@ -284,6 +292,14 @@ def document() -> J:
                                                 "parameters": [_p("name")],
                                                 "responses": _resp(_ref("ApiUser"), extra=("404",))}}
     _exports(paths)
+    flags = {f: {"type": "boolean"} for f in ("list_unsubscribe", "track_opens", "track_clicks")}
+    paths["/v1/account/settings"] = {
+        "get": {"summary": "the account's List-Unsubscribe and tracking settings", "parameters": [_ACCOUNT],
+                "responses": _resp(_ref("AccountSettings"))},
+        "put": {"summary": "turn List-Unsubscribe, open or click tracking on or off (fields not given stay)",
+                "parameters": [_ACCOUNT],
+                "requestBody": _body({**_obj(flags, []), "additionalProperties": False}),
+                "responses": _resp(_ref("AccountSettings"))}}
     paths["/v1/blocks/upload"] = {"post": {
         "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
         "description": "Lines: value | value,api_user | value,api_user,expire_time (ISO date or date-time, UTC; "

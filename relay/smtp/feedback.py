@@ -93,6 +93,9 @@ class FeedbackServices:
     inbox: FeedbackStore
     process: Callable[[str, bytes, tuple[str, ...]], Coroutine[Any, Any, None]]  # (inbox id, raw, rcpts)
     tasks: set[asyncio.Task[None]] = field(default_factory=set)
+    # Also accepted, apart from the feedback rules above: the unsubscribe mailboxes of our
+    # List-Unsubscribe headers (relay/tokens.py; checked by their signature).
+    unsubscribe_mailbox: Callable[[str], bool] = field(default=lambda _address: False)
 
 
 class FeedbackHandler:
@@ -111,10 +114,14 @@ class FeedbackHandler:
         return R_OK_MAIL
 
     async def on_rcpt(self, session: SessionInfo, recipient: str, params: dict[str, str | bool]) -> str:
-        if not accepted_recipient(self.s.accept, recipient):
+        if not accepted_recipient(self.s.accept, recipient) and not self._unsubscribe_mailbox(recipient):
             return R_NO_MAILBOX
         self.rcpts.append(recipient)
         return R_OK_RCPT
+
+    def _unsubscribe_mailbox(self, recipient: str) -> bool:
+        domain = recipient.rpartition("@")[2].lower()
+        return domain in self.s.accept.domains and self.s.unsubscribe_mailbox(recipient)
 
     async def on_data(self, session: SessionInfo) -> DataSink | str:
         if not self.rcpts:

@@ -198,7 +198,7 @@ class SubmissionHandler:
     def _record(
         self, session: SessionInfo, user: ApiUser, tx: Transaction, *, subject: str,
         label: str | None, email_type: EmailType | None, size: int, accepted: bool,
-        message_id: str | None = None,
+        message_id: str | None = None, opt_out: tuple[str, ...] = (),
     ) -> SubmissionRecord:
         msg = MessageRecord(
             email_id=tx.email_id,
@@ -213,6 +213,7 @@ class SubmissionHandler:
             request_ip=session.peer_ip,
             node=self.s.node,
             message_id=message_id,
+            opt_out=opt_out,
         )
         outcomes = [RecipientOutcome(r, Status.SENDING) for r in tx.accepted] if accepted else []
         return SubmissionRecord(msg, tuple(outcomes + tx.refused))
@@ -240,6 +241,7 @@ class IntakeSink:
         self.label: str | None = None
         self.email_type: EmailType | None = None
         self.type_error: str | None = None
+        self.opt_out: tuple[str, ...] = ()
         self.no_space = False  # the message would cross the free-space reserve, or the disk was full
 
     def _received(self) -> bytes:
@@ -258,6 +260,7 @@ class IntakeSink:
         filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers, default_id)
         self.subject, self.label, self.message_id = facts.subject, facts.label, facts.message_id
         self.email_type, self.type_error = facts.email_type, facts.type_error
+        self.opt_out = facts.opt_out
         await self.writer.write(self._received() + filtered)
         if rest:
             await self.writer.write(rest)
@@ -305,6 +308,7 @@ class IntakeSink:
         record = self.h._record(
             self.session, self.user, self.tx, subject=self.subject, label=self.label,
             email_type=self.email_type, size=self.writer.size, accepted=True, message_id=self.message_id,
+            opt_out=self.opt_out,
         )
         s = self.h.s
         try:

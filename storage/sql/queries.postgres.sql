@@ -68,7 +68,7 @@ SELECT email_id FROM messages WHERE email_id = ANY(:email_ids::text[])
 
 -- name: log.for_pairs
 SELECT l.email_id, l.recipient, l.at, l.kind, l.code, l.enhanced, l.text, l.mx_host, l.mx_ip,
-       l.duration_ms, l.rule
+       l.duration_ms, l.rule, l.event
 FROM send_log l
 JOIN unnest(:email_ids::text[], :recipients::text[]) AS p (email_id, recipient)
   ON l.email_id = p.email_id AND l.recipient = p.recipient

@@ -240,10 +240,10 @@ ON CONFLICT DO NOTHING
 -- name: log.insert
 -- a later log line; only for a recipient that exists (an exact duplicate line is dropped)
 INSERT INTO send_log
-    (email_id, recipient, at, kind, code, enhanced, text, mx_host, mx_ip, duration_ms, rule)
+    (email_id, recipient, at, kind, code, enhanced, text, mx_host, mx_ip, duration_ms, rule, event)
 SELECT CAST(:email_id AS TEXT), CAST(:recipient AS TEXT), CAST(:at AS BIGINT), CAST(:kind AS TEXT),
        CAST(:code AS INTEGER), CAST(:enhanced AS TEXT), CAST(:text AS TEXT), CAST(:mx_host AS TEXT),
-       CAST(:mx_ip AS TEXT), CAST(:duration_ms AS INTEGER), CAST(:rule AS TEXT)
+       CAST(:mx_ip AS TEXT), CAST(:duration_ms AS INTEGER), CAST(:rule AS TEXT), CAST(:event AS TEXT)
 WHERE EXISTS (SELECT 1 FROM recipients r WHERE r.email_id = :email_id AND r.recipient = :recipient)
 ON CONFLICT DO NOTHING
 
@@ -282,7 +282,7 @@ SELECT count(*) FROM (SELECT 1 FROM recipients WHERE {where} LIMIT :cap) AS t
 -- :email_ids and :recipients, parallel lists). One pass over the list, one index lookup per pair:
 -- joining two json_each lists on their keys instead costs N x N for a page of N records.
 SELECT l.email_id, l.recipient, l.at, l.kind, l.code, l.enhanced, l.text, l.mx_host, l.mx_ip,
-       l.duration_ms, l.rule
+       l.duration_ms, l.rule, l.event
 FROM (SELECT json_extract(value, '$[0]') AS email_id, json_extract(value, '$[1]') AS recipient
       FROM json_each(:pairs)) p
 JOIN send_log l ON l.email_id = p.email_id AND l.recipient = p.recipient
@@ -450,3 +450,14 @@ ORDER BY k.created_at DESC, k.selector
 
 -- name: dkim.delete
 DELETE FROM dkim_keys WHERE domain = :domain AND selector = :selector
+
+-- ---------------------------------------------------------------- account settings
+
+-- name: settings.get
+SELECT list_unsubscribe, track_opens, track_clicks FROM account_settings WHERE account_id = :account_id
+
+-- name: settings.put
+INSERT INTO account_settings (account_id, list_unsubscribe, track_opens, track_clicks, updated_at)
+VALUES (:account_id, :list_unsubscribe, :track_opens, :track_clicks, :updated_at)
+ON CONFLICT (account_id) DO UPDATE SET list_unsubscribe = excluded.list_unsubscribe,
+    track_opens = excluded.track_opens, track_clicks = excluded.track_clicks, updated_at = excluded.updated_at

@@ -93,6 +93,7 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     cfg = config_from_dict(tomllib.loads((home / "mailrelay.toml").read_text()), home)
     write_self_signed(cfg.path(cfg.tls.cert_file), cfg.path(cfg.tls.key_file), "relay.test")
     cfg.path(cfg.delivery.verp_secret_file).write_text("ab" * 32 + "\n")
+    cfg.path(cfg.web.token_secret_file).write_text("cd" * 32 + "\n")
     migrator = await open_storage(storage_url)
     await migrator.migrate()
     await migrator.close()

@@ -267,7 +267,24 @@ async def _metrics(api: Api) -> None:
         assert secret not in text, secret
 
 
+async def _settings_get(api: Api) -> None:
+    status, body = await api.call("GET", "/v1/account/settings", api.a)
+    assert status == 200 and body["account"] == "acme"
+    assert (await api.call("GET", "/v1/account/settings", api.a, params={"account": "beta"}))[0] == 403
+
+
+async def _settings_put(api: Api) -> None:
+    flip = {"track_clicks": True, "list_unsubscribe": False}
+    assert (await api.call("PUT", "/v1/account/settings", api.a, params={"account": "beta"}, json=flip))[0] == 403
+    status, body = await api.call("PUT", "/v1/account/settings", api.a, json=flip)
+    assert status == 200 and body["account"] == "acme" and body["track_clicks"] is True
+    _, body = await api.call("GET", "/v1/account/settings", api.b)
+    assert body == {"account": "beta", "list_unsubscribe": True, "track_opens": False, "track_clicks": False}
+
+
 CASES: dict[tuple[str, str], Check] = {
+    ("GET", "/v1/account/settings"): _settings_get,
+    ("PUT", "/v1/account/settings"): _settings_put,
     ("GET", "/openapi.json"): _openapi,
     ("GET", "/healthz"): _health,
     ("GET", "/readyz"): _health,
