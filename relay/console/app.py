@@ -41,6 +41,7 @@ SESSION_LIFETIME = 8 * 3600  # seconds; then sign in again
 STATIC_MAX_AGE = 7 * 86400  # vendored files change only with a release
 KEY_KEY: web.AppKey[bytes] = web.AppKey("console_key", bytes)
 SESSION: web.RequestKey[sess.Session] = web.RequestKey("console_session", sess.Session)
+FLASH: web.RequestKey[str] = web.RequestKey("console_flash", str)  # the notice of the last action
 _PRE_COOKIE = "mailrelay_console_pre"  # the sign-in form's CSRF token (there is no session yet)
 _FLASH_COOKIE = "mailrelay_console_flash"
 _OPEN = frozenset({"signin", "static"})  # route names reachable without a session
@@ -72,13 +73,13 @@ def render(request: web.Request, template: str, ctx: dict[str, Any], status: int
     s = request.get(SESSION)
     base = {
         "principal": p, "csrf": s.csrf if s else "", "account": account_param(request),
-        "u": lambda path, **kw: url(request, path, **kw), "flash": request.get("console_flash"),
+        "u": lambda path, **kw: url(request, path, **kw), "flash": request.get(FLASH),
         "page": template.removesuffix(".html"), "quote": quote,
         "static": lambda name: str(request.app.router["static"].url_for(filename=name)),
     }
     resp = aiohttp_jinja2.render_template(template, request, {**base, **ctx}, status=status)
     resp.headers["Cache-Control"] = "no-store"
-    if request.get("console_flash") is not None:
+    if request.get(FLASH) is not None:
         resp.del_cookie(_FLASH_COOKIE, path=PREFIX)
     return resp
 
@@ -145,8 +146,9 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if request.method == "POST":
             await _check_csrf(request, s.csrf)
         flash = request.cookies.get(_FLASH_COOKIE)
-        if flash:
-            request["console_flash"] = sess.verify_text(request.app[KEY_KEY], flash)
+        notice = sess.verify_text(request.app[KEY_KEY], flash) if flash else None
+        if notice is not None:
+            request[FLASH] = notice
         return await handler(request)
     except ApiError as e:
         if _wants_json(request):

@@ -14,6 +14,11 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from selenium import webdriver
+from selenium.common.exceptions import (
+    NoAlertPresentException,
+    NoSuchElementException,
+    StaleElementReferenceException,
+)
 from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.remote.webelement import WebElement
@@ -72,7 +77,10 @@ class Browser:
         el.send_keys(value)
 
     def wait(self, predicate: Callable[[], Any], timeout: float = 15.0) -> Any:
-        return WebDriverWait(self.driver, timeout, poll_frequency=0.2).until(lambda _d: predicate())
+        # a page may be replaced between finding an element and reading it: look again
+        return WebDriverWait(self.driver, timeout, poll_frequency=0.2,
+                             ignored_exceptions=(NoSuchElementException, StaleElementReferenceException,
+                                                 NoAlertPresentException)).until(lambda _d: predicate())
 
     def text(self) -> str:
         return str(self.find("body").text)
