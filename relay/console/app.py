@@ -21,6 +21,7 @@ import json
 import logging
 import time
 from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 from urllib.parse import quote, urlencode
@@ -82,6 +83,17 @@ def render(request: web.Request, template: str, ctx: dict[str, Any], status: int
     if request.get(FLASH) is not None:
         resp.del_cookie(_FLASH_COOKIE, path=PREFIX)
     return resp
+
+
+def when(value: str | datetime | None) -> str:
+    """A time as people read it (UTC, to the second); the API's ISO 8601 strings or datetimes."""
+    if not value:
+        return "—"
+    try:
+        t = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+    except ValueError:
+        return str(value)
+    return t.astimezone(UTC).strftime("%Y-%m-%d %H:%M:%S") if t.tzinfo else t.strftime("%Y-%m-%d %H:%M:%S")
 
 
 def see_other(location: str) -> web.Response:
@@ -245,8 +257,9 @@ def create_console(api_app: web.Application, key: bytes) -> web.Application:
         console[app_key] = api_app[app_key]  # type: ignore[misc]
     console[KEY_KEY] = key
     console[SELF_AUTHENTICATED] = True
-    aiohttp_jinja2.setup(console, loader=jinja2.PackageLoader("relay.console", "templates"),
-                         autoescape=True)
+    env = aiohttp_jinja2.setup(console, loader=jinja2.PackageLoader("relay.console", "templates"),
+                               autoescape=True)
+    env.filters["when"] = when
     r = console.router
     r.add_get("/", home)
     r.add_route("*", "/signin", signin, name="signin")

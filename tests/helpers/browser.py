@@ -56,6 +56,14 @@ class Browser:
         self.driver.execute_cdp_cmd("Page.setDownloadBehavior",
                                     {"behavior": "allow", "downloadPath": str(self.downloads)})
         self.shots = 0
+        self.width = width
+        self.mobile = width < 500  # below Chrome's smallest window: emulate a phone's viewport instead
+        if self.mobile:
+            self._viewport(height)
+
+    def _viewport(self, height: int) -> None:
+        self.driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {
+            "width": self.width, "height": height, "deviceScaleFactor": 1, "mobile": True})
 
     async def run(self, step: Callable[..., T], *args: Any) -> T:
         return await asyncio.to_thread(step, *args)
@@ -90,8 +98,11 @@ class Browser:
         self.shots += 1
         path = self.out / f"{self.shots:02d}-{name}.png"
         height = self.driver.execute_script("return document.documentElement.scrollHeight")
-        width = self.driver.get_window_size()["width"]
-        self.driver.set_window_size(width, min(max(int(height) + 120, 600), 4000))
+        full = min(max(int(height), 600), 4000)
+        if self.mobile:
+            self._viewport(full)
+        else:
+            self.driver.set_window_size(self.driver.get_window_size()["width"], full + 120)
         self.driver.save_screenshot(str(path))
         return path
 

@@ -11,6 +11,7 @@ from datetime import timedelta
 from pathlib import Path
 
 import pytest
+from selenium.webdriver.common.keys import Keys
 
 from relay.delivery.admin import QueueAdmin
 from storage.records import ListKind, Status, SuppressionEntry, utcnow
@@ -20,8 +21,6 @@ from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
 ADMIN = "console-admin-token-0123456789"
-NO_BROWSER = available()
-pytestmark = pytest.mark.skipif(NO_BROWSER is not None, reason=NO_BROWSER or "")
 
 
 async def _relay(factory: RelayFactory, sink: ScriptedMx) -> RelayUnderTest:
@@ -36,16 +35,19 @@ def _base(relay: RelayUnderTest) -> str:
     return f"http://{host}:{port}"
 
 
-BrowserFactory = Callable[[str], Awaitable[Browser]]
+BrowserFactory = Callable[..., Awaitable[Browser]]
 
 
 @pytest.fixture
 async def browser(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
     """``await browser(base_url)`` starts the browser once the relay's address is known."""
+    missing = available()
+    if missing is not None:  # make test installs it (scripts/system-deps.sh): never skip silently
+        pytest.fail(missing)
     started: list[Browser] = []
 
-    async def start(base: str) -> Browser:
-        b = await asyncio.to_thread(Browser, base, tmp_path / "screens")
+    async def start(base: str, width: int = 1280) -> Browser:
+        b = await asyncio.to_thread(Browser, base, tmp_path / "screens", width)
         started.append(b)
         return b
 
@@ -277,6 +279,55 @@ async def test_a_second_account_sees_nothing_of_the_first(
         assert "you can only act on your own account" in b.text()
         b.open("/console/exports")
         assert "No exports yet." in b.text()
+        b.open("/console/tracking")
+        assert "No opens or clicks were recorded" in b.text()
+        b.open("/console/status")
         b.shot("other-account")
 
     await b.run(look)
+
+
+async def test_usable_at_390_px_and_by_keyboard(
+        relay_factory: RelayFactory, sink: ScriptedMx, browser: BrowserFactory) -> None:
+    relay = await _relay(relay_factory, sink)
+    await _send(relay, ["phone@example.com"], "small screen")
+    now = utcnow()
+    await relay.storage.suppressions.add([
+        SuppressionEntry(account_id=relay.account_id, kind=ListKind.UNSUBSCRIBE, value="gone@example.com",
+                         created_at=now, reason_code=2),
+        SuppressionEntry(account_id=relay.account_id, kind=ListKind.BOUNCE, value="nobody@example.com",
+                         created_at=now, expires_at=now + timedelta(days=60), hit_count=2,
+                         reason="550 5.1.1 no such user")])
+    b = await browser(_base(relay), 390)
+
+    def by_keyboard() -> None:
+        b.open("/console/")
+        b.find("body").send_keys(Keys.TAB)  # the skip link, then the form's fields in order
+        active = b.driver.switch_to.active_element
+        for _ in range(5):
+            if active.get_attribute("id") == "api_user":
+                break
+            active.send_keys(Keys.TAB)
+            active = b.driver.switch_to.active_element
+        assert active.get_attribute("id") == "api_user"
+        active.send_keys(relay.api_user, Keys.TAB)
+        b.driver.switch_to.active_element.send_keys(relay.key, Keys.ENTER)
+        b.wait(lambda: "/console/status" in b.driver.current_url)
+        for path, expect in (("/console/status", "phone@example.com"),
+                             ("/console/lists/unsubscribes", "2 — This is spam"),
+                             ("/console/lists/bounces", "No-interception list"),
+                             ("/console/queues", "Queue")):
+            b.open(path)
+            assert expect in b.text()
+            width = b.driver.execute_script("return document.documentElement.scrollWidth")
+            wide = b.driver.execute_script(
+                "return [...document.querySelectorAll('body *')].filter(e => e.getBoundingClientRect().right > 392"
+                " && !e.closest('.scroll')).map(e => e.tagName + '.' + e.className + '#' + e.id + ':' + Math.round(e.getBoundingClientRect().width)).slice(0, 30)")
+            assert width <= 390, f"{path} is {width} px wide at 390 px: {wide}"  # tables scroll inside their box
+        b.open("/console/lists/bounces")
+        assert "nobody@example.com" in b.text() and "550 5.1.1 no such user" in b.text()
+        b.shot("bounces-390px")
+        b.open("/console/status")
+        b.shot("status-390px")
+
+    await b.run(by_keyboard)
