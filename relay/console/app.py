@@ -117,7 +117,8 @@ async def _principal_of(request: web.Request, s: sess.Session) -> Principal | No
         ok = bool(token) and sess.token_digest(token) == s.token_digest
         return Principal(admin=True, account_id=None, account_name=None, api_user=None) if ok else None
     user = await svc.storage.accounts.get_api_user(s.api_user)
-    if user is None or user.revoked_at is not None:
+    if user is None or user.revoked_at is not None or not sess.hmac_equal(sess.token_digest(user.key_hash),
+                                                                          s.token_digest):
         return None
     return Principal(admin=False, account_id=user.account_id, account_name=user.account_name, api_user=user.name)
 
@@ -211,7 +212,12 @@ async def signin(request: web.Request) -> web.StreamResponse:
             "Sign-in failed: that API_USER and key do not match (or the key was revoked)." if not token
             else "Sign-in failed: that is not the operator's admin token.")
         return await signin_page(request, message, e.status)
-    s = sess.new_session(p.api_user, SESSION_LIFETIME, time.time(), svc.admin_token)
+    if p.api_user is None:
+        credential = svc.admin_token
+    else:
+        user = await svc.storage.accounts.get_api_user(p.api_user)
+        credential = user.key_hash if user is not None else ""
+    s = sess.new_session(p.api_user, SESSION_LIFETIME, time.time(), credential)
     resp = see_other(_safe_next(str(form.get("next", ""))))
     resp.set_cookie(sess.COOKIE, sess.sign(request.app[KEY_KEY], s), path=PREFIX, max_age=SESSION_LIFETIME,
                     httponly=True, samesite="Strict", secure=request.secure)

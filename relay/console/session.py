@@ -6,9 +6,10 @@ standard library) under the console key (``console.key`` in the data directory, 
 made on first start, mode 0600). A cookie that was altered, or signed with another key, or past
 its end, is no session. The cookie is HttpOnly, SameSite=Strict, Path=/console/.
 
-The cookie is only a claim: every request re-reads the API_USER's row (a revoked or deleted user
-ends the session at once) and, for an operator, compares a digest of the admin token the session
-was opened with to the current one (a changed token ends operator sessions).
+The cookie is only a claim: every request re-reads the API_USER's row and compares a digest of its
+key hash with the one the session was opened with (a revoked, deleted or re-keyed user ends the
+session at once); for an operator, a digest of the admin token (a changed token ends operator
+sessions).
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ class Session:
     api_user: str | None  # None: the operator
     expires: int  # unix seconds
     csrf: str
-    token_digest: str = ""  # operators: digest of the admin token signed in with
+    token_digest: str = ""  # digest of the credential signed in with: the key's hash, or the admin token
 
 
 def token_digest(token: str) -> str:
@@ -90,9 +91,9 @@ def verify(key: bytes, cookie: str | None, now: float) -> Session | None:
     return Session(api_user, expires, csrf, digest)
 
 
-def new_session(api_user: str | None, lifetime: int, now: float, admin_token: str = "") -> Session:
-    return Session(api_user, int(now) + lifetime, secrets.token_urlsafe(24),
-                   token_digest(admin_token) if api_user is None else "")
+def new_session(api_user: str | None, lifetime: int, now: float, credential: str = "") -> Session:
+    """``credential``: the API_USER's stored key hash, or the admin token (operators)."""
+    return Session(api_user, int(now) + lifetime, secrets.token_urlsafe(24), token_digest(credential))
 
 
 def hmac_equal(a: str, b: str) -> bool:

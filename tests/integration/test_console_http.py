@@ -12,6 +12,7 @@ import aiohttp
 import pytest
 
 from relay.console import session as sess
+from relay.keys import hash_key
 from storage.records import ListKind, utcnow
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import RelayUnderTest
@@ -102,8 +103,18 @@ async def test_a_revoked_key_ends_the_session_at_the_next_request(web: Web) -> N
     assert await relay.storage.accounts.revoke_api_user("app1", utcnow())
     async with http.get("/console/status", allow_redirects=False) as r:
         assert r.status == 303 and "signin" in r.headers["Location"]
-    async with http.get("/console/signin?why=x") as r:
-        assert "Sign in" in await r.text()
+    async with http.get("/console/signin", allow_redirects=False) as r:
+        assert "Your session has ended" not in await r.text()
+
+
+async def test_a_new_key_ends_the_sessions_of_the_old_one(web: Web) -> None:
+    relay, http = web
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/status", allow_redirects=False) as r:
+        assert r.status == 200
+    assert await relay.storage.accounts.replace_api_user_key("app1", hash_key("new-key-0123456789", n=2**10))
+    async with http.get("/console/status") as r:  # followed to the sign-in page, which says why
+        assert r.url.path == "/console/signin" and "Your session has ended" in await r.text()
 
 
 async def test_a_tampered_or_expired_cookie_is_no_session() -> None:

@@ -22,7 +22,8 @@ function chart(el) {
         plot = new uPlot({
           width: Math.max(300, el.clientWidth), height: 260,
           series: [{}, { label: "In", stroke: "#1f5fbf" }, { label: "Try", stroke: "#c77700" }, { label: "Out", stroke: "#1e7a3c" }],
-          axes: [{}, { label: "messages / s" }],
+          axes: [{ values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
+                 { label: "messages / s" }],
         }, data, el);
         new ResizeObserver(() => plot.setSize({ width: Math.max(300, el.clientWidth), height: 260 })).observe(el);
       } else {
@@ -60,7 +61,9 @@ function upload(form) {
       try { body = JSON.parse(xhr.responseText); } catch { body = { message: `HTTP ${xhr.status}` }; }
       out.replaceChildren();
       if (xhr.status !== 200) { out.append(para(`The upload failed: ${body.message}`, "error")); return; }
-      out.append(para(`Imported ${body.imported} entries.` + (body.errors.length ? ` ${body.errors.length + body.more_errors} lines were not imported:` : ""), "flash"));
+      const bad = body.errors.length + body.more_errors;
+      out.append(para(`Imported ${body.imported} entries.` +
+        (bad ? ` ${bad} ${bad === 1 ? "line was" : "lines were"} not imported:` : ""), "flash"));
       if (body.errors.length) {
         const ul = document.createElement("ul");
         ul.className = "bad-lines";
