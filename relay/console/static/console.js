@@ -22,7 +22,9 @@ function chart(el) {
         plot = new uPlot({
           width: Math.max(300, el.clientWidth), height: 260,
           series: [{}, { label: "In", stroke: "#1f5fbf" }, { label: "Try", stroke: "#c77700" }, { label: "Out", stroke: "#1e7a3c" }],
-          axes: [{ values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString()) },
+          // ticks on whole 5 s slots, at least 90 px apart, as 24 h clock times
+          axes: [{ space: 90, incrs: [5, 10, 15, 30, 60, 120, 300, 600, 900, 1800, 3600],
+                   values: (_u, ticks) => ticks.map((t) => new Date(t * 1000).toLocaleTimeString([], { hour12: false })) },
                  { label: "messages / s" }],
         }, data, el);
         new ResizeObserver(() => plot.setSize({ width: Math.max(300, el.clientWidth), height: 260 })).observe(el);
