@@ -16,9 +16,11 @@ data endpoint) that says what went wrong.
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import json
 import logging
+import secrets
 import time
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
@@ -34,6 +36,7 @@ from relay.console import session as sess
 from relay.http.auth import PRINCIPAL, SELF_AUTHENTICATED, SERVICES_KEY, Principal, check_authorization
 from relay.http.envelope import ApiError
 from relay.http.services import HttpServices
+from storage.errors import StorageError
 
 log = logging.getLogger("mailrelay.console")
 
@@ -48,6 +51,15 @@ _FLASH_COOKIE = "mailrelay_console_flash"
 _OPEN = frozenset({"signin", "static"})  # route names reachable without a session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def with_query(request: web.Request, params: dict[str, str]) -> web.Request:
+    """This (bodiless) request with ``params`` as its query, keeping the operator's account: how
+    an API handler that reads its parameters from the query is called with the console's."""
+    acct = request.query.get("account")
+    if acct:
+        params = {**params, "account": acct}
+    return request.clone(rel_url=request.rel_url.with_query(params))
 
 
 def services(request: web.Request) -> HttpServices:
@@ -149,9 +161,9 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
         if s is None or p is None:
             if _wants_json(request) or request.method != "GET":
                 raise ApiError(401, "you are signed out (the session ended); sign in again")
-            why = "Your session has ended; sign in again." if s is not None or sess.COOKIE in request.cookies else None
+            ended = sess.COOKIE in request.cookies  # there was a session: say why the sign-in page is back
             resp = see_other(PREFIX + "signin?" + urlencode({"next": request.path_qs[:500],
-                                                                    **({"why": why} if why else {})}))
+                                                            **({"why": "ended"} if ended else {})}))
             resp.del_cookie(sess.COOKIE, path=PREFIX)
             return resp
         request[SESSION] = s
@@ -164,12 +176,25 @@ async def console_middleware(request: web.Request, handler: Handler) -> web.Stre
             request[FLASH] = notice
         return await handler(request)
     except ApiError as e:
-        if _wants_json(request):
-            return web.json_response({"code": e.status, "message": e.message}, status=e.status)
-        return render(request, "error.html", {"status": e.status, "message": e.message}, status=e.status)
+        return _problem(request, e.status, e.message)
     except web.HTTPNotFound:
         return render(request, "error.html", {"status": 404, "message": "There is no such page in the console."},
                       status=404)
+    except StorageError as e:  # the database went away: say so, the person may retry
+        log.error(f"storage error: {e}", extra={"event": "console_storage_error", "path": request.path})
+        return _problem(request, 503, "The database is unavailable right now; try again in a few seconds.")
+    except (web.HTTPException, asyncio.CancelledError):
+        raise
+    except Exception:
+        log.exception("console handler failed", extra={"event": "console_error", "path": request.path})
+        return _problem(request, 500, "Something went wrong on the server; the error was logged. Try again, or "
+                                      "tell the operator the time it happened.")
+
+
+def _problem(request: web.Request, status: int, message: str) -> web.Response:
+    if _wants_json(request):
+        return web.json_response({"code": status, "message": message}, status=status)
+    return render(request, "error.html", {"status": status, "message": message}, status=status)
 
 
 # --- sign-in and sign-out ------------------------------------------------------------------------
@@ -182,9 +207,10 @@ def _safe_next(raw: str | None) -> str:
 
 
 async def signin_page(request: web.Request, error: str | None = None, status: int = 200) -> web.Response:
-    pre = request.cookies.get(_PRE_COOKIE) or sess.new_session(None, 0, 0).csrf
+    pre = request.cookies.get(_PRE_COOKIE) or secrets.token_urlsafe(24)
     resp = render(request, "signin.html", {
-        "pre_csrf": pre, "error": error, "why": request.query.get("why", "")[:200],
+        "pre_csrf": pre, "error": error,
+        "why": "Your session has ended; sign in again." if request.query.get("why") == "ended" else "",
         "next": _safe_next(request.query.get("next")), "has_admin": bool(services(request).admin_token)},
         status=status)
     resp.set_cookie(_PRE_COOKIE, pre, path=PREFIX, httponly=True, samesite="Strict", secure=request.secure)

@@ -12,7 +12,7 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.console.app import api_json, redirect, render
+from relay.console.app import api_json, redirect, render, with_query
 from relay.http import v1_suppressions as sup
 from relay.http.envelope import ApiError
 from storage.records import ListKind, UnsubscribeReason
@@ -40,24 +40,16 @@ def _spec(request: web.Request) -> tuple[str, sup.ListApi, dict[str, Any]]:
     return slug, spec, handlers
 
 
-def _with_query(request: web.Request, params: dict[str, str]) -> web.Request:
-    """This request as the API handler expects it: the parameters in the query string."""
-    acct = request.query.get("account")
-    if acct:
-        params = {**params, "account": acct}
-    return request.clone(rel_url=request.rel_url.with_query(params))
-
-
 async def list_page(request: web.Request) -> web.Response:
     slug, spec, handlers = _spec(request)
     q = request.query
     params = {k: q[k] for k in (spec.value_field, "api_user", "start_time", "end_time", "offset") if q.get(k)}
     params["limit"] = str(PAGE_SIZE)
-    data = await api_json(handlers["GET"], _with_query(request, params))
+    data = await api_json(handlers["GET"], with_query(request, params))
     side = None
     if spec.kind is ListKind.BOUNCE:  # the no-interception list beside it
         _, ni = SPECS["no_interceptions"]
-        side = (await api_json(ni["GET"], _with_query(request, {"limit": str(PAGE_SIZE)})))
+        side = (await api_json(ni["GET"], with_query(request, {"limit": str(PAGE_SIZE)})))
     offset = int(params.get("offset", "0"))
     return render(request, "list.html", {
         "slug": slug, "spec": spec, "title": TITLES[slug], "rows": data["result"], "total": data["total"],

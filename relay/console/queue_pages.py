@@ -11,14 +11,14 @@ import math
 
 from aiohttp import web
 
-from relay.console.app import Handler, api_json, redirect, render
+from relay.console.app import Handler, api_json, redirect, render, with_query
 from relay.http import queues
 from relay.http.auth import PRINCIPAL
 from relay.http.envelope import ApiError
 
 
 async def queues_page(request: web.Request) -> web.Response:
-    data = await api_json(queues.list_queues, request)
+    data = await api_json(queues.list_queues, with_query(request, {}))  # every queue; api_user/domain pick the chart
     rows = data["result"]
     chosen = next((q for q in rows if q["api_user"] == request.query.get("api_user")
                    and q["domain"] == request.query.get("domain")), rows[0] if rows else None)
