@@ -86,7 +86,7 @@ async def test_post_without_the_csrf_token_is_refused(web: Web) -> None:
     async with http.post("/console/lists/blocks/upload.json", data=b"y@example.com\n",
                          headers={"Content-Type": "text/csv"}) as r:
         assert r.status == 403 and "CSRF" in (await r.json())["message"]
-    async with http.post("/console/queues/app1/example.com/recover", allow_redirects=False) as r:
+    async with http.post("/console/queues/app1/example.com", data={"do": "recover"}, allow_redirects=False) as r:
         assert r.status == 403
     assert (await relay.storage.suppressions.list(relay.account_id, ListKind.BLOCK)).total == 0
     async with http.post("/console/lists/blocks/add", data={"values": "x@example.com", "csrf": token},
