@@ -59,7 +59,7 @@ async def _timed(http: aiohttp.ClientSession, url: str, params: dict[str, str]) 
     t = time.perf_counter()
     async with http.get(url, params=params, allow_redirects=False) as r:
         body = await r.text()
-        if r.status != 200:
+        if r.status != 200 or 'class="error"' in body:  # a page that only says what went wrong is no render
             raise RuntimeError(f"{r.status}: {body[:300]}")
     return (time.perf_counter() - t) * 1000
 
