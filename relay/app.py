@@ -18,6 +18,7 @@ import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 
 from aiohttp import web
@@ -33,6 +34,8 @@ from relay.config import (
     parse_duration,
     parse_hostport,
 )
+from relay.console.app import attach as attach_console
+from relay.console.session import CONSOLE_KEY_FILE, load_key
 from relay.control import ControlServer
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
@@ -223,7 +226,8 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
                 metrics=self.metrics, metrics_public=metrics_public(cfg.http),
-                readiness=Readiness(self.storage, self.spool.tmp_dir).problems))
+                readiness=Readiness(self.storage, self.spool.tmp_dir).problems),
+                extend=partial(attach_console, key=await asyncio.to_thread(load_key, cfg.path(CONSOLE_KEY_FILE))))
         notify("READY=1\nSTATUS=accepting mail")
         interval = watchdog_interval()
         if interval is not None:  # WatchdogSec= in the unit: a stuck loop stops the pings, systemd restarts us

@@ -1,11 +1,15 @@
 #!/usr/bin/env bash
 # Installs and starts what the test suite needs from the machine itself (Debian):
-# Postfix and swaks for interop tests, and a running PostgreSQL. Idempotent; safe to re-run.
+# Postfix and swaks for interop tests, Debian's chromium and chromium-driver for the console's
+# browser tests (Selenium drives /usr/bin/chromium; no browser is ever downloaded), and a running
+# PostgreSQL. Idempotent; safe to re-run.
 set -euo pipefail
 
 need=()
 command -v swaks >/dev/null 2>&1 || need+=(swaks)
 [ -x /usr/sbin/postfix ] || need+=(postfix)
+[ -x /usr/bin/chromium ] || need+=(chromium)
+[ -x /usr/bin/chromedriver ] || need+=(chromium-driver)
 if [ ${#need[@]} -gt 0 ]; then
   if [ "$(id -u)" != 0 ]; then
     echo "system-deps: need root to apt-get install ${need[*]}" >&2; exit 1

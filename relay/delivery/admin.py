@@ -7,7 +7,7 @@ flagged ``long_pause``), or the operator's own pause.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass, fields
 from datetime import UTC, datetime
 from typing import Any
 
@@ -40,7 +40,9 @@ class QueueView:
     site: str | None
 
     def to_json(self) -> dict[str, Any]:
-        return asdict(self)
+        # shallow: the rate dicts are made for this view alone (asdict's deep copy costs a third of
+        # rendering 1,000 queues)
+        return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
 @dataclass(frozen=True)

@@ -98,11 +98,16 @@ def create_app(services: HttpServices) -> web.Application:
     return app
 
 
-async def start_http(cfg: HttpConfig, services: HttpServices) -> web.AppRunner:
+async def start_http(cfg: HttpConfig, services: HttpServices,
+                     extend: Callable[[web.Application], None] | None = None) -> web.AppRunner:
     """Serve on ``cfg.listen`` in the running loop. Stop with ``await runner.cleanup()``.
-    ``runner.addresses`` holds the bound (host, port) pairs (port 0 picks a free one)."""
+    ``runner.addresses`` holds the bound (host, port) pairs (port 0 picks a free one). ``extend``
+    adds to the application before it starts (the composition root mounts the console with it)."""
     host, port = parse_hostport(cfg.listen, "http.listen")
-    runner = web.AppRunner(create_app(services), access_log=None, handle_signals=False,
+    app = create_app(services)
+    if extend is not None:
+        extend(app)
+    runner = web.AppRunner(app, access_log=None, handle_signals=False,
                            keepalive_timeout=75.0, shutdown_timeout=5.0)
     await runner.setup()
     site = web.TCPSite(runner, host, port, backlog=512, reuse_address=True)

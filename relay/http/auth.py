@@ -25,7 +25,7 @@ from aiohttp import web
 from relay.http.envelope import ApiError, Handler
 from relay.http.services import HttpServices
 
-PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz"})
+PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz", "/"})  # "/" redirects to the console
 METRICS_PATH = "/metrics"  # public or operators only, as [http] metrics_auth says
 _ADMIN_PSEUDO_USER = b""  # never a valid API_USER name: bad bearer tokens count against the IP only
 
@@ -63,7 +63,11 @@ def _fail(reply: str) -> ApiError:
 
 
 async def authenticate(request: web.Request, services: HttpServices) -> Principal:
-    header = request.headers.get("Authorization", "")
+    return await check_authorization(request.headers.get("Authorization", ""), _peer(request), services)
+
+
+async def check_authorization(header: str, peer: str, services: HttpServices) -> Principal:
+    """The principal of an Authorization header value from ``peer`` (also the console's sign-in)."""
     scheme, _, value = header.partition(" ")
     value = value.strip()
     if scheme.lower() == "bearer" and value:
@@ -71,7 +75,7 @@ async def authenticate(request: web.Request, services: HttpServices) -> Principa
         if token and hmac.compare_digest(value.encode("utf-8", "surrogateescape"), token.encode()):
             return Principal(admin=True, account_id=None, account_name=None, api_user=None)
         outcome = await services.authenticator.authenticate(
-            _peer(request), 0, _ADMIN_PSEUDO_USER, value.encode("utf-8", "surrogateescape"))
+            peer, 0, _ADMIN_PSEUDO_USER, value.encode("utf-8", "surrogateescape"))
         if outcome.reply.startswith(("421", "454")):
             raise _fail(outcome.reply)
         raise ApiError(401, "Authentication failed. The bearer token is not the operator token", _CHALLENGE)
@@ -85,17 +89,24 @@ async def authenticate(request: web.Request, services: HttpServices) -> Principa
     login, sep, password = decoded.partition(b":")
     if not sep or not login or len(decoded) > 1024:
         raise ApiError(401, "Authentication failed. Malformed Basic credentials: expected api_user:api_key", _CHALLENGE)
-    outcome = await services.authenticator.authenticate(_peer(request), 0, login, password)
+    outcome = await services.authenticator.authenticate(peer, 0, login, password)
     user = outcome.principal
     if not outcome.ok or user is None:
         raise _fail(outcome.reply)
     return Principal(admin=False, account_id=user.account_id, account_name=user.account_name, api_user=user.name)
 
 
+# A sub-application holding this key authenticates its own requests (the console: a session cookie).
+SELF_AUTHENTICATED: web.AppKey[bool] = web.AppKey("self_authenticated", bool)
+
+
 @web.middleware
 async def auth_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
     services = request.app[SERVICES_KEY]
     public = request.path in PUBLIC_PATHS or (request.path == METRICS_PATH and services.metrics_public)
+    apps = request.match_info.apps
+    if apps and SELF_AUTHENTICATED in apps[-1]:
+        public = True
     if not public and request.match_info.http_exception is None:
         request[PRINCIPAL] = await authenticate(request, services)
     return await handler(request)

@@ -106,9 +106,15 @@ async def _task(request: web.Request) -> ExportTask:
 
 
 async def create_export(request: web.Request) -> web.Response:
+    body = await json_body(request) if request.can_read_body else {}
+    task = await create_task(request, body)
+    return ok(task_json(task, request.app[SERVICES_KEY].exports), status=201)
+
+
+async def create_task(request: web.Request, body: dict[str, Any]) -> ExportTask:
+    """Queue an export of the status filters in ``body`` (also the console's "Export these results")."""
     services = request.app[SERVICES_KEY]
     files = _files(request)
-    body = await json_body(request) if request.can_read_body else {}
     flt = await status_filter(request, _as_query(body), max_days=None, account_required=True)
     assert flt.account_id is not None
     p = principal(request)
@@ -116,7 +122,7 @@ async def create_export(request: web.Request) -> web.Response:
     task = await services.storage.exports.create(secrets.token_hex(12), flt.account_id, EXPORT_EMAIL_STATUS, flt,
                                                  services.clock())
     files.wake()
-    return ok(task_json(task, files), status=201)
+    return task
 
 
 async def list_exports(request: web.Request) -> web.Response:

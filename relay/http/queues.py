@@ -18,7 +18,7 @@ from aiohttp import web
 from relay.http.auth import SERVICES_KEY, principal
 from relay.http.envelope import ApiError, json_body, ok, page
 from relay.http.params import integer, text
-from relay.http.services import QueueControl
+from relay.http.services import QueueControl, QueueViewLike
 
 
 def _admin(request: web.Request) -> QueueControl:
@@ -83,14 +83,18 @@ recover_queue = _action("recover")
 
 
 async def set_rate(request: web.Request) -> web.Response:
+    body = await json_body(request)
+    return ok((await apply_rate(request, body.get("max_rate"))).to_json())
+
+
+async def apply_rate(request: web.Request, rate: Any) -> QueueViewLike:
+    """Set the queue's ``max_rate`` (also the console's rate form)."""
     admin = _admin(request)
     api_user, domain = await _queue_key(request)
-    body = await json_body(request)
-    rate = body.get("max_rate")
     if rate is not None and (isinstance(rate, bool) or not isinstance(rate, int | float) or not math.isfinite(rate)
                              or not 0 <= rate <= 1_000_000):
         raise ApiError(400, "max_rate: a number of messages per second from 0 to 1000000, or null (0 or null: no cap)")
     try:
-        return ok(admin.set_rate(api_user, domain, float(rate) if rate else None).to_json())
+        return admin.set_rate(api_user, domain, float(rate) if rate else None)
     except LookupError as e:
         raise ApiError(404, str(e).strip("'\"")) from None

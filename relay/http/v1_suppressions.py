@@ -189,45 +189,52 @@ def _get(spec: ListApi) -> Callable[[web.Request], Any]:
 
 def _post(spec: ListApi) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
-        account_id = await scope_account(request, required=True)
-        assert account_id is not None
-        body = await json_body(request)
-        values = [_normalize(v, spec.kind, spec.value_field) for v in body_values(body, spec.value_field)]
-        api_user = await _scope_api_user(request, account_id, body_text(body, "api_user", max_len=128))
-        reason = body_text(body, "reason", "", max_len=1000) or ""
-        now = request.app[SERVICES_KEY].clock()
-        expires = body_time(body, "expire_time") if spec.kind is ListKind.BLOCK else None
-        if expires is not None and expires <= now:
-            raise ApiError(400, "expire_time: must be in the future")
-        code = body_int(body, "type", 0, 0, 3) if spec.kind is ListKind.UNSUBSCRIBE else None
-        entries = [SuppressionEntry(account_id=account_id, kind=spec.kind, value=v, api_user=api_user,
-                                    created_at=now, expires_at=expires, reason_code=code, reason=reason)
-                   for v in dict.fromkeys(values)]
-        n = await _lists(request.app[SERVICES_KEY].storage).add(entries)
-        return ok({"count": n})
+        return ok({"count": await add_entries(request, spec, await json_body(request))})
 
     return handler
+
+
+async def add_entries(request: web.Request, spec: ListApi, body: dict[str, Any]) -> int:
+    """Add the entries of a POST body to ``spec``'s list (also the console's add form); how many were new."""
+    account_id = await scope_account(request, required=True)
+    assert account_id is not None
+    values = [_normalize(v, spec.kind, spec.value_field) for v in body_values(body, spec.value_field)]
+    api_user = await _scope_api_user(request, account_id, body_text(body, "api_user", max_len=128))
+    reason = body_text(body, "reason", "", max_len=1000) or ""
+    now = request.app[SERVICES_KEY].clock()
+    expires = body_time(body, "expire_time") if spec.kind is ListKind.BLOCK else None
+    if expires is not None and expires <= now:
+        raise ApiError(400, "expire_time: must be in the future")
+    code = body_int(body, "type", 0, 0, 3) if spec.kind is ListKind.UNSUBSCRIBE else None
+    entries = [SuppressionEntry(account_id=account_id, kind=spec.kind, value=v, api_user=api_user,
+                                created_at=now, expires_at=expires, reason_code=code, reason=reason)
+               for v in dict.fromkeys(values)]
+    return await _lists(request.app[SERVICES_KEY].storage).add(entries)
 
 
 def _delete(spec: ListApi) -> Callable[[web.Request], Any]:
     async def handler(request: web.Request) -> web.Response:
-        q = request.query
-        raws = text_list(q, spec.value_field)
-        if not raws:
-            raise ApiError(400, f"{spec.value_field}: required (comma-separated values to delete)")
-        values = [_normalize(v, spec.kind, spec.value_field) for v in raws]
-        account_id = await scope_account(request, required=True)
-        assert account_id is not None
-        scope = None
-        if spec.kind is not ListKind.COMPLAINT and text(q, "api_user", max_len=128):
-            scope = await _scope_api_user(request, account_id, text(q, "api_user", max_len=128))
-        n = await request.app[SERVICES_KEY].storage.suppressions.remove(account_id, spec.kind, values, scope)
-        body: dict[str, Any] = {"count": n}
-        if spec.kind is ListKind.COMPLAINT and n:
-            body["warning"] = "removed from the complaint list: the next mail to these addresses will be sent"
-        return ok(body)
+        return ok(await delete_entries(request, spec, request.query))
 
     return handler
+
+
+async def delete_entries(request: web.Request, spec: ListApi, q: Mapping[str, str]) -> dict[str, Any]:
+    """Delete the values named in ``q`` from ``spec``'s list (also the console's delete form)."""
+    raws = text_list(q, spec.value_field)
+    if not raws:
+        raise ApiError(400, f"{spec.value_field}: required (comma-separated values to delete)")
+    values = [_normalize(v, spec.kind, spec.value_field) for v in raws]
+    account_id = await scope_account(request, required=True)
+    assert account_id is not None
+    scope = None
+    if spec.kind is not ListKind.COMPLAINT and text(q, "api_user", max_len=128):
+        scope = await _scope_api_user(request, account_id, text(q, "api_user", max_len=128))
+    n = await request.app[SERVICES_KEY].storage.suppressions.remove(account_id, spec.kind, values, scope)
+    body: dict[str, Any] = {"count": n}
+    if spec.kind is ListKind.COMPLAINT and n:
+        body["warning"] = "removed from the complaint list: the next mail to these addresses will be sent"
+    return body
 
 
 def routes() -> list[tuple[str, str, Callable[[web.Request], Any], ListApi]]:

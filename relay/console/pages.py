@@ -1,0 +1,141 @@
+"""Status search, one message's page, tracking events and offline exports.
+
+The status page builds its filter with the API's ``status_filter`` (same parameter names, same
+30-day rule and message) and pages with the API's keyset cursor; "Export these results" queues an
+export of the same filters through the API's ``create_task``; download and retry are the API's
+own handlers.
+"""
+
+from __future__ import annotations
+
+from datetime import timedelta
+from typing import Any
+
+from aiohttp import web
+
+from relay.console.app import api_json, redirect, render, services
+from relay.http import exports
+from relay.http.auth import EXPORT_LIMITER_KEY, PRINCIPAL, SEARCH_LIMITER_KEY, scope_account
+from relay.http.envelope import ApiError
+from relay.http.v1_email_status import (
+    MAX_DAYS,
+    Cursor,
+    decode_cursor,
+    encode_cursor,
+    search_fingerprint,
+    status_filter,
+)
+from storage.records import EmailType, LogKind, Status, StatusRecord, SubStatus
+
+SHARED_KEYS = (SEARCH_LIMITER_KEY, EXPORT_LIMITER_KEY)
+PAGE_SIZE = 50
+FILTERS = ("email", "email_type", "label_id", "api_user", "start_date", "end_date", "status", "sub_status")
+
+
+def label(e: Status | SubStatus | None) -> str:
+    return "" if e is None else e.name.replace("SB_", "").replace("_", " ").lower()
+
+
+def _form(request: web.Request) -> dict[str, str]:
+    """The filter form's values; the period defaults to the last 30 days, shown in the form."""
+    q = request.query
+    form = {k: q.get(k, "").strip() for k in FILTERS}
+    if not form["start_date"] and not form["end_date"]:
+        today = services(request).clock().date()
+        form["start_date"] = (today - timedelta(days=MAX_DAYS - 1)).isoformat()
+        form["end_date"] = today.isoformat()
+    return form
+
+
+def _events(r: StatusRecord) -> list[Any]:
+    """The record's events: its ``events`` (opens, clicks, … once tracking lands) or its feedback lines."""
+    events = getattr(r, "events", None)
+    if events is not None:
+        return list(events)
+    return [e for e in r.log if e.kind is LogKind.FEEDBACK]
+
+
+async def status_page(request: web.Request) -> web.Response:
+    form = _form(request)
+    ctx: dict[str, Any] = {"form": form, "records": None, "error": None, "next_cursor": None, "total": None,
+                           "statuses": list(Status), "sub_statuses": list(SubStatus),
+                           "email_types": list(EmailType), "label": label, "max_days": MAX_DAYS}
+    try:
+        cursor_text = request.query.get("cursor", "")
+        cursor = decode_cursor(cursor_text) if cursor_text else None
+        flt = await status_filter(request, form)
+        fingerprint = search_fingerprint(flt)
+        if cursor is not None and cursor.search != fingerprint:
+            raise ApiError(400, "this page link belongs to another search; search again")
+        p = request[PRINCIPAL]
+        request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin",
+                                              "status searches")
+        result = await services(request).storage.statuses.search(
+            flt, limit=PAGE_SIZE, offset=0, with_log=False, after=cursor.after if cursor else None,
+            count=cursor is None)
+        total = cursor.total if cursor else result.total
+        ctx.update(records=result.items, total=total, paged=cursor is not None,
+                   next_cursor=encode_cursor(Cursor(result.items[-1].key, total, fingerprint))
+                   if result.has_more else None)
+    except ApiError as e:
+        ctx["error"] = e.message
+    return render(request, "status.html", ctx, status=200 if ctx["error"] is None else 400)
+
+
+async def message_page(request: web.Request) -> web.Response:
+    email_id = request.match_info["email_id"]
+    if not 0 < len(email_id) <= 64:
+        raise ApiError(400, "email_id: expected 1 to 64 characters")
+    account_id = await scope_account(request, required=False)
+    rows = await services(request).storage.statuses.get_message(email_id, account_id)
+    if not rows:
+        raise ApiError(404, f"There is no message {email_id!r} in this account.")
+    return render(request, "message.html", {"email_id": email_id, "rows": rows, "events": _events,
+                                            "label": label})
+
+
+async def export_results(request: web.Request) -> web.StreamResponse:
+    form = await request.post()
+    body = {k: str(form[k]) for k in FILTERS if form.get(k)}
+    task = await exports.create_task(request, body)
+    return redirect(request, "exports", f"Export {task.id} was created; it appears below and is ready when it says "
+                                        "succeeded.")
+
+
+async def tracking_page(request: web.Request) -> web.Response:
+    """Opens and clicks per email, from the records' events (an empty state until tracking lands)."""
+    form = _form(request)
+    rows: list[tuple[StatusRecord, Any]] = []
+    error = None
+    try:
+        flt = await status_filter(request, form)
+        result = await services(request).storage.statuses.search(flt, limit=PAGE_SIZE, offset=0, with_log=True,
+                                                                count=False)
+        for r in result.items:
+            rows += [(r, e) for e in getattr(r, "events", ()) or ()]
+    except ApiError as e:
+        error = e.message
+    return render(request, "tracking.html", {"form": form, "rows": rows, "error": error, "max_days": MAX_DAYS,
+                                             "statuses": list(Status), "sub_statuses": list(SubStatus),
+                                             "email_types": list(EmailType), "label": label})
+
+
+async def exports_page(request: web.Request) -> web.Response:
+    data = await api_json(exports.list_exports, request)
+    return render(request, "exports.html", {"tasks": data["result"], "total": data["total"],
+                                            "offset": int(request.query.get("offset", "0") or 0)})
+
+
+async def retry_export(request: web.Request) -> web.StreamResponse:
+    await exports.retry_export(request)
+    return redirect(request, "exports", f"Export {request.match_info['export_id']} was queued again.")
+
+
+def add_routes(r: web.UrlDispatcher) -> None:
+    r.add_get("/status", status_page)
+    r.add_get("/status/{email_id}", message_page)
+    r.add_post("/exports/new", export_results)
+    r.add_get("/tracking", tracking_page)
+    r.add_get("/exports", exports_page)
+    r.add_get("/exports/{export_id}/download", exports.download_export)
+    r.add_post("/exports/{export_id}/retry", retry_export)

@@ -1,0 +1,157 @@
+"""The console's session and form protection over plain HTTP (no browser needed to see them):
+CSRF tokens, the cookie's flags and expiry, a revoked key ending the session, the sign-in
+throttle shared with SMTP AUTH, the operator's account choice, static files and the redirect."""
+
+from __future__ import annotations
+
+import re
+import time
+from collections.abc import AsyncIterator
+
+import aiohttp
+import pytest
+
+from relay.console import session as sess
+from relay.keys import hash_key
+from storage.records import ListKind, utcnow
+from tests.integration.conftest import RelayFactory
+from tests.integration.relay_fixture import RelayUnderTest
+
+ADMIN = "console-admin-token-0123456789"
+HTTP = {"http.listen": "127.0.0.1:0", "http.admin_token": ADMIN}
+
+
+def _base(relay: RelayUnderTest) -> str:
+    assert relay.app.http is not None
+    host, port = relay.app.http.addresses[0][:2]
+    return f"http://{host}:{port}"
+
+
+Web = tuple[RelayUnderTest, aiohttp.ClientSession]
+
+
+@pytest.fixture
+async def web(relay_factory: RelayFactory) -> AsyncIterator[Web]:
+    relay = await relay_factory({**HTTP, "limits.auth_failures_per_ip": 5})
+    async with aiohttp.ClientSession(_base(relay), cookie_jar=aiohttp.CookieJar(unsafe=True)) as http:
+        yield relay, http
+
+
+def _csrf(html: str) -> str:
+    m = re.search(r'name="csrf" value="([^"]+)"', html)
+    assert m, html[:500]
+    return m.group(1)
+
+
+async def _sign_in(http: aiohttp.ClientSession, **fields: str) -> aiohttp.ClientResponse:
+    async with http.get("/console/signin") as r:
+        token = _csrf(await r.text())
+    async with http.post("/console/signin", data={"csrf": token, **fields}, allow_redirects=False) as r:
+        await r.read()
+        return r
+
+
+async def test_sign_in_sets_a_strict_httponly_expiring_cookie_and_root_redirects(web: Web) -> None:
+    relay, http = web
+    async with http.get("/", allow_redirects=False) as r:
+        assert r.status == 302 and r.headers["Location"] == "/console/"
+    async with http.get("/console/status", allow_redirects=False) as r:  # signed out: to the sign-in page
+        assert r.status == 303 and r.headers["Location"].startswith("/console/signin?next=%2Fconsole%2Fstatus")
+    r = await _sign_in(http, api_user="app1", api_key=relay.key)
+    assert r.status == 303 and r.headers["Location"] == "/console/status"
+    cookie = next(v for v in r.headers.getall("Set-Cookie") if v.startswith(sess.COOKIE + "="))
+    assert "HttpOnly" in cookie and "SameSite=Strict" in cookie and "Path=/console/" in cookie
+    assert f"Max-Age={8 * 3600}" in cookie
+    async with http.get("/console/status") as r:
+        assert r.status == 200 and "app1" in await r.text()
+    async with http.get("/console/static/vendor/uplot/uPlot.iife.min.js") as r:
+        assert r.status == 200 and "max-age=" in r.headers["Cache-Control"]
+    async with http.get("/console/static/vendor/uplot/LICENSE") as r:
+        assert r.status == 200 and "MIT" in await r.text()
+
+
+async def test_post_without_the_csrf_token_is_refused(web: Web) -> None:
+    relay, http = web
+    async with http.post("/console/signin", data={"api_user": "app1", "api_key": relay.key},
+                         allow_redirects=False) as r:  # the sign-in form has a token too
+        assert r.status == 403 and "CSRF" in await r.text()
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/lists/blocks") as r:
+        token = _csrf(await r.text())
+    for data, headers in (({"values": "x@example.com"}, {}),
+                          ({"values": "x@example.com", "csrf": "forged"}, {}),
+                          ({"values": "x@example.com"}, {"X-CSRF-Token": "forged"})):
+        async with http.post("/console/lists/blocks/add", data=data, headers=headers, allow_redirects=False) as r:
+            assert r.status == 403 and "reload the page" in await r.text()
+    async with http.post("/console/lists/blocks/upload.json", data=b"y@example.com\n",
+                         headers={"Content-Type": "text/csv"}) as r:
+        assert r.status == 403 and "CSRF" in (await r.json())["message"]
+    async with http.post("/console/queues/app1/example.com", data={"do": "recover"}, allow_redirects=False) as r:
+        assert r.status == 403
+    assert (await relay.storage.suppressions.list(relay.account_id, ListKind.BLOCK)).total == 0
+    async with http.post("/console/lists/blocks/add", data={"values": "x@example.com", "csrf": token},
+                         allow_redirects=False) as r:
+        assert r.status == 303
+    assert (await relay.storage.suppressions.list(relay.account_id, ListKind.BLOCK)).total == 1
+
+
+async def test_a_revoked_key_ends_the_session_at_the_next_request(web: Web) -> None:
+    relay, http = web
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/status") as r:
+        assert r.status == 200
+    assert await relay.storage.accounts.revoke_api_user("app1", utcnow())
+    async with http.get("/console/status", allow_redirects=False) as r:
+        assert r.status == 303 and "signin" in r.headers["Location"]
+    async with http.get("/console/signin", allow_redirects=False) as r:
+        assert "Your session has ended" not in await r.text()
+
+
+async def test_a_new_key_ends_the_sessions_of_the_old_one(web: Web) -> None:
+    relay, http = web
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/status", allow_redirects=False) as r:
+        assert r.status == 200
+    assert await relay.storage.accounts.replace_api_user_key("app1", hash_key("new-key-0123456789", n=2**10))
+    async with http.get("/console/status") as r:  # followed to the sign-in page, which says why
+        assert r.url.path == "/console/signin" and "Your session has ended" in await r.text()
+
+
+async def test_a_tampered_or_expired_cookie_is_no_session() -> None:
+    key = b"k" * 32
+    s = sess.new_session("app1", 60, time.time())
+    signed = sess.sign(key, s)
+    assert sess.verify(key, signed, time.time()) == s
+    assert sess.verify(key, signed, time.time() + 61) is None  # expired
+    assert sess.verify(b"x" * 32, signed, time.time()) is None  # another key
+    mac = signed.partition(".")[2]
+    forged = sess.sign(b"x" * 32, sess.Session(None, s.expires, s.csrf)).partition(".")[0]
+    assert sess.verify(key, f"{forged}.{mac}", time.time()) is None  # operator claim with app1's MAC
+    assert sess.verify(key, "garbage", time.time()) is None and sess.verify(key, None, time.time()) is None
+
+
+async def test_failed_sign_ins_are_throttled_like_smtp_auth(web: Web) -> None:
+    relay, http = web
+    for _ in range(5):
+        r = await _sign_in(http, api_user="app1", api_key="wrong")
+        assert r.status == 401
+    r = await _sign_in(http, api_user="app1", api_key=relay.key)  # even the right key, from this address
+    assert r.status == 429
+    async with http.get("/console/signin") as page:
+        assert sess.COOKIE not in page.cookies
+
+
+async def test_operator_sees_every_account_and_picks_one(web: Web) -> None:
+    _, http = web
+    r = await _sign_in(http, admin_token="not-the-token")
+    assert r.status == 401
+    r = await _sign_in(http, admin_token=ADMIN)
+    assert r.status == 303
+    async with http.get("/console/lists/blocks") as r:  # lists belong to one account: the API says so
+        assert r.status == 400 and "account: required for operators" in await r.text()
+    async with http.get("/console/lists/blocks?account=acme") as r:
+        html = await r.text()
+        assert r.status == 200 and "This list is empty." in html
+        assert 'href="/console/status?account=acme"' in html  # links keep the choice
+    async with http.get("/console/status?account=nobody") as r:
+        assert r.status == 400 and "does not exist" in await r.text()
