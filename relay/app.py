@@ -45,11 +45,11 @@ from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
 from relay.http.services import HttpServices
 from relay.intake import Intake
 from relay.metrics import Metrics
+from relay.rates import MessageRateLimiter
 from relay.reload import split_changes
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackServices
-from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
@@ -182,6 +182,8 @@ class App:
             rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
             options=cfg.submission,
             node=cfg.node_name,
+            hostname=cfg.smtp.hostname or socket.getfqdn(),
+            max_message_size=lim.max_message_size,
             metrics=self.metrics,
             disk=self._disk_guard(),
         )
