@@ -214,7 +214,7 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
                 metrics=self.metrics, metrics_public=metrics_public(cfg.http),
-                readiness=Readiness(self.storage, self.spool.tmp_dir).problems))
+                readiness=Readiness(self.storage, self.spool.tmp_dir).problems, acceptor=services))
         notify("READY=1\nSTATUS=accepting mail")
         interval = watchdog_interval()
         if interval is not None:  # WatchdogSec= in the unit: a stuck loop stops the pings, systemd restarts us

@@ -27,6 +27,7 @@ from relay.http import (
     openapi,
     ops,
     queues,
+    send,
     stats,
     v1_email_status,
     v1_suppressions,
@@ -53,6 +54,8 @@ def routes() -> list[Route]:
         ("GET", "/metrics", ops.metrics),
         ("GET", "/v1/email_status", v1_email_status.email_status),
         ("GET", "/v1/messages/{email_id}", v1_email_status.message),
+        ("POST", "/v1/mail/send", send.send),
+        ("POST", "/v1/mail/send_mime", send.send_mime),
     ]
     out += [(m, path, h) for m, path, h, _ in v1_suppressions.routes()]
     out.append(("POST", "/v1/blocks/upload", v1_suppressions.upload_blocks))
