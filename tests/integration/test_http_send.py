@@ -117,7 +117,8 @@ async def test_send_delivers_the_mime_with_ids_and_status_rows(both: Sender) -> 
     alternative, pdf, csv = msg.iter_parts()
     assert alternative.get_content_type() == "multipart/alternative"
     text, html = alternative.iter_parts()
-    assert text.get_content().replace("\r\n", "\n") == "Grüße in plain text\n" and text["Content-Transfer-Encoding"] == "8bit"
+    assert text.get_content().replace("\r\n", "\n") == "Grüße in plain text\n"
+    assert text["Content-Transfer-Encoding"] == "8bit"
     assert html.get_content_type() == "text/html" and "Grüße <b>html</b>" in html.get_content()
     assert pdf.get_content_type() == "application/pdf" and pdf.get_filename() == "rapport été.pdf"
     assert pdf.get_content() == PDF and pdf.get_content_disposition() == "attachment"
@@ -158,9 +159,9 @@ async def test_per_recipient_messages_substitute_vars(http: Sender) -> None:
 
 async def test_suppressed_recipients_are_refused_with_the_smtp_reasons(both: Sender) -> None:
     st, account_id = both.relay.storage, both.relay.account_id
-    await st.suppressions.add([SuppressionEntry(account_id=account_id, kind=ListKind.BLOCK, value="blocked@example.com"),
-                               SuppressionEntry(account_id=account_id, kind=ListKind.UNSUBSCRIBE,
-                                                value="gone@example.com")])
+    await st.suppressions.add([
+        SuppressionEntry(account_id=account_id, kind=ListKind.BLOCK, value="blocked@example.com"),
+        SuppressionEntry(account_id=account_id, kind=ListKind.UNSUBSCRIBE, value="gone@example.com")])
     status, answer = await both.post("/v1/mail/send", _mail(to=["ok@example.com", "blocked@example.com",
                                                                 "gone@example.com"]))
     assert status == 200
