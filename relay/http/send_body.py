@@ -327,6 +327,10 @@ def parse_send(body: dict[str, Any]) -> SendRequest:
     if preview and not html:
         raise _bad("body.content.preview_text", "a hidden preheader of the html part: needs body.content.html")
     variables = _vars(b.get("vars"), len(to) if mode == 0 else 1)
+    for placeholder, values in variables.items():
+        if placeholder in subject and any(_CONTROL.search(v) for v in values):
+            raise _bad(f"body.vars.{placeholder.strip('%')}", "a value for the subject holds CR, LF or another "
+                                                              "control character (header injection)")
     label_id, label_name = _label(b)
     return SendRequest(
         sender=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to, subject=subject, html=html, text=text,
