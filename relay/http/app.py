@@ -93,6 +93,7 @@ def create_app(services: HttpServices) -> web.Application:
     app[CONTRACT_KEY] = contract.build()
     app[SEARCH_LIMITER_KEY] = RateLimiter(services.search_per_minute)
     app[EXPORT_LIMITER_KEY] = RateLimiter(services.exports_per_minute)
+    app.cleanup_ctx.append(send.purge_expired)
     for method, path, handler in routes():
         app.router.add_route(method, path, handler)
     return app

@@ -21,9 +21,10 @@ while the first is still being processed. A request that fails before sending re
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass
 from datetime import timedelta
 from email.errors import HeaderParseError
@@ -41,10 +42,12 @@ from relay.http.send_body import MimeRequest, SendRequest, parse_send, parse_sen
 from relay.ids import new_email_id
 from relay.spool import SpoolFull, SpoolWriter
 from relay.status_json import RECIPIENT_ID_SEPARATOR
+from storage.errors import StorageError
 from storage.records import RecipientOutcome, Status, SubmissionRecord, utcnow
 
 log = logging.getLogger("mailrelay.http.send")
 
+PURGE_INTERVAL = 3600.0  # seconds between deletions of request_ids past their retention
 STALE_CLAIM = timedelta(minutes=10)  # an unanswered request_id claim older than this was abandoned
 JSON_OVERHEAD = 1024 * 1024  # the body beyond the message itself (base64 grows it by 4/3)
 # Parsing, checking and building a request this small takes well under a millisecond: done in the
@@ -284,3 +287,24 @@ async def send_mime(request: web.Request) -> web.Response:
     return await _idempotent(request, s, req.request_id,
                              lambda: _send_all(s, req.sender, [(list(req.to), lambda: mime)], label,
                                                req.request_id, len(mime)))
+
+
+async def purge_expired(app: web.Application) -> AsyncIterator[None]:
+    """An aiohttp cleanup context: request_ids past their retention are deleted every hour while
+    the API serves (any node may; a deletion is idempotent)."""
+    services = app[SERVICES_KEY]
+
+    async def loop() -> None:
+        while True:
+            try:
+                await services.storage.send_requests.purge(services.clock() - services.send_request_keep)
+            except StorageError as e:  # the database went away for a moment: the next round retries
+                log.warning(f"request_id purge failed: {e}", extra={"event": "send_request_purge_error"})
+            await asyncio.sleep(PURGE_INTERVAL)
+
+    task = asyncio.create_task(loop(), name="send-requests-purge") if services.acceptor is not None else None
+    yield
+    if task is not None:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
