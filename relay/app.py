@@ -49,11 +49,11 @@ from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
 from relay.http.services import HttpServices
 from relay.intake import Intake
 from relay.metrics import Metrics
+from relay.rates import MessageRateLimiter
 from relay.reload import split_changes
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackMailboxes, FeedbackServices
-from relay.smtp.limits import MessageRateLimiter
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
@@ -190,6 +190,8 @@ class App:
             rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
             options=cfg.submission,
             node=cfg.node_name,
+            hostname=cfg.smtp.hostname or socket.getfqdn(),
+            max_message_size=lim.max_message_size,
             metrics=self.metrics,
             disk=self._disk_guard(),
         )
@@ -226,7 +228,7 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
                 metrics=self.metrics, metrics_public=metrics_public(cfg.http),
-                readiness=Readiness(self.storage, self.spool.tmp_dir).problems),
+                readiness=Readiness(self.storage, self.spool.tmp_dir).problems, acceptor=services),
                 extend=partial(attach_console, key=await asyncio.to_thread(load_key, cfg.path(CONSOLE_KEY_FILE))))
         notify("READY=1\nSTATUS=accepting mail")
         interval = watchdog_interval()

@@ -273,9 +273,36 @@ class LabelRepo(Protocol):
     async def delete(self, account_id: int, label_id: int) -> bool: ...
 
 
+@dataclass(frozen=True, slots=True)
+class SendClaim:
+    """The outcome of :meth:`SendRequestRepo.claim`: ``claimed`` — this request owns the
+    request_id and sends; else ``response`` is the first request's stored answer (None: that
+    request is still being processed)."""
+
+    claimed: bool
+    response: str | None = None
+
+
+class SendRequestRepo(Protocol):
+    """request_id of the HTTP send API: a retry within ``keep`` replays the first answer."""
+
+    async def claim(self, api_user: str, request_id: str, at: datetime, keep: timedelta,
+                    stale: timedelta) -> SendClaim:
+        """Claim the id (new, older than ``keep``, or an unanswered claim older than ``stale``)."""
+        ...
+
+    async def complete(self, api_user: str, request_id: str, response: str) -> None: ...
+    async def release(self, api_user: str, request_id: str) -> None:
+        """Drop an unanswered claim (the request failed: a retry may send)."""
+        ...
+
+    async def purge(self, before: datetime) -> int: ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
     labels: LabelRepo
+    send_requests: SendRequestRepo
     stats: StatsRepo
     suppressions: SuppressionRepo
     statuses: StatusRepo

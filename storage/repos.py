@@ -18,7 +18,7 @@ from typing import Any
 from storage import codec
 from storage.errors import Conflict, StorageError
 from storage.executor import Executor, Op, Row
-from storage.protocols import Page
+from storage.protocols import Page, SendClaim
 from storage.records import (
     ALL_API_USERS,
     Account,
@@ -293,6 +293,34 @@ class SqlLabelRepo:
 
     async def delete(self, account_id: int, label_id: int) -> bool:
         return await self._ex.execute("label.delete", {"account_id": account_id, "label_id": label_id}) > 0
+
+
+class SqlSendRequestRepo:
+    def __init__(self, ex: Executor) -> None:
+        self._ex = ex
+
+    async def claim(self, api_user: str, request_id: str, at: datetime, keep: timedelta,
+                    stale: timedelta) -> SendClaim:
+        key = {"api_user": api_user, "request_id": request_id}
+        row = await self._ex.fetchrow("send_request.claim", {
+            **key, "now": codec.to_ms(at), "expired_before": codec.to_ms(at - keep),
+            "stale_before": codec.to_ms(at - stale)})
+        if row is not None:
+            return SendClaim(True)
+        got = await self._ex.fetchrow("send_request.get", key)
+        if got is None:  # released between the two statements: the caller retries as new
+            return await self.claim(api_user, request_id, at, keep, stale)
+        return SendClaim(False, got["response"])
+
+    async def complete(self, api_user: str, request_id: str, response: str) -> None:
+        await self._ex.execute("send_request.complete", {"api_user": api_user, "request_id": request_id,
+                                                         "response": response})
+
+    async def release(self, api_user: str, request_id: str) -> None:
+        await self._ex.execute("send_request.release", {"api_user": api_user, "request_id": request_id})
+
+    async def purge(self, before: datetime) -> int:
+        return await self._ex.execute("send_request.purge", {"before": codec.to_ms(before)})
 
 
 class SqlStatsRepo:

@@ -12,6 +12,7 @@ from storage.protocols import (
     FeedbackRepo,
     LabelRepo,
     SchemaState,
+    SendRequestRepo,
     StatsRepo,
     StatusRepo,
     SuppressionRepo,
@@ -23,6 +24,7 @@ from storage.repos import (
     SqlExportRepo,
     SqlFeedbackRepo,
     SqlLabelRepo,
+    SqlSendRequestRepo,
     SqlStatsRepo,
     SqlStatusRepo,
     SqlSuppressionRepo,
@@ -38,6 +40,7 @@ class SqlStorage:
         self.dialect = executor.dialect
         self.accounts: AccountRepo = SqlAccountRepo(executor)
         self.labels: LabelRepo = SqlLabelRepo(executor)
+        self.send_requests: SendRequestRepo = SqlSendRequestRepo(executor)
         self.stats: StatsRepo = SqlStatsRepo(executor)
         self.suppressions: SuppressionRepo = SqlSuppressionRepo(executor, count_cap)
         self.statuses: StatusRepo = SqlStatusRepo(executor, count_cap)

@@ -28,6 +28,7 @@ from relay.http import (
     openapi,
     ops,
     queues,
+    send,
     stats,
     v1_email_status,
     v1_suppressions,
@@ -54,6 +55,8 @@ def routes() -> list[Route]:
         ("GET", "/metrics", ops.metrics),
         ("GET", "/v1/email_status", v1_email_status.email_status),
         ("GET", "/v1/messages/{email_id}", v1_email_status.message),
+        ("POST", "/v1/mail/send", send.send),
+        ("POST", "/v1/mail/send_mime", send.send_mime),
     ]
     out += [(m, path, h) for m, path, h, _ in v1_suppressions.routes()]
     out.append(("POST", "/v1/blocks/upload", v1_suppressions.upload_blocks))
@@ -93,6 +96,7 @@ def create_app(services: HttpServices) -> web.Application:
     app[CONTRACT_KEY] = contract.build()
     app[SEARCH_LIMITER_KEY] = RateLimiter(services.search_per_minute)
     app[EXPORT_LIMITER_KEY] = RateLimiter(services.exports_per_minute)
+    app.cleanup_ctx.append(send.purge_expired)
     for method, path, handler in routes():
         app.router.add_route(method, path, handler)
     return app

@@ -120,6 +120,11 @@ async def json_body(request: web.Request) -> dict[str, Any]:
         body = await request.json(loads=json.loads)
     except (ValueError, UnicodeDecodeError, RecursionError):
         raise ApiError(400, "the body is not valid JSON") from None
+    return checked_body(request, body)
+
+
+def checked_body(request: web.Request, body: Any) -> dict[str, Any]:
+    """A parsed body held to the contract: a JSON object with only the documented fields."""
     if not isinstance(body, dict):
         raise ApiError(400, "the body must be a JSON object")
     fields = request.get(BODY_FIELDS)

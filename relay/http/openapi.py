@@ -300,6 +300,7 @@ def document() -> J:
                 "parameters": [_ACCOUNT],
                 "requestBody": _body({**_obj(flags, []), "additionalProperties": False}),
                 "responses": _resp(_ref("AccountSettings"))}}
+    _send_paths(paths)
     paths["/v1/blocks/upload"] = {"post": {
         "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
         "description": "Lines: value | value,api_user | value,api_user,expire_time (ISO date or date-time, UTC; "
@@ -375,6 +376,72 @@ def _exports(paths: J) -> None:
     paths["/v1/exports/{export_id}/retry"] = {"post": {
         "summary": "queue a failed export again", "parameters": task,
         "responses": _resp(_ref("Export"), extra=("404", "409", "503"))}}
+
+
+def _send_paths(paths: J) -> None:
+    """``POST /v1/mail/send`` and ``/v1/mail/send_mime`` (``send.py``, ``send_body.py``)."""
+    from relay.http import send_body as sb
+
+    addr: J = {"type": "string", "minLength": 3, "maxLength": 998,
+               "description": "addr, Name <addr> or \"Name\" <addr>; no CR/LF"}
+
+    def addrs(n: int, desc: str, min_items: int = 0) -> J:
+        return {"type": "array", "items": addr, "minItems": min_items, "maxItems": n, "description": desc}
+
+    rid: J = {"type": "string", "minLength": 1, "maxLength": sb.MAX_REQUEST_ID,
+              "description": "a retry with the same request_id (same API_USER, within 24 h) answers the first "
+                             "answer without sending again"}
+    label: J = {"label_id": {"type": ["string", "integer"], "description": "a label of your account (/v1/labels)"},
+                "label_name": {"type": "string", "maxLength": 255, "description": "the label (X-Label) to record"}}
+    attachment = {"type": "object", "additionalProperties": False, "required": ["content", "filename"],
+                  "properties": {"content": {"type": "string", "description": "base64"},
+                                 "filename": {"type": "string", "minLength": 1, "maxLength": 255},
+                                 "type": {"type": "string", "description": "MIME type; default from the file name"},
+                                 "disposition": {"type": "string", "enum": ["attachment", "inline"]},
+                                 "content_id": {"type": "string", "description": "inline: cid: of the html"}}}
+    flags = {k: {"type": "boolean"} for k in sorted(sb.SETTINGS_KEYS - {"send_mode"})}
+    body = {"type": "object", "additionalProperties": False, "required": ["subject", "content"], "properties": {
+        "cc": addrs(sb.MAX_COPIES, "send_mode 1 only"), "bcc": addrs(sb.MAX_COPIES, "send_mode 1 only"),
+        "reply_to": addrs(sb.MAX_REPLY_TO, "Reply-To"),
+        "subject": {"type": "string", "minLength": 1, "maxLength": sb.MAX_SUBJECT, "description": "%var% allowed"},
+        "content": {"type": "object", "additionalProperties": False, "properties": {
+            "html": _STR, "text": _STR,
+            "preview_text": {"type": "string", "maxLength": 1000, "description": "hidden preheader of the html"}},
+            "description": "html or text (both: multipart/alternative)"},
+        "vars": {"type": "object", "description": "name -> one value per to recipient (send_mode 1: one "
+                                                  "value); %name% is replaced in subject and content",
+                 "additionalProperties": {"oneOf": [_STR, {"type": "array", "items": {"type": ["string",
+                                                                                              "number"]}}]}},
+        **label,
+        "headers": {"type": "object", "additionalProperties": _STR, "description": "at most 1 KB; not From, To, "
+                                                                                 "Cc, Subject, Content-*..."},
+        "attachments": {"type": "array", "items": attachment, "description": "10 MB in all"},
+        "settings": {"type": "object", "additionalProperties": False, "properties": {
+            "send_mode": {"type": "integer", "enum": [0, 1], "default": 0,
+                          "description": "0: a message per to recipient; 1: one message to to, cc and bcc"},
+            **flags}, "description": "the tracking flags and sandbox: false or absent (not supported)"}}}
+    answer = _obj({
+        "email_ids": {"type": "array", "items": _STR, "description": "MESSAGE_ID$recipient, per accepted recipient"},
+        "request_id": _NSTR,
+        "refused": {"type": "array", "items": _obj({
+            "email": _STR, "email_id": _NSTR, "sub_status": _NINT,
+            "reason": {"type": "string", "description": "the suppression chain's reason, as over SMTP"}})}})
+    errors = ("409", "413", "415", "503")
+    paths["/v1/mail/send"] = {"post": {
+        "summary": "send mail (EngageLab's body): through the same checks, spool and delivery as SMTP",
+        "requestBody": _body({"type": "object", "required": ["from", "to", "body"], "properties": {
+            "from": addr, "to": addrs(sb.MAX_TO, "recipients", 1), "body": body,
+            "custom_args": {"type": "object", "description": "at most 1 KB of JSON"}, "request_id": rid}}),
+        "responses": _resp(answer, extra=errors)}}
+    paths["/v1/mail/send_mime"] = {"post": {
+        "summary": "send a ready RFC 5322 message to the given envelope (same path as SMTP)",
+        "requestBody": _body({"type": "object", "required": ["from", "to", "mime"], "properties": {
+            "from": {**addr, "description": "the envelope sender (MAIL FROM)"},
+            "to": addrs(sb.MAX_TO, "the envelope recipients (RCPT TO)", 1),
+            "mime": {"type": "string", "minLength": 1, "description": "the message: base64, or text"},
+            "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
+            **label, "request_id": rid}}),
+        "responses": _resp(answer, extra=errors)}}
 
 
 def _document_unknown_account(paths: J) -> None:

@@ -13,6 +13,7 @@ from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
 
+from relay.accept import Acceptor
 from storage.protocols import Storage
 from storage.records import ApiUser, utcnow
 
@@ -90,3 +91,5 @@ class HttpServices:
     metrics: MetricsSource | None = None  # None: /metrics answers 404
     metrics_public: bool = False  # /metrics without authentication (else the admin token)
     readiness: Callable[[], Awaitable[list[str]]] | None = None  # /readyz: the problems, empty when ready
+    acceptor: Acceptor | None = None  # the accept sequence SMTP uses: POST /v1/mail/send*; None: 503
+    send_request_keep: timedelta = timedelta(hours=24)  # a request_id's retry answers the first answer

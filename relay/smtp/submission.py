@@ -23,24 +23,18 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 
-from policies import Decision, FormatError, PolicyChain, RecipientContext, parse_address
-from relay.config import SubmissionConfig
-from relay.diskspace import DiskGuard
-from relay.headers import find_header_end, process_headers, received_header, with_protocol
+from policies import FormatError, RecipientContext, parse_address
+from relay.accept import Acceptor, Committed, Envelope, LookupFailed
+from relay.headers import find_header_end, with_protocol
 from relay.ids import new_email_id
-from relay.intake import Intake, IntakeError, IntakeFull
-from relay.metrics import Metrics
 from relay.smtp import replies
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import AuthReply, DataSink, SessionInfo
-from relay.smtp.limits import MessageRateLimiter
-from relay.spool import Spool, SpoolFull, SpoolWriter
+from relay.spool import SpoolFull, SpoolWriter
 from storage.records import (
     ApiUser,
     EmailType,
-    MessageRecord,
     RecipientOutcome,
-    Status,
     SubmissionRecord,
     utcnow,
 )
@@ -48,20 +42,12 @@ from storage.records import (
 log = logging.getLogger("mailrelay.submission")
 
 
-@dataclass
-class SubmissionServices:
-    """What every session shares; built once by the composition root."""
+@dataclass(kw_only=True)
+class SubmissionServices(Acceptor):
+    """What every session shares (the accept sequence of ``relay/accept.py`` plus SMTP AUTH);
+    built once by the composition root."""
 
     authenticator: ApiUserAuthenticator
-    chain: PolicyChain
-    intake: Intake
-    spool: Spool
-    rate_limiter: MessageRateLimiter
-    options: SubmissionConfig
-    node: str
-    metrics: Metrics = field(default_factory=Metrics)
-    disk: DiskGuard | None = None  # the free-space reserve; None: no check
-    lookup_failure_logged_at: float = float("-inf")  # monotonic time of the last logged traceback
 
 
 @dataclass
@@ -98,8 +84,7 @@ class SubmissionHandler:
     # endregion
 
     async def admits(self, size: int, recipients: int) -> bool:
-        """Room for this message above the free-space reserve (``relay/diskspace.py``)?"""
-        return self.s.disk is None or await self.s.disk.admits(size, recipients)
+        return await self.s.admits(size, recipients)
 
     def _user(self, session: SessionInfo) -> ApiUser | None:
         p = session.principal
@@ -145,33 +130,16 @@ class SubmissionHandler:
             now=utcnow(),
         )
         try:
-            result = await self.s.chain.check(ctx)
-        except Exception as exc:
-            # An outage fails every RCPT at once: one traceback per minute, a short line for the rest.
-            now = time.monotonic()
-            if now - self.s.lookup_failure_logged_at >= 60.0:
-                self.s.lookup_failure_logged_at = now
-                log.exception("suppression lookup failed", extra={"event": "rcpt_lookup_failed"})
-            else:
-                log.warning("suppression lookup failed: %s", exc.__class__.__name__,
-                            extra={"event": "rcpt_lookup_failed", "error": str(exc)[:200]})
+            checked = await self.s.check_recipient(ctx, tx.email_id, session.peer_ip)
+        except LookupFailed:
             return replies.LOOKUP_FAILED
-        v = result.verdict
-        if v.decision is Decision.REJECT:
-            reason = f"{v.reason}: {v.detail}" if v.detail else (v.reason or "")
-            tx.refused.append(
-                RecipientOutcome(recipient, Status.INVALID, v.sub_status, reason, rule=v.policy)
-            )
-            self.s.metrics.rcpt_refused(v.policy)
-            log.info("refused", extra={"event": "refused", "email_id": tx.email_id, "recipient": recipient,
-                                       "reason": reason, "policy": v.policy, "api_user": user.name,
-                                       "client_ip": session.peer_ip})
-            return replies.for_verdict(v)
-        assert result.address is not None
-        addr = result.address
-        if addr.key not in tx.accepted_keys:
-            tx.accepted_keys.add(addr.key)
-            tx.accepted.append(addr.address)
+        if checked.refused is not None and checked.verdict is not None:
+            tx.refused.append(checked.refused)
+            return replies.for_verdict(checked.verdict)
+        assert checked.address is not None and checked.key is not None
+        if checked.key not in tx.accepted_keys:
+            tx.accepted_keys.add(checked.key)
+            tx.accepted.append(checked.address)
         return replies.RCPT_OK
 
     async def on_data(self, session: SessionInfo) -> DataSink | str:
@@ -200,26 +168,16 @@ class SubmissionHandler:
         label: str | None, email_type: EmailType | None, size: int, accepted: bool,
         message_id: str | None = None, opt_out: tuple[str, ...] = (),
     ) -> SubmissionRecord:
-        msg = MessageRecord(
-            email_id=tx.email_id,
-            account_id=user.account_id,
-            api_user=user.name,
-            sender=tx.sender,
-            subject=subject,
-            label=label,
-            email_type=email_type,
-            size=size,
-            request_time=tx.request_time,
-            request_ip=session.peer_ip,
-            node=self.s.node,
-            message_id=message_id,
-            opt_out=opt_out,
-        )
-        outcomes = [RecipientOutcome(r, Status.SENDING) for r in tx.accepted] if accepted else []
-        return SubmissionRecord(msg, tuple(outcomes + tx.refused))
+        return self.s.record(_envelope(session, user, tx), subject=subject, label=label, email_type=email_type,
+                             size=size, accepted=accepted, message_id=message_id, opt_out=opt_out)
 
     def _finished(self) -> None:
         self.tx = None
+
+
+def _envelope(session: SessionInfo, user: ApiUser, tx: Transaction) -> Envelope:
+    return Envelope(tx.email_id, user.account_id, user.name, tx.sender, tx.request_time, session.peer_ip,
+                    tuple(tx.accepted), tuple(tx.refused))
 
 
 class IntakeSink:
@@ -246,18 +204,16 @@ class IntakeSink:
 
     def _received(self) -> bytes:
         s = self.session
-        return received_header(
-            helo=s.helo, peer_ip=s.peer_ip, api_user=self.user.name, hostname=s.hostname,
+        return self.h.s.received(
+            _envelope(s, self.user, self.tx), helo=s.helo, hostname=s.hostname,
             protocol=with_protocol(esmtp=s.esmtp, tls=s.tls, authenticated=s.authenticated, smtputf8=self.tx.smtputf8),
-            email_id=self.tx.email_id, recipients=self.tx.accepted, at=utcnow(),
         )
 
     async def _flush_headers(self, end: int) -> None:
         assert self.head is not None
         block, rest = bytes(self.head[:end]), bytes(self.head[end:])
         self.head = None
-        default_id = f"<{self.tx.email_id.lower()}@{self.session.hostname or self.h.s.node}>"
-        filtered, facts = process_headers(block, self.opts.label_headers, self.opts.type_headers, default_id)
+        filtered, facts = self.h.s.process_headers(block, self.tx.email_id, self.session.hostname or self.h.s.node)
         self.subject, self.label, self.message_id = facts.subject, facts.label, facts.message_id
         self.email_type, self.type_error = facts.email_type, facts.type_error
         self.opt_out = facts.opt_out
@@ -311,26 +267,13 @@ class IntakeSink:
             opt_out=self.opt_out,
         )
         s = self.h.s
-        try:
-            await s.intake.accept(self.writer, record)
-        except IntakeFull:
-            self.h._finished()
-            s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
-            return replies.INSUFFICIENT_STORAGE
-        except IntakeError:
-            self.h._finished()
-            s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
-            return replies.STORE_FAILED
-        if s.disk is not None:
-            s.disk.debit(self.writer.size)
+        committed = await s.commit(self.writer, record, len(self.tx.refused))
         self.h._finished()
-        s.metrics.message_accepted(self.user.name)
         s.metrics.smtp_transaction.observe(time.monotonic() - self.tx.started)
-        msg = record.message
-        log.info("accepted", extra={"event": "accepted", "email_id": msg.email_id, "api_user": msg.api_user,
-                                    "sender": msg.sender, "recipients": len(self.tx.accepted),
-                                    "refused": len(self.tx.refused), "size": msg.size,
-                                    "client_ip": msg.request_ip, "message_id": msg.message_id})
+        if committed is Committed.FULL:
+            return replies.INSUFFICIENT_STORAGE
+        if committed is Committed.FAILED:
+            return replies.STORE_FAILED
         return replies.queued(self.tx.email_id)
 
     async def abort(self, reason: str) -> None:

@@ -90,6 +90,27 @@ RETURNING label_id, account_id, name, created_at, updated_at
 -- name: label.delete
 DELETE FROM labels WHERE label_id = :label_id AND account_id = :account_id
 
+-- name: send_request.claim
+-- a new request_id, or one whose first request expired (older than :expired_before) or was
+-- abandoned unanswered (a claim older than :stale_before): this request now owns it
+INSERT INTO send_requests (api_user, request_id, created_at, response) VALUES (:api_user, :request_id, :now, NULL)
+ON CONFLICT (api_user, request_id) DO UPDATE SET created_at = excluded.created_at, response = NULL
+WHERE send_requests.created_at < :expired_before
+   OR (send_requests.response IS NULL AND send_requests.created_at < :stale_before)
+RETURNING created_at
+
+-- name: send_request.get
+SELECT created_at, response FROM send_requests WHERE api_user = :api_user AND request_id = :request_id
+
+-- name: send_request.complete
+UPDATE send_requests SET response = :response WHERE api_user = :api_user AND request_id = :request_id
+
+-- name: send_request.release
+DELETE FROM send_requests WHERE api_user = :api_user AND request_id = :request_id AND response IS NULL
+
+-- name: send_request.purge
+DELETE FROM send_requests WHERE created_at < :before
+
 -- name: api_user.insert
 INSERT INTO api_users (name, account_id, key_hash, created_at)
 VALUES (:name, :account_id, :key_hash, :created_at)

@@ -282,6 +282,39 @@ async def _settings_put(api: Api) -> None:
     assert body == {"account": "beta", "list_unsubscribe": True, "track_opens": False, "track_clicks": False}
 
 
+def _send(path: str) -> Check:
+    """A's key sends as A only: B's label is unknown to it, B's lists do not refuse A's mail, B's
+    request_id is not A's, and what A sent is A's to see."""
+    def body(**kw: Any) -> dict[str, Any]:
+        if path.endswith("send_mime"):
+            return {"from": "app@acme.example", "to": ["b-only@example.com"],
+                    "mime": "U3ViamVjdDogaQ0KDQp4DQo=", **kw}
+        return {"from": "app@acme.example", "to": ["b-only@example.com"],
+                "body": {"subject": "i", "content": {"text": "x"}, **kw}}
+
+    async def check(api: Api) -> None:
+        b_label = await _b_label(api)
+        label_kw = {"label_id": str(b_label)}
+        status, answer = await api.call("POST", path, api.a, json=body(**label_kw))
+        assert status == 400 and f"no label {b_label} in your account" in answer["message"]
+        assert (await api.call("POST", path, api.a, params={"account": "beta"}, json=body()))[0] == 400
+        _, b_answer = await api.call("POST", path, api.b, json={**body(), "request_id": "shared-id"})
+        assert b_answer["email_ids"] == []  # on B's complaint list: refused for B
+        status, answer = await api.call("POST", path, api.a, json={**body(), "request_id": "shared-id"})
+        assert status == 200 and answer["refused"] == [] and len(answer["email_ids"]) == 1  # not B's list, not B's id
+        ids = {"email_ids": answer["email_ids"][0]}
+
+        async def total(who: dict[str, str]) -> int:
+            return int((await api.call("GET", "/v1/email_status", who, params=ids))[1]["total"])
+
+        async def a_sees_it() -> bool:
+            return await total(api.a) == 1
+
+        await wait_until(a_sees_it)  # the status rows are written just after the answer
+        assert await total(api.b) == 0
+    return check
+
+
 CASES: dict[tuple[str, str], Check] = {
     ("GET", "/v1/account/settings"): _settings_get,
     ("PUT", "/v1/account/settings"): _settings_put,
@@ -311,6 +344,8 @@ CASES: dict[tuple[str, str], Check] = {
     ("GET", "/v1/exports/{export_id}"): _export("GET", ""),
     ("GET", "/v1/exports/{export_id}/download"): _export("GET", "/download"),
     ("POST", "/v1/exports/{export_id}/retry"): _export("POST", "/retry"),
+    ("POST", "/v1/mail/send"): _send("/v1/mail/send"),
+    ("POST", "/v1/mail/send_mime"): _send("/v1/mail/send_mime"),
 }
 _MAKERS = {"GET": _list_get, "POST": _list_post, "DELETE": _list_delete}
 for _spec in LISTS:

@@ -1,6 +1,8 @@
-"""Per-API_USER submission rate limits (token buckets), shared by every session of the process.
+"""Per-API_USER submission rate limits (token buckets), shared by every session of the process
+and by the HTTP send API: one budget per API_USER, whichever way the mail comes in.
 
-Over the limit the client gets a 4xx at MAIL FROM and can retry: mail is never dropped silently.
+Over the limit the client gets a 4xx at MAIL FROM (HTTP: 429) and can retry: mail is never
+dropped silently.
 """
 
 from __future__ import annotations
@@ -35,9 +37,10 @@ class MessageRateLimiter:
         self.clock = clock
         self._buckets: dict[str, TokenBucket] = {}
 
-    def allow(self, api_user: str) -> bool:
+    def allow(self, api_user: str, messages: int = 1) -> bool:
+        """Take ``messages`` tokens at once, or none (an HTTP request is sent whole or not at all)."""
         now = self.clock()
         b = self._buckets.get(api_user)
         if b is None:
             b = self._buckets[api_user] = TokenBucket(self.rate, self.burst, self.burst, now)
-        return b.take(now)
+        return b.take(now, float(messages))
