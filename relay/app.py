@@ -56,6 +56,7 @@ from relay.spool import Spool
 from relay.stats_upkeep import compact_stats
 from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
+from relay.webhooks.sender import WebhookSender, settings_from
 from storage import StorageObserver, default_sqlite_url, open_storage
 from storage.errors import SchemaBehind
 from storage.protocols import Storage
@@ -100,6 +101,7 @@ class App:
     intake: Intake | None = None
     http: web.AppRunner | None = None
     exports: ExportWorker | None = None
+    webhooks: WebhookSender | None = None
     tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -160,6 +162,9 @@ class App:
         await self.exports.recover()
         self._tasks.append(asyncio.create_task(self.exports.run(), name="exports"))
         self._tasks.append(asyncio.create_task(compact_stats(self.storage), name="stats-compact"))
+        if cfg.webhooks.enabled:
+            self.webhooks = WebhookSender(self.storage, cfg.node_name, settings_from(cfg.webhooks))
+            self._tasks.append(asyncio.create_task(self.webhooks.run(), name="webhooks"))
         self.control = ControlServer(cfg.path(cfg.node.control_socket),
                                      QueueAdmin(self.scheduler) if self.scheduler else None,
                                      exports_wake=self.exports.wake)

@@ -199,7 +199,7 @@ class SqlWebhookRepo:
 
     @staticmethod
     def _attempt_ops(webhook_id: int, at: datetime, events: int, http_status: int | None, error: str,
-                     duration_ms: int) -> list[Op]:
+                     duration_ms: int) -> builtins.list[Op]:
         return [Op("webhook.attempt_insert", [{"id": webhook_id, "at": codec.to_ms(at), "events": events,
                                                "http_status": http_status, "error": error[:1000],
                                                "duration_ms": duration_ms}]),
