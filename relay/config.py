@@ -200,8 +200,8 @@ class Config:
     sites: SitesConfig = field(default_factory=SitesConfig)
     feedback: FeedbackConfig = field(default_factory=FeedbackConfig)
     http: HttpConfig = field(default_factory=HttpConfig)
-    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     # Not a key: where relative paths resolve (the directory holding mailrelay.toml).
     home: Path = field(default=Path("."), metadata={"internal": True})
 
