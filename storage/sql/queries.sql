@@ -471,7 +471,7 @@ SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.
        w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
        w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
 FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
-WHERE :account_id IS NULL OR w.account_id = :account_id
+WHERE CAST(:account_id AS BIGINT) IS NULL OR w.account_id = :account_id
 ORDER BY w.id
 
 -- name: webhook.delete

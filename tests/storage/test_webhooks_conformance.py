@@ -87,6 +87,9 @@ async def test_triggers_fill_outbox_only_for_accounts_with_webhooks(storage: Sql
     assert shown is not None and shown.sent == 6 and shown.pending == 0 and shown.account_name == "acme"
     assert [x.events for x in await st.webhooks.attempts(hook.id)] == [1, 2, 3]
     assert (await st.webhooks.get(only_delivered.id)).pending == 1  # type: ignore[union-attr]
+    assert [h.id for h in await st.webhooks.list()] == [hook.id, only_delivered.id]
+    assert await st.webhooks.list(b.id) == [] and len(await st.webhooks.list(a.id)) == 2
+    assert await st.webhooks.get(hook.id, b.id) is None
 
 
 async def test_lease_expiry_and_release_node(storage: SqlStorage) -> None:
