@@ -75,6 +75,17 @@ class OutboxEvent:
 
 
 @dataclass(frozen=True, slots=True)
+class Delivered:
+    """One acknowledged POST: its endpoint, its events, when, the answer's status and duration."""
+
+    webhook_id: int
+    ids: tuple[int, ...]
+    at: datetime
+    http_status: int
+    duration_ms: int
+
+
+@dataclass(frozen=True, slots=True)
 class WebhookAttempt:
     id: int
     webhook_id: int
@@ -87,6 +98,15 @@ class WebhookAttempt:
 
 #: attempts kept per endpoint
 KEEP_ATTEMPTS = 100
+
+
+def _span(d: timedelta) -> str:
+    """``1d``, ``6h``, ``0.5s``: a duration as the configuration writes it."""
+    secs = d.total_seconds()
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if secs >= size and secs % size == 0:
+            return f"{int(secs // size)}{unit}"
+    return f"{secs:g}s"
 
 
 def _events(text: str) -> tuple[WebhookEvent, ...]:
@@ -174,21 +194,30 @@ class SqlWebhookRepo:
                 subject=d["subject"] if d else "", label=d["label"] if d else None))
         return out
 
-    async def succeeded(self, webhook_id: int, ids: Sequence[int], now: datetime, http_status: int,
-                        duration_ms: int) -> None:
-        """The endpoint acknowledged these events: they leave the outbox (with the attempt, atomically)."""
-        p = {"id": webhook_id}
+    async def succeeded(self, posts: Sequence[Delivered]) -> None:
+        """Endpoints acknowledged these POSTs: their events leave the outbox, their attempts are
+        recorded, all in one transaction (a sender settles the POSTs that finished together at once)."""
+        if not posts:
+            return
+        per_hook: dict[int, tuple[int, datetime]] = {}
+        for d in posts:
+            n, at = per_hook.get(d.webhook_id, (0, d.at))
+            per_hook[d.webhook_id] = (n + len(d.ids), max(at, d.at))
         await self._ex.write_batch([
-            Op("webhook.ack", [{"ids": list(ids)}]),
-            Op("webhook.succeeded", [{**p, "now": codec.to_ms(now), "n": len(ids)}]),
-            *self._attempt_ops(webhook_id, now, len(ids), http_status, "", duration_ms),
+            Op("webhook.ack", [{"ids": [i for d in posts for i in d.ids]}]),
+            Op("webhook.succeeded", [{"id": h, "now": codec.to_ms(at), "n": n}
+                                     for h, (n, at) in sorted(per_hook.items())]),
+            Op("webhook.attempt_insert", [{"id": d.webhook_id, "at": codec.to_ms(d.at), "events": len(d.ids),
+                                           "http_status": d.http_status, "error": "",
+                                           "duration_ms": d.duration_ms} for d in posts]),
+            Op("webhook.attempt_prune", [{"id": h, "keep": KEEP_ATTEMPTS} for h in sorted(per_hook)]),
         ])
 
     async def failed(self, webhook_id: int, ids: Sequence[int], now: datetime, http_status: int | None, error: str,
                      duration_ms: int, retry_at: datetime, disable_after: timedelta) -> None:
         """The POST failed: the events are released for a retry at ``retry_at``; an endpoint failing
         for ``disable_after`` or longer is disabled (its events are kept)."""
-        reason = f"every POST failed for {disable_after} or longer; last error: {error}"[:1000]
+        reason = f"every POST failed for {_span(disable_after)} or longer; last error: {error}"[:1000]
         await self._ex.write_batch([
             Op("webhook.release", [{"ids": list(ids)}]),
             Op("webhook.failed", [{"id": webhook_id, "now": codec.to_ms(now), "error": error[:1000],

@@ -28,7 +28,7 @@ from relay.webhooks import payload
 from storage.errors import StorageError
 from storage.protocols import Storage
 from storage.records import utcnow
-from storage.webhooks import OutboxEvent, Webhook
+from storage.webhooks import Delivered, OutboxEvent, Webhook
 
 log = logging.getLogger("mailrelay.webhooks")
 
@@ -66,6 +66,8 @@ class WebhookSender:
         self._hooks: dict[int, tuple[float, Webhook | None]] = {}
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._acks: list[Delivered] = []
+        self._flushing: asyncio.Task[None] | None = None
         self.posts = 0  # counters (tests, bench)
         self.failures = 0
 
@@ -83,6 +85,9 @@ class WebhookSender:
                 for t in self._in_flight:
                     t.cancel()
                 await asyncio.gather(*self._in_flight, return_exceptions=True)
+                if self._flushing is not None:  # acknowledgements not yet written: their events go again
+                    self._flushing.cancel()
+                    await asyncio.gather(self._flushing, return_exceptions=True)
 
     async def _idle(self) -> None:
         if self._in_flight:
@@ -149,16 +154,30 @@ class WebhookSender:
             self.posts += 1
             await self._settle(hook, events, status, error, duration_ms)
 
+    async def _flush(self) -> None:
+        """Write the acknowledged POSTs, all that finished meanwhile in one transaction (a group
+        commit: one commit per POST would cap an endpoint at the database's commit rate)."""
+        while self._acks:
+            posts, self._acks = self._acks, []
+            try:
+                await self.storage.webhooks.succeeded(posts)
+            except StorageError as e:
+                # not written: the leases lapse and these events go again (at least once)
+                log.warning(f"webhooks: recording {len(posts)} acknowledged POSTs failed: {e}",
+                            extra={"event": "webhook_settle_error"})
+
     async def _settle(self, hook: Webhook, events: list[OutboxEvent], status: int | None, error: str,
                       duration_ms: int) -> None:
         ids = [e.id for e in events]
         now = self.clock()
         s = self.settings
+        if not error:
+            assert status is not None
+            self._acks.append(Delivered(hook.id, tuple(ids), now, status, duration_ms))
+            if self._flushing is None or self._flushing.done():
+                self._flushing = asyncio.create_task(self._flush())
+            return
         try:
-            if not error:
-                assert status is not None
-                await self.storage.webhooks.succeeded(hook.id, ids, now, status, duration_ms)
-                return
             self.failures += 1
             delay = backoff(max(e.attempts for e in events), s.retry_initial, s.retry_max)
             await self.storage.webhooks.failed(hook.id, ids, now, status, error, duration_ms,

@@ -19,7 +19,7 @@ from storage.records import (
     SubStatus,
     SuppressionEntry,
 )
-from storage.webhooks import WebhookEvent
+from storage.webhooks import Delivered, WebhookEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
@@ -76,16 +76,18 @@ async def test_triggers_fill_outbox_only_for_accounts_with_webhooks(storage: Sql
     assert e.attempts == 1
     # claimed events are not claimed again while leased, and later ones wait for them
     assert await st.webhooks.claim("n2", t, LEASE, 100) == []
-    await st.webhooks.succeeded(hook.id, [x.id for x in events if x.webhook_id == hook.id], t, 200, 5)
+    mine = tuple(x.id for x in events if x.webhook_id == hook.id)
+    await st.webhooks.succeeded([Delivered(hook.id, mine, t, 200, 5)])
     nxt = await st.webhooks.claim("n1", t, LEASE, 100)
     assert sorted((x.recipient, x.event) for x in nxt) == [("x@ex.com", "delivered"), ("y@ex.com", "unsubscribe")]
-    await st.webhooks.succeeded(hook.id, [x.id for x in nxt], t, 200, 5)
+    # two POSTs settled together
+    await st.webhooks.succeeded([Delivered(hook.id, (x.id,), t, 200, 5) for x in nxt])
     last = await st.webhooks.claim("n1", t, LEASE, 100)
     assert [(x.recipient, x.event, x.email_id, x.reason) for x in last] == [("x@ex.com", "report", "", "abuse")]
-    await st.webhooks.succeeded(hook.id, [x.id for x in last], t, 200, 5)
+    await st.webhooks.succeeded([Delivered(hook.id, tuple(x.id for x in last), t, 200, 5)])
     shown = await st.webhooks.get(hook.id)
     assert shown is not None and shown.sent == 6 and shown.pending == 0 and shown.account_name == "acme"
-    assert [x.events for x in await st.webhooks.attempts(hook.id)] == [1, 2, 3]
+    assert [x.events for x in await st.webhooks.attempts(hook.id)] == [1, 1, 1, 3]
     assert (await st.webhooks.get(only_delivered.id)).pending == 1  # type: ignore[union-attr]
     assert [h.id for h in await st.webhooks.list()] == [hook.id, only_delivered.id]
     assert await st.webhooks.list(b.id) == [] and len(await st.webhooks.list(a.id)) == 2
