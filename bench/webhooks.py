@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import uuid
+from collections.abc import AsyncIterator
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,20 @@ async def _drop_pg(admin_url: str, name: str) -> None:
         await conn.execute(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
     finally:
         await conn.close()
+
+
+@contextlib.asynccontextmanager
+async def _database(pg_admin_url: str | None, sqlite_path: Path | None) -> AsyncIterator[str | None]:
+    """A fresh PostgreSQL database (dropped afterwards) when ``pg_admin_url`` is given, else
+    ``sqlite_path``'s URL (None: `mailrelay init`'s own SQLite, for the intake rounds)."""
+    if not pg_admin_url:
+        yield f"sqlite://{sqlite_path}" if sqlite_path else None
+        return
+    url, name = await _fresh_pg(pg_admin_url)
+    try:
+        yield url
+    finally:
+        await _drop_pg(pg_admin_url, name)
 
 
 async def throughput(url: str, events: int, batch: int, concurrency: int) -> dict[str, Any]:
@@ -174,13 +189,9 @@ async def main() -> int:
     with tempfile.TemporaryDirectory(prefix="bench-webhooks-") as tmp:
         work = Path(tmp)
         for batch in args.batch or [1, 10]:
-            pg = await _fresh_pg(args.pg_admin_url) if args.pg_admin_url else None
-            try:
-                url = pg[0] if pg else f"sqlite://{work / f'tp-{batch}.sqlite3'}"
+            async with _database(args.pg_admin_url, work / f"tp-{batch}.sqlite3") as url:
+                assert url is not None
                 r = await throughput(url, args.events, batch, args.concurrency)
-            finally:
-                if pg:
-                    await _drop_pg(args.pg_admin_url, pg[1])
             out["throughput"].append(r)
             print(f"outbox → endpoint, batch {batch}: {r['events_per_s']} events/s "
                   f"({r['events']} events in {r['send_s']} s, {r['posts']} POSTs, {r['resent']} resent); "
@@ -188,12 +199,8 @@ async def main() -> int:
         if not args.skip_intake:
             for i in range(args.rounds * 2):
                 on = i % 2 == 1
-                pg = await _fresh_pg(args.pg_admin_url) if args.pg_admin_url else None
-                try:
-                    r = await intake_round(work, on, args.messages, args.clients, pg[0] if pg else None)
-                finally:
-                    if pg:
-                        await _drop_pg(args.pg_admin_url, pg[1])
+                async with _database(args.pg_admin_url, None) as url:
+                    r = await intake_round(work, on, args.messages, args.clients, url)
                 out["intake"].append(r)
                 print(f"intake round {i + 1}, webhooks {r['webhooks']}: {r['accept_mps']} msgs/s accepted "
                       f"({r['accepted']} messages)"

@@ -124,21 +124,24 @@ def show(args: argparse.Namespace) -> int:
     return 0
 
 
-def remove(args: argparse.Namespace) -> int:
+def _by_id(args: argparse.Namespace, change: str, done: str) -> int:
+    """Run ``storage.webhooks.<change>(ID)``; a webhook that does not exist is an error."""
+
     async def run(storage: Storage) -> bool:
-        return 0 < args.webhook_id < 2**62 and await storage.webhooks.remove(args.webhook_id)
+        if not 0 < args.webhook_id < 2**62:
+            return False
+        result: bool = await getattr(storage.webhooks, change)(args.webhook_id)
+        return result
 
     if not with_storage(args.home, run):
         raise CommandError(f"no webhook {args.webhook_id}")
-    print(f"removed webhook {args.webhook_id}")
+    print(f"{done} webhook {args.webhook_id}")
     return 0
+
+
+def remove(args: argparse.Namespace) -> int:
+    return _by_id(args, "remove", "removed")
 
 
 def enable(args: argparse.Namespace) -> int:
-    async def run(storage: Storage) -> bool:
-        return 0 < args.webhook_id < 2**62 and await storage.webhooks.enable(args.webhook_id)
-
-    if not with_storage(args.home, run):
-        raise CommandError(f"no webhook {args.webhook_id}")
-    print(f"enabled webhook {args.webhook_id}")
-    return 0
+    return _by_id(args, "enable", "enabled")
