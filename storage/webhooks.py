@@ -177,8 +177,14 @@ class SqlWebhookRepo:
     async def claim(self, node: str, now: datetime, lease: timedelta, limit: int) -> builtins.list[OutboxEvent]:
         """Take up to ``limit`` due events for ``node`` until ``now + lease``, oldest first, at most one
         per (endpoint, recipient) at a time."""
-        rows = await self._ex.fetch("webhook.claim", {"node": node, "now": codec.to_ms(now),
-                                                      "until": codec.to_ms(now + lease), "limit": limit})
+        params = {"node": node, "now": codec.to_ms(now), "until": codec.to_ms(now + lease)}
+        rows: list[Row] = []
+        # endpoint by endpoint: a disabled or backing-off endpoint's backlog is never walked
+        for hook in await self._ex.fetch("webhook.due_hooks", {"now": params["now"]}):
+            if len(rows) >= limit:
+                break
+            rows += await self._ex.fetch("webhook.claim", {**params, "webhook_id": int(hook["id"]),
+                                                           "limit": limit - len(rows)})
         if not rows:
             return []
         ids = [int(r["id"]) for r in rows]

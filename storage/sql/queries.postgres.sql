@@ -162,13 +162,12 @@ SELECT count(*) FROM written
 -- re-checks the lease on the row's latest version
 UPDATE webhook_outbox SET claimed_by = :node, claimed_until = :until, attempts = attempts + 1
 WHERE id IN (
-    SELECT o.id FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id
-    WHERE w.disabled_at IS NULL AND (w.retry_at IS NULL OR w.retry_at <= :now)
-      AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+    SELECT o.id FROM webhook_outbox o
+    WHERE o.webhook_id = :webhook_id AND (o.claimed_until IS NULL OR o.claimed_until < :now)
       AND NOT EXISTS (SELECT 1 FROM webhook_outbox p
                       WHERE p.webhook_id = o.webhook_id AND p.recipient = o.recipient AND p.id < o.id)
     ORDER BY o.id LIMIT :limit
-    FOR UPDATE OF o SKIP LOCKED)
+    FOR UPDATE SKIP LOCKED)
   AND (claimed_until IS NULL OR claimed_until < :now)
 RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason, at, attempts
 

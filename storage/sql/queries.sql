@@ -488,16 +488,23 @@ DELETE FROM webhook_attempts WHERE webhook_id = :id
 UPDATE webhooks SET disabled_at = NULL, disabled_reason = '', failures = 0, failing_since = NULL, retry_at = NULL
 WHERE id = :id
 
+-- name: webhook.due_hooks
+-- endpoints that are enabled, not backing off, and have an event nobody holds
+SELECT w.id FROM webhooks w
+WHERE w.disabled_at IS NULL AND (w.retry_at IS NULL OR w.retry_at <= :now)
+  AND EXISTS (SELECT 1 FROM webhook_outbox o
+              WHERE o.webhook_id = w.id AND (o.claimed_until IS NULL OR o.claimed_until < :now))
+ORDER BY w.id
+
 -- name: webhook.claim
--- the oldest due events of enabled endpoints that are not backing off, at most one per
--- (endpoint, recipient): a recipient's later event waits until the earlier one is acknowledged
--- (deleted). A claim is a lease: a node that dies loses it at :until and the events go again.
+-- one endpoint's oldest events, at most one per recipient: a recipient's later event waits until
+-- the earlier one is acknowledged (deleted). A claim is a lease: a node that dies loses it at
+-- :until and the events go again. Only this endpoint's rows are walked (webhook_outbox_hook).
 -- (SQLite has one writer; PostgreSQL overrides this with FOR UPDATE SKIP LOCKED)
 UPDATE webhook_outbox SET claimed_by = :node, claimed_until = :until, attempts = attempts + 1
 WHERE id IN (
-    SELECT o.id FROM webhook_outbox o JOIN webhooks w ON w.id = o.webhook_id
-    WHERE w.disabled_at IS NULL AND (w.retry_at IS NULL OR w.retry_at <= :now)
-      AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+    SELECT o.id FROM webhook_outbox o
+    WHERE o.webhook_id = :webhook_id AND (o.claimed_until IS NULL OR o.claimed_until < :now)
       AND NOT EXISTS (SELECT 1 FROM webhook_outbox p
                       WHERE p.webhook_id = o.webhook_id AND p.recipient = o.recipient AND p.id < o.id)
     ORDER BY o.id LIMIT :limit)

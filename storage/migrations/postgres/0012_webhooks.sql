@@ -41,7 +41,9 @@ CREATE TABLE webhook_outbox (
     claimed_by    TEXT,
     claimed_until BIGINT
 );
--- the per-recipient order check and the claim scan
+-- the claim walks one endpoint's events in order (never another endpoint's backlog); the
+-- per-recipient order check looks for an earlier event of the same recipient
+CREATE INDEX webhook_outbox_hook ON webhook_outbox (webhook_id, id);
 CREATE INDEX webhook_outbox_rcpt ON webhook_outbox (webhook_id, recipient, id);
 
 -- The last attempts of each endpoint (webhooks show, GET /v1/webhooks/{id}).
