@@ -240,6 +240,11 @@ class SqlWebhookRepo:
                                                "duration_ms": duration_ms}]),
                 Op("webhook.attempt_prune", [{"id": webhook_id, "keep": KEEP_ATTEMPTS}])]
 
+    async def release(self, ids: Sequence[int]) -> None:
+        """Give claimed events back unsent (due again at once; no attempt is counted)."""
+        if ids:
+            await self._ex.execute("webhook.unclaim", {"ids": list(ids)})
+
     async def release_node(self, node: str) -> int:
         """Start-up: events ``node`` had claimed when it stopped are due again at once."""
         return await self._ex.execute("webhook.release_node", {"node": node})

@@ -35,6 +35,7 @@ log = logging.getLogger("mailrelay.webhooks")
 LEASE = timedelta(minutes=5)  # far above any POST's timeout: a live node never loses its claim
 CLAIM_LIMIT = 500
 MAX_IN_FLIGHT = 256  # POSTs in flight per node, all endpoints together
+QUEUE_ROUNDS = 4  # POSTs waiting per endpoint: this many times its concurrency
 HOOK_CACHE = 5.0  # seconds an endpoint's settings are reused before they are read again
 
 
@@ -66,6 +67,8 @@ class WebhookSender:
         self._hooks: dict[int, tuple[float, Webhook | None]] = {}
         self._slots: dict[int, asyncio.Semaphore] = {}
         self._in_flight: set[asyncio.Task[None]] = set()
+        self._queued: dict[int, int] = {}  # POSTs started or waiting for a slot, per endpoint
+        self._backoff_until: dict[int, float] = {}  # monotonic: this node's view of each endpoint's back-off
         self._acks: list[Delivered] = []
         self._flushing: asyncio.Task[None] | None = None
         self.posts = 0  # counters (tests, bench)
@@ -110,16 +113,30 @@ class WebhookSender:
         by_hook: dict[int, list[OutboxEvent]] = {}
         for ev in events:
             by_hook.setdefault(ev.webhook_id, []).append(ev)
+        surplus: list[int] = []
         for hook_id, evs in by_hook.items():
             hook = await self._hook(hook_id)
             if hook is None or hook.disabled_at is not None:
                 # removed or disabled since the claim: the lease lapses and nothing is lost
                 continue
-            for i in range(0, len(evs), hook.batch):
+            # at most a few rounds of POSTs wait for the endpoint's slots: the rest goes back at
+            # once, so no claim waits here until its lease runs out (another node would send it too)
+            room = max(0, QUEUE_ROUNDS * self.settings.concurrency - self._queued.get(hook_id, 0)) * hook.batch
+            surplus += [e.id for e in evs[room:]]
+            for i in range(0, min(room, len(evs)), hook.batch):
+                self._queued[hook_id] = self._queued.get(hook_id, 0) + 1
                 task = asyncio.create_task(self._post(session, hook, evs[i:i + hook.batch]))
                 self._in_flight.add(task)
                 task.add_done_callback(self._in_flight.discard)
-        return True
+        if surplus:
+            await self._release(surplus)
+        return len(surplus) < len(events)
+
+    async def _release(self, ids: list[int]) -> None:
+        try:
+            await self.storage.webhooks.release(ids)
+        except StorageError as exc:  # the leases lapse instead
+            log.warning(f"webhooks: releasing {len(ids)} events failed: {exc}", extra={"event": "webhook_claim_error"})
 
     async def _hook(self, hook_id: int) -> Webhook | None:
         now = time.monotonic()
@@ -131,8 +148,19 @@ class WebhookSender:
         return hook
 
     async def _post(self, session: aiohttp.ClientSession, hook: Webhook, events: list[OutboxEvent]) -> None:
+        try:
+            await self._post_in_slot(session, hook, events)
+        finally:
+            self._queued[hook.id] -= 1
+
+    async def _post_in_slot(self, session: aiohttp.ClientSession, hook: Webhook, events: list[OutboxEvent]) -> None:
         slots = self._slots.setdefault(hook.id, asyncio.Semaphore(self.settings.concurrency))
         async with slots:
+            if self._backoff_until.get(hook.id, 0.0) > time.monotonic():
+                # the endpoint failed while this POST waited (or since the claim): it is backing
+                # off, so the events go back unsent instead of trying it again at once
+                await self._release([e.id for e in events])
+                return
             raw = payload.body(events, hook.batch)
             headers = payload.headers(hook.secret, str(int(time.time())), raw, hook.id)
             t0 = time.monotonic()
@@ -177,9 +205,10 @@ class WebhookSender:
             if self._flushing is None or self._flushing.done():
                 self._flushing = asyncio.create_task(self._flush())
             return
+        self.failures += 1
+        delay = backoff(max(e.attempts for e in events), s.retry_initial, s.retry_max)
+        self._backoff_until[hook.id] = time.monotonic() + delay  # before any await: queued POSTs see it
         try:
-            self.failures += 1
-            delay = backoff(max(e.attempts for e in events), s.retry_initial, s.retry_max)
             await self.storage.webhooks.failed(hook.id, ids, now, status, error, duration_ms,
                                                now + timedelta(seconds=delay), timedelta(seconds=s.disable_after))
             self._hooks.pop(hook.id, None)  # read its state (back-off, disabled) again

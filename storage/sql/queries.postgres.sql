@@ -181,3 +181,7 @@ DELETE FROM webhook_outbox WHERE id = ANY(:ids::bigint[])
 
 -- name: webhook.release
 UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ANY(:ids::bigint[])
+
+-- name: webhook.unclaim
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL, attempts = attempts - 1
+WHERE id = ANY(:ids::bigint[])

@@ -522,6 +522,11 @@ DELETE FROM webhook_outbox WHERE id IN (SELECT value FROM json_each(:ids))
 -- name: webhook.release
 UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(:ids))
 
+-- name: webhook.unclaim
+-- claimed events given back unsent: the claim does not count as an attempt
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL, attempts = attempts - 1
+WHERE id IN (SELECT value FROM json_each(:ids))
+
 -- name: webhook.release_node
 -- start-up: the events this node had claimed when it stopped go again at once
 UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = :node

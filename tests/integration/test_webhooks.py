@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 
 import pytest
 
@@ -180,3 +180,21 @@ def test_backoff_doubles_with_jitter_up_to_the_maximum() -> None:
     assert [backoff(n, 10, 3600, lambda: 1.0) for n in (1, 2, 3, 4)] == [10, 20, 40, 80]
     assert backoff(30, 10, 3600, lambda: 1.0) == 3600 and backoff(30, 10, 3600, lambda: 0.0) == 1800
     assert backoff(1000, 10, 3600, lambda: 0.5) == 2700
+
+
+async def test_a_failure_stops_the_posts_waiting_for_the_endpoint(storage: SqlStorage, receiver: Receiver) -> None:
+    """POSTs queued behind a failing one are not tried at once: their events go back to the outbox
+    (unsent, no attempt counted) and wait for the back-off like the rest."""
+    st, r = storage, receiver
+    hook_id, rcpts = await _setup(st, r, 20)
+    await _deliver(st, rcpts)
+    r.status, r.delay = 500, 0.05
+    one_slot = SenderSettings(timeout=1.0, concurrency=1, retry_initial=30, retry_max=30, poll=0.02)
+    async with running(WebhookSender(st, "n1", one_slot)) as sender:
+        await wait_until(lambda: sender.failures >= 1)
+        await asyncio.sleep(0.5)
+    assert r.posts == 1 and sender.posts == 1
+    hook = await st.webhooks.get(hook_id)
+    assert hook is not None and hook.pending == 20 and hook.failures == 1
+    events = await st.webhooks.claim("n2", datetime.now(UTC) + timedelta(minutes=1), timedelta(seconds=60), 100)
+    assert sorted(e.attempts for e in events) == [1] * 19 + [2]  # only the one POSTed counted an attempt

@@ -104,6 +104,9 @@ async def test_lease_expiry_and_release_node(storage: SqlStorage) -> None:
     assert await st.webhooks.claim("n2", T0 + LEASE / 2, LEASE, 10) == []
     again = await st.webhooks.claim("n2", T0 + LEASE * 2, LEASE, 10)  # n1 died: its lease ran out
     assert [e.attempts for e in again] == [2]
+    await st.webhooks.release([e.id for e in again])  # given back unsent: not an attempt
+    again = await st.webhooks.claim("n2", T0 + LEASE * 2, LEASE, 10)
+    assert [e.attempts for e in again] == [2]
     assert await st.webhooks.release_node("n2") == 1
     assert len(await st.webhooks.claim("n1", T0 + LEASE * 2, LEASE, 10)) == 1
     assert hook.events == ALL
