@@ -62,6 +62,7 @@ from relay.systemd import notify, watchdog, watchdog_interval
 from relay.tls import server_context
 from relay.tokens import decode_mailto, read_secrets
 from relay.web.app import services_from, start_web
+from relay.webhooks.sender import WebhookSender, settings_from
 from storage import StorageObserver, default_sqlite_url, open_storage
 from storage.errors import SchemaBehind
 from storage.protocols import Storage
@@ -108,6 +109,7 @@ class App:
     web: web.AppRunner | None = None  # the recipient-facing listener ([web])
     engagement: Engagement | None = None  # unsubscribes, opens, clicks (with [web] public_url)
     exports: ExportWorker | None = None
+    webhooks: WebhookSender | None = None
     tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
@@ -168,6 +170,9 @@ class App:
         await self.exports.recover()
         self._tasks.append(asyncio.create_task(self.exports.run(), name="exports"))
         self._tasks.append(asyncio.create_task(compact_stats(self.storage), name="stats-compact"))
+        if cfg.webhooks.enabled:
+            self.webhooks = WebhookSender(self.storage, cfg.node_name, settings_from(cfg.webhooks))
+            self._tasks.append(asyncio.create_task(self.webhooks.run(), name="webhooks"))
         self.control = ControlServer(cfg.path(cfg.node.control_socket),
                                      QueueAdmin(self.scheduler) if self.scheduler else None,
                                      exports_wake=self.exports.wake)

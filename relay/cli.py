@@ -15,7 +15,7 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from relay.commands import accounts, db, dkim, exports, feedback, init, queues, status, suppression, users
+from relay.commands import accounts, db, dkim, exports, feedback, init, queues, status, suppression, users, webhooks
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -51,6 +51,7 @@ def build_parser() -> argparse.ArgumentParser:
     queues.add_parser(sub.add_parser("queues", help="delivery queues of the running server"), with_home)
     feedback.add_parser(sub.add_parser("feedback", help="bounce and complaint mail: classify, ingest"), with_home)
     dkim.add_parser(sub.add_parser("dkim", help="DKIM signing keys"), with_home)
+    webhooks.add_parser(sub.add_parser("webhooks", help="event webhooks of an account"), with_home)
     return p
 
 

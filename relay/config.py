@@ -180,6 +180,17 @@ class WebConfig:
 
 
 @dataclass(frozen=True)
+class WebhooksConfig:
+    enabled: bool = True  # run the event webhook sender on this node (every node may)
+    timeout: str = "5s"  # a POST not answered 2xx within this is a failure
+    concurrency: int = 4  # POSTs in flight per endpoint (per node)
+    retry_initial: str = "10s"  # first back-off after a failed POST; doubles per retry (with jitter)
+    retry_max: str = "1h"  # longest back-off
+    disable_after: str = "1d"  # an endpoint whose POSTs all failed for this long is disabled
+    poll: str = "1s"  # how often an idle sender looks for new events
+
+
+@dataclass(frozen=True)
 class LogConfig:
     level: str = "info"  # debug, info, warning, error
     format: str = "json"  # json or text
@@ -201,6 +212,7 @@ class Config:
     http: HttpConfig = field(default_factory=HttpConfig)
     web: WebConfig = field(default_factory=WebConfig)
     log: LogConfig = field(default_factory=LogConfig)
+    webhooks: WebhooksConfig = field(default_factory=WebhooksConfig)
     # Not a key: where relative paths resolve (the directory holding mailrelay.toml).
     home: Path = field(default=Path("."), metadata={"internal": True})
 
@@ -326,6 +338,12 @@ def _validate(cfg: Config) -> None:
     parse_duration(st.pause_max, "sites.pause_max")
     if cfg.spool.group_commit_max < 1:
         raise ConfigError("spool.group_commit_max: must be >= 1")
+    wh = cfg.webhooks
+    for key in ("timeout", "retry_initial", "retry_max", "disable_after", "poll"):
+        if parse_duration(getattr(wh, key), f"webhooks.{key}") <= 0:
+            raise ConfigError(f"webhooks.{key}: must be positive")
+    if not 1 <= wh.concurrency <= 100:
+        raise ConfigError("webhooks.concurrency: 1 to 100")
 
 
 _PUBLIC_URL = re.compile(r"^https?://[A-Za-z0-9.-]{1,253}(:[0-9]{1,5})?(/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,200})?$")

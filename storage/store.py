@@ -16,6 +16,7 @@ from storage.protocols import (
     StatsRepo,
     StatusRepo,
     SuppressionRepo,
+    WebhookRepo,
 )
 from storage.repos import (
     DEFAULT_COUNT_CAP,
@@ -29,6 +30,7 @@ from storage.repos import (
     SqlStatusRepo,
     SqlSuppressionRepo,
 )
+from storage.webhooks import SqlWebhookRepo
 
 
 class SqlStorage:
@@ -47,6 +49,7 @@ class SqlStorage:
         self.feedback: FeedbackRepo = SqlFeedbackRepo(executor)
         self.exports: ExportRepo = SqlExportRepo(executor)
         self.dkim: DkimRepo = SqlDkimRepo(executor)
+        self.webhooks: WebhookRepo = SqlWebhookRepo(executor)
 
     async def schema_state(self) -> SchemaState:
         return await _migrate.schema_state(self.executor)

@@ -32,6 +32,7 @@ from relay.http import (
     stats,
     v1_email_status,
     v1_suppressions,
+    webhooks,
 )
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
 from relay.http.contract import CONTRACT_KEY, contract_middleware
@@ -82,6 +83,11 @@ def routes() -> list[Route]:
         ("GET", "/v1/exports/{export_id}", exports.show_export),
         ("GET", "/v1/exports/{export_id}/download", exports.download_export),
         ("POST", "/v1/exports/{export_id}/retry", exports.retry_export),
+        ("GET", "/v1/webhooks", webhooks.list_webhooks),
+        ("POST", "/v1/webhooks", webhooks.create_webhook),
+        ("GET", "/v1/webhooks/{webhook_id}", webhooks.show_webhook),
+        ("DELETE", "/v1/webhooks/{webhook_id}", webhooks.delete_webhook),
+        ("POST", "/v1/webhooks/{webhook_id}/enable", webhooks.enable_webhook),
     ]
     return out
 

@@ -301,6 +301,7 @@ def document() -> J:
                 "requestBody": _body({**_obj(flags, []), "additionalProperties": False}),
                 "responses": _resp(_ref("AccountSettings"))}}
     _send_paths(paths)
+    _webhooks(paths)
     paths["/v1/blocks/upload"] = {"post": {
         "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
         "description": "Lines: value | value,api_user | value,api_user,expire_time (ISO date or date-time, UTC; "
@@ -442,6 +443,50 @@ def _send_paths(paths: J) -> None:
             "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
             **label, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
+_WEBHOOK_EVENTS = ["delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open", "click"]
+_WEBHOOK: J = {
+    "id": _INT, "account": _STR, "url": _STR,
+    "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
+    "batch": {"type": "integer", "description": "events per POST (1: one JSON object, EngageLab's form)"},
+    "state": {"type": "string", "enum": ["active", "failing", "backing off", "disabled"]},
+    "create_time": _TIME, "pending": {"type": "integer", "description": "events in the outbox"},
+    "sent": {"type": "integer", "description": "events acknowledged"},
+    "failures": {"type": "integer", "description": "consecutive failed POSTs"}, "failing_since": _TIME,
+    "last_error": _NSTR, "last_attempt_time": _TIME, "last_success_time": _TIME,
+    "retry_time": {**_TIME, "description": "no POST before this time (back-off)"},
+    "disabled_time": _TIME, "disabled_reason": _NSTR}
+_WEBHOOK_ATTEMPT = _obj({"time": _TIME, "events": _INT, "http_status": _NINT, "error": _NSTR,
+                         "duration_ms": _INT, "ok": {"type": "boolean"}})
+
+
+def _webhooks(paths: J) -> None:
+    one = [{"name": "webhook_id", "in": "path", "required": True, "schema": {"type": "string",
+                                                                             "pattern": "^[0-9]{1,18}$"}}, _ACCOUNT]
+    names = ", ".join(_WEBHOOK_EVENTS)
+    body = {"type": "object", "required": ["url"], "properties": {
+        "url": {"type": "string", "maxLength": 2000, "description": "http:// or https:// URL the events are POSTed to"},
+        "events": {"oneOf": [_STR, {"type": "array", "items": _STR, "maxItems": 20}],
+                   "description": f"{names} (complaint = report); names separated by , or ;; default: all"},
+        "batch": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1,
+                  "description": "events per POST: 1 one JSON object, N > 1 a JSON array"},
+        "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"}}}
+    paths["/v1/webhooks"] = {
+        "get": {"summary": "event webhooks: customers their account's, operators every account's (or account=)",
+                "parameters": [_ACCOUNT], "responses": _resp(_list_of(_obj(_WEBHOOK)))},
+        "post": {"summary": "add an event webhook (the secret is answered only here)", "parameters": [_ACCOUNT],
+                 "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
+                 "responses": _resp(_obj({**_WEBHOOK, "secret": _STR}), code="201", extra=("404", "415"))}}
+    paths["/v1/webhooks/{webhook_id}"] = {
+        "get": {"summary": "one webhook with its last delivery attempts, newest first",
+                "parameters": [*one, _q("attempts", "how many attempts (default 20)",
+                                        {"type": "integer", "minimum": 0, "maximum": 100, "default": 20})],
+                "responses": _resp(_obj({**_WEBHOOK, "attempts": {"type": "array", "items": _WEBHOOK_ATTEMPT}}),
+                                   extra=("404",))},
+        "delete": {"summary": "remove a webhook and its pending events", "parameters": one,
+                   "responses": _resp(_ref("Count"), extra=("404",))}}
+    paths["/v1/webhooks/{webhook_id}/enable"] = {"post": {
+        "summary": "enable a disabled webhook again (the events kept while it was disabled are sent)",
+        "parameters": one, "responses": _resp(_obj(_WEBHOOK), extra=("404",))}}
 
 
 def _document_unknown_account(paths: J) -> None:

@@ -156,3 +156,32 @@ WITH moved AS (
     RETURNING 1
 )
 SELECT count(*) FROM written
+
+-- name: webhook.claim
+-- several nodes poll the outbox: SKIP LOCKED hands each event to one of them; the outer guard
+-- re-checks the lease on the row's latest version
+UPDATE webhook_outbox SET claimed_by = :node, claimed_until = :until, attempts = attempts + 1
+WHERE id IN (
+    SELECT o.id FROM webhook_outbox o
+    WHERE o.webhook_id = :webhook_id AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+      AND NOT EXISTS (SELECT 1 FROM webhook_outbox p
+                      WHERE p.webhook_id = o.webhook_id AND p.recipient = o.recipient AND p.id < o.id)
+    ORDER BY o.id LIMIT :limit
+    FOR UPDATE SKIP LOCKED)
+  AND (claimed_until IS NULL OR claimed_until < :now)
+RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason, at, attempts
+
+-- name: webhook.event_details
+SELECT o.id, r.api_user, r.sender, r.subject, r.label
+FROM webhook_outbox o JOIN recipients r ON r.email_id = o.email_id AND r.recipient = o.recipient
+WHERE o.id = ANY(:ids::bigint[])
+
+-- name: webhook.ack
+DELETE FROM webhook_outbox WHERE id = ANY(:ids::bigint[])
+
+-- name: webhook.release
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE id = ANY(:ids::bigint[])
+
+-- name: webhook.unclaim
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL, attempts = attempts - 1
+WHERE id = ANY(:ids::bigint[])

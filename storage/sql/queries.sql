@@ -482,3 +482,116 @@ INSERT INTO account_settings (account_id, list_unsubscribe, track_opens, track_c
 VALUES (:account_id, :list_unsubscribe, :track_opens, :track_clicks, :updated_at)
 ON CONFLICT (account_id) DO UPDATE SET list_unsubscribe = excluded.list_unsubscribe,
     track_opens = excluded.track_opens, track_clicks = excluded.track_clicks, updated_at = excluded.updated_at
+
+-- ---------------------------------------------------------------- event webhooks (storage/webhooks.py)
+
+-- name: webhook.insert
+INSERT INTO webhooks (account_id, url, events, secret, batch, created_at)
+VALUES (:account_id, :url, :events, :secret, :batch, :created_at)
+RETURNING id
+
+-- name: webhook.get
+SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
+       w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
+       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
+WHERE w.id = :id
+
+-- name: webhook.list
+-- :account_id NULL: every account (operators)
+SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
+       w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
+       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
+WHERE CAST(:account_id AS BIGINT) IS NULL OR w.account_id = :account_id
+ORDER BY w.id
+
+-- name: webhook.delete
+DELETE FROM webhooks WHERE id = :id
+
+-- name: webhook.delete_outbox
+DELETE FROM webhook_outbox WHERE webhook_id = :id
+
+-- name: webhook.delete_attempts
+DELETE FROM webhook_attempts WHERE webhook_id = :id
+
+-- name: webhook.enable
+-- the backlog kept while it was disabled is sent again
+UPDATE webhooks SET disabled_at = NULL, disabled_reason = '', failures = 0, failing_since = NULL, retry_at = NULL
+WHERE id = :id
+
+-- name: webhook.due_hooks
+-- endpoints that are enabled, not backing off, and have an event nobody holds
+SELECT w.id FROM webhooks w
+WHERE w.disabled_at IS NULL AND (w.retry_at IS NULL OR w.retry_at <= :now)
+  AND EXISTS (SELECT 1 FROM webhook_outbox o
+              WHERE o.webhook_id = w.id AND (o.claimed_until IS NULL OR o.claimed_until < :now))
+ORDER BY w.id
+
+-- name: webhook.claim
+-- one endpoint's oldest events, at most one per recipient: a recipient's later event waits until
+-- the earlier one is acknowledged (deleted). A claim is a lease: a node that dies loses it at
+-- :until and the events go again. Only this endpoint's rows are walked (webhook_outbox_hook).
+-- (SQLite has one writer; PostgreSQL overrides this with FOR UPDATE SKIP LOCKED)
+UPDATE webhook_outbox SET claimed_by = :node, claimed_until = :until, attempts = attempts + 1
+WHERE id IN (
+    SELECT o.id FROM webhook_outbox o
+    WHERE o.webhook_id = :webhook_id AND (o.claimed_until IS NULL OR o.claimed_until < :now)
+      AND NOT EXISTS (SELECT 1 FROM webhook_outbox p
+                      WHERE p.webhook_id = o.webhook_id AND p.recipient = o.recipient AND p.id < o.id)
+    ORDER BY o.id LIMIT :limit)
+RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason, at, attempts
+
+-- name: webhook.event_details
+-- what the body says of the message (events of list entries have no message: no row)
+SELECT o.id, r.api_user, r.sender, r.subject, r.label
+FROM webhook_outbox o JOIN recipients r ON r.email_id = o.email_id AND r.recipient = o.recipient
+WHERE o.id IN (SELECT value FROM json_each(:ids))
+
+-- name: webhook.ack
+DELETE FROM webhook_outbox WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: webhook.release
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: webhook.unclaim
+-- claimed events given back unsent: the claim does not count as an attempt
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL, attempts = attempts - 1
+WHERE id IN (SELECT value FROM json_each(:ids))
+
+-- name: webhook.release_node
+-- start-up: the events this node had claimed when it stopped go again at once
+UPDATE webhook_outbox SET claimed_by = NULL, claimed_until = NULL WHERE claimed_by = :node
+
+-- name: webhook.succeeded
+UPDATE webhooks SET failures = 0, failing_since = NULL, retry_at = NULL, last_attempt_at = :now,
+                    last_success_at = :now, sent = sent + :n
+WHERE id = :id
+
+-- name: webhook.failed
+-- an endpoint failing since before :disable_before is disabled (its backlog is kept)
+UPDATE webhooks SET
+    failures = failures + 1, failing_since = COALESCE(failing_since, :now), last_error = :error,
+    last_attempt_at = :now, retry_at = :retry_at,
+    disabled_at = CASE WHEN disabled_at IS NULL AND COALESCE(failing_since, :now) <= :disable_before
+                       THEN :now ELSE disabled_at END,
+    disabled_reason = CASE WHEN disabled_at IS NULL AND COALESCE(failing_since, :now) <= :disable_before
+                           THEN :reason ELSE disabled_reason END
+WHERE id = :id
+
+-- name: webhook.attempt_insert
+INSERT INTO webhook_attempts (webhook_id, at, events, http_status, error, duration_ms)
+VALUES (:id, :at, :events, :http_status, :error, :duration_ms)
+
+-- name: webhook.attempt_prune
+-- keeps the last :keep attempts of the endpoint
+DELETE FROM webhook_attempts
+WHERE webhook_id = :id
+  AND id <= (SELECT id FROM webhook_attempts WHERE webhook_id = :id ORDER BY id DESC LIMIT 1 OFFSET :keep)
+
+-- name: webhook.attempts
+SELECT id, webhook_id, at, events, http_status, error, duration_ms FROM webhook_attempts
+WHERE webhook_id = :id ORDER BY id DESC LIMIT :limit
+
+-- name: webhook.outbox_count
+SELECT count(*) FROM webhook_outbox

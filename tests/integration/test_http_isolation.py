@@ -234,6 +234,40 @@ def _labels(method: str, by_id: bool) -> Check:
     return check
 
 
+B_HOOK_URL = "https://b-only.example/hook"
+
+
+async def _b_webhook(api: Api) -> int:
+    _, body = await api.call("GET", "/v1/webhooks", api.b)
+    for h in body["result"]:
+        if h["url"] == B_HOOK_URL:
+            return int(h["id"])
+    status, body = await api.call("POST", "/v1/webhooks", api.b, json={"url": B_HOOK_URL})
+    assert status == 201, body
+    return int(body["id"])
+
+
+def _webhooks(method: str, suffix: str | None) -> Check:
+    """``suffix`` None: the collection; else ``/v1/webhooks/{B's id}`` + suffix."""
+
+    async def check(api: Api) -> None:
+        b_id = await _b_webhook(api)
+        path = "/v1/webhooks" if suffix is None else f"/v1/webhooks/{b_id}{suffix}"
+        creating = suffix is None and method == "POST"
+        kw: dict[str, Any] = {"json": {"url": "https://a.example/hook"}} if creating else {}
+        assert (await api.call(method, path, api.a, params={"account": "beta"}, **kw))[0] == 403
+        status, body = await api.call(method, path, api.a, **kw)
+        if suffix is not None:
+            assert status == 404, body  # another account's webhook is like one that does not exist
+        elif method == "GET":
+            assert status == 200 and B_HOOK_URL not in {h["url"] for h in body["result"]}
+        else:
+            assert status == 201 and body["account"] == "acme"
+        _, body = await api.call("GET", "/v1/webhooks", api.b)
+        assert [(h["id"], h["url"]) for h in body["result"]] == [(b_id, B_HOOK_URL)]  # untouched
+    return check
+
+
 async def _stats_day(api: Api) -> None:
     today = utcnow().date().isoformat()
     params = {"start_date": today, "end_date": today}
@@ -346,6 +380,11 @@ CASES: dict[tuple[str, str], Check] = {
     ("POST", "/v1/exports/{export_id}/retry"): _export("POST", "/retry"),
     ("POST", "/v1/mail/send"): _send("/v1/mail/send"),
     ("POST", "/v1/mail/send_mime"): _send("/v1/mail/send_mime"),
+    ("GET", "/v1/webhooks"): _webhooks("GET", None),
+    ("POST", "/v1/webhooks"): _webhooks("POST", None),
+    ("GET", "/v1/webhooks/{webhook_id}"): _webhooks("GET", ""),
+    ("DELETE", "/v1/webhooks/{webhook_id}"): _webhooks("DELETE", ""),
+    ("POST", "/v1/webhooks/{webhook_id}/enable"): _webhooks("POST", "/enable"),
 }
 _MAKERS = {"GET": _list_get, "POST": _list_post, "DELETE": _list_delete}
 for _spec in LISTS:
