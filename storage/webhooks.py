@@ -16,6 +16,7 @@ from enum import StrEnum
 
 from storage import codec
 from storage.executor import Executor, Op, Row
+from storage.records import RecipientEvent
 
 
 class WebhookEvent(StrEnum):
@@ -56,7 +57,8 @@ class Webhook:
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """One claimed event. ``email_id`` is '' for list events (complaint, unsubscribe); the message
-    fields (api_user, sender, subject, label) are empty when the message has no row."""
+    fields (api_user, sender, subject, label) are empty when the message has no row. ``tracking``:
+    the ip, user agent and link of an open or click (None for other events)."""
 
     id: int
     webhook_id: int
@@ -72,6 +74,7 @@ class OutboxEvent:
     sender: str = ""
     subject: str = ""
     label: str | None = None
+    tracking: RecipientEvent | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -197,7 +200,8 @@ class SqlWebhookRepo:
                 recipient=r["recipient"], status=r["status"], sub_status=r["sub_status"], reason=r["reason"],
                 at=codec.from_ms(r["at"]), attempts=int(r["attempts"]),
                 api_user=d["api_user"] if d else "", sender=d["sender"] if d else "",
-                subject=d["subject"] if d else "", label=d["label"] if d else None))
+                subject=d["subject"] if d else "", label=d["label"] if d else None,
+                tracking=codec.event_from_json(d["tracking"]) if d else None))
         return out
 
     async def succeeded(self, posts: Sequence[Delivered]) -> None:

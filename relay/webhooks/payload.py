@@ -40,6 +40,9 @@ def event_json(e: OutboxEvent) -> dict[str, Any]:
         "sub_status_desc": SUB_STATUS_DESC[sub] if sub is not None else None,
         "label": e.label,
     }
+    if e.tracking is not None:  # open, click: who opened or clicked (a person or a privacy proxy), which link
+        data.update(url=e.tracking.link, ip=e.tracking.ip, user_agent=e.tracking.user_agent,
+                    machine=e.tracking.machine)
     return {
         "server": "email", "message_id": e.email_id, "from": e.sender, "subject": e.subject, "to": e.recipient,
         "itime": codec.to_ms(e.at), "custom_args": {},

@@ -172,7 +172,12 @@ WHERE id IN (
 RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason, at, attempts
 
 -- name: webhook.event_details
-SELECT o.id, r.api_user, r.sender, r.subject, r.label
+SELECT o.id, r.api_user, r.sender, r.subject, r.label,
+       -- an open's or click's send-log line (0013): the ip, user agent and link of the body
+       (SELECT l.event FROM send_log l
+        WHERE o.event IN ('open', 'click') AND l.email_id = o.email_id AND l.recipient = o.recipient
+          AND l.at = o.at AND l.kind = 'feedback' AND l.rule = o.event
+        ORDER BY l.id LIMIT 1) AS tracking
 FROM webhook_outbox o JOIN recipients r ON r.email_id = o.email_id AND r.recipient = o.recipient
 WHERE o.id = ANY(:ids::bigint[])
 

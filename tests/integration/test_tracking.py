@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import re
+from datetime import UTC, datetime
 from email import message_from_bytes
 from email.message import EmailMessage
 from email.policy import SMTP, default
@@ -20,8 +21,10 @@ import pytest
 
 from relay.cli import main
 from storage.records import AccountSettings
+from storage.webhooks import WebhookEvent
 from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
+from tests.helpers.webhook_receiver import Receiver
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import RelayUnderTest, wait_until
 from tests.integration.test_dkim_delivery import publish, verify
@@ -140,6 +143,31 @@ async def test_status_search_cli_shows_events(relay: RelayUnderTest, mx: Scripte
     rows = [json.loads(line) for line in out.splitlines() if line.startswith("{")]
     ev = [e for row in rows for e in row["events"] if e["type"] == "click"]
     assert ev and ev[0]["link"] == LINK
+
+
+async def test_click_reaches_the_accounts_webhook(relay: RelayUnderTest, mx: ScriptedMx,
+                                                 http: aiohttp.ClientSession) -> None:
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        hook = await relay.storage.webhooks.add(relay.account_id, receiver.url, (WebhookEvent.CLICK,), "k3y", 1,
+                                                datetime.now(UTC))
+        receiver.secrets[hook.id] = "k3y"
+        email_id = await send(relay, "user@example.test", newsletter())
+        text, _ = html_part(await delivered(mx, 1))
+        m = re.search(r'href="(http://[^"]+/c/[^"]+)"', text)
+        assert m is not None
+        async with http.get(m.group(1), allow_redirects=False, headers={"User-Agent": "Reader/2.0"}) as r:
+            assert r.status == 302
+        await receiver.wait_for(1, timeout=15)
+    finally:
+        await receiver.stop()
+    [ev] = receiver.events  # only the click: the webhook wants no delivered event
+    assert (ev["message_id"], ev["to"], ev["status"]["message_status"]) == (email_id, "user@example.test", "click")
+    data = ev["status"]["status_data"]
+    assert (data["url"], data["message"], data["ip"], data["user_agent"], data["machine"]) == (
+        LINK, LINK, "127.0.0.1", "Reader/2.0", False)
+    assert receiver.bad_signatures == 0
 
 
 def _body(content: bytes) -> bytes:

@@ -9,10 +9,12 @@ from datetime import UTC, datetime, timedelta
 
 from storage import SqlStorage, open_storage
 from storage.records import (
+    EventType,
     ListKind,
     LogEntry,
     LogKind,
     MessageRecord,
+    RecipientEvent,
     RecipientOutcome,
     Status,
     SubmissionRecord,
@@ -166,3 +168,52 @@ async def test_two_nodes_claim_disjoint_events(storage_url: str) -> None:
     finally:
         await st1.close()
         await st2.close()
+
+
+def _tracked(at: datetime, ev: RecipientEvent) -> LogEntry:
+    # the line relay/engagement.py queues for an open or click
+    return LogEntry(at, LogKind.FEEDBACK, ev.link or ev.type.value, rule=ev.type.value, event=ev)
+
+
+async def test_opens_and_clicks_enqueue_events_for_webhooks_that_want_them(storage: SqlStorage) -> None:
+    st = storage
+    a = await st.accounts.ensure_account("acme")
+    b = await st.accounts.ensure_account("other")
+    clicks = await st.webhooks.add(a.id, "http://127.0.0.1:9/c", (WebhookEvent.CLICK,), "s", 1, T0)
+    both = await st.webhooks.add(a.id, "http://127.0.0.1:9/t", (WebhookEvent.OPEN, WebhookEvent.CLICK), "s", 1, T0)
+    await st.webhooks.add(a.id, "http://127.0.0.1:9/d", (WebhookEvent.DELIVERED,), "s", 1, T0)
+    await st.webhooks.add(b.id, "http://127.0.0.1:9/b", (WebhookEvent.DELIVERED,), "s", 1, T0)
+    await _submit(st, "M1", a.id, "x@ex.com")
+    await _submit(st, "M2", b.id, "z@ex.com")  # its only webhook does not want opens or clicks
+    t1, t2 = T0 + timedelta(seconds=1), T0 + timedelta(seconds=2)
+    await st.statuses.append_logs([
+        ("M1", "x@ex.com", _tracked(t1, RecipientEvent(EventType.OPEN, "198.51.100.7", "Mail/1.0"))),
+        ("M2", "z@ex.com", _tracked(t1, RecipientEvent(EventType.OPEN, "198.51.100.8", "Mail/1.0"))),
+        ("M2", "z@ex.com", _tracked(t1, RecipientEvent(EventType.CLICK, "198.51.100.8", "Mail/1.0",
+                                                       link="https://shop.example/b"))),
+        ("M1", "x@ex.com", _tracked(t2, RecipientEvent(EventType.CLICK, "198.51.100.7", "Browser/2",
+                                                       link="https://shop.example/sale?id=1"))),
+        # an unsubscribe line is not an open or click (its event comes from the list entry)
+        ("M1", "x@ex.com", _tracked(t2, RecipientEvent(EventType.UNSUBSCRIBE, "198.51.100.7", "Browser/2",
+                                                       reason_type=1))),
+        ("M1", "x@ex.com", _attempt(t2)),
+    ])
+    assert await st.webhooks.outbox_size() == 3
+    got: list[tuple[int, str, str, str, str, datetime]] = []
+    tracked: list[tuple[str, RecipientEvent | None]] = []
+    now = t2
+    for _ in range(3):  # one event per (endpoint, recipient) at a time
+        events = await st.webhooks.claim("n1", now, LEASE, 100)
+        got += [(e.webhook_id, e.event, e.email_id, e.recipient, e.reason, e.at) for e in events]
+        tracked += [(e.event, e.tracking) for e in events]
+        await st.webhooks.succeeded([Delivered(e.webhook_id, (e.id,), now, 200, 1) for e in events])
+    assert sorted(got) == sorted([
+        (clicks.id, "click", "M1", "x@ex.com", "https://shop.example/sale?id=1", t2),
+        (both.id, "open", "M1", "x@ex.com", "", t1),
+        (both.id, "click", "M1", "x@ex.com", "https://shop.example/sale?id=1", t2),
+    ])
+    # the body's ip, user agent and link come from the event's own send-log line
+    click = RecipientEvent(EventType.CLICK, "198.51.100.7", "Browser/2", link="https://shop.example/sale?id=1")
+    assert sorted(tracked, key=lambda x: x[0]) == [
+        ("click", click), ("click", click), ("open", RecipientEvent(EventType.OPEN, "198.51.100.7", "Mail/1.0"))]
+    assert await st.webhooks.outbox_size() == 0
