@@ -124,7 +124,7 @@ async def test_paused_queue_recover_drains_it_and_the_chart_refreshes(
         chart = b.find("#chart")
         b.wait(lambda: chart.get_attribute("data-points") not in (None, "", "0"))
         first = chart.get_attribute("data-last") or ""
-        b.wait(lambda: (chart.get_attribute("data-last") or "") != first, timeout=20)  # no reload in between
+        b.wait(lambda: (chart.get_attribute("data-last") or "") != first, timeout=40)  # no reload in between
         b.shot("queue-paused")
         return first, chart.get_attribute("data-last") or ""
 
@@ -133,8 +133,8 @@ async def test_paused_queue_recover_drains_it_and_the_chart_refreshes(
 
     def recover() -> None:
         b.find("tr[data-queue='app1/example.com'] button[title^='Send everything']").click()
-        b.wait(lambda: "Recovered app1/example.com: 2 waiting recipients" in b.text())
-        b.wait(lambda: b.find("tr.chosen [data-field=pending]").text == "0", timeout=20)  # drained, live
+        b.wait(lambda: "Recovered app1/example.com: 2 waiting recipients" in b.text(), timeout=30)
+        b.wait(lambda: b.find("tr.chosen [data-field=pending]").text == "0", timeout=40)  # drained, live
         b.shot("queue-recovered")
 
     await b.run(recover)
