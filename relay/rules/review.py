@@ -18,11 +18,11 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 
 from storage.protocols import UnclassifiedRepo
-from storage.unclassified import MAX_EXAMPLES, UnclassifiedHit
+from storage.unclassified import MAX_EXAMPLES, UnclassifiedHit, UnclassifiedReply
 
 log = logging.getLogger("mailrelay.rules.review")
 
-__all__ = ["FLUSH_INTERVAL", "MAX_TEXTS", "ReviewRecorder", "normalise"]
+__all__ = ["FLUSH_INTERVAL", "MAX_TEXTS", "ReviewRecorder", "normalise", "unclassified_json"]
 
 #: characters of a reply :func:`normalise` reads; of a sample that is stored
 MAX_INPUT = 1000
@@ -167,3 +167,10 @@ class ReviewRecorder:
             self._timer.cancel()
             self._timer = None
         await self.flush()
+
+
+def unclassified_json(r: UnclassifiedReply) -> dict[str, object]:
+    """One stored text as `rules unclassified --json` and GET /v1/rules/unclassified show it."""
+    return {"source": r.source, "text": r.text, "count": r.count, "first_seen": r.first_seen.isoformat(),
+            "last_seen": r.last_seen.isoformat(), "email_ids": list(dict.fromkeys(e for e, _ in r.examples)),
+            "sample": r.sample, "rule": r.rule, "code": r.code, "enhanced": r.enhanced}
