@@ -10,12 +10,14 @@ import asyncio
 import base64
 import json
 from datetime import UTC, datetime, timedelta
+from pathlib import Path
 
 import aiohttp
 import pytest
 
 from relay.cli import main
-from storage.records import ListKind, Status, SubStatus
+from storage import open_storage
+from storage.records import ListKind, MessageRecord, RecipientOutcome, Status, SubmissionRecord, SubStatus
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import RelayUnderTest, wait_until
@@ -173,3 +175,96 @@ async def test_unknown_reply_listed_ruled_and_reapplied(backend: str, relay_fact
     assert await _bounced(relay, "frozen3@example.com")
     rows3 = await relay.storage.statuses.get_message(third)
     assert rows3[0].log[-1].rule == "site-1"
+
+
+BOUNCE = """From: MAILER-DAEMON@mx.example.com
+To: bounces@fb.example
+Subject: Undelivered Mail Returned to Sender
+MIME-Version: 1.0
+Content-Type: multipart/report; report-type=delivery-status; boundary="B"
+
+--B
+Content-Type: text/plain
+
+Your message could not be delivered.
+
+--B
+Content-Type: message/delivery-status
+
+Reporting-MTA: dns; mx.example.com
+
+Final-Recipient: rfc822; {rcpt}
+Action: failed
+Status: 5.0.0
+Diagnostic-Code: smtp; 550 5.0.0 <{rcpt}>: zq-archive: mailbox migrated to cold storage {n}
+
+--B
+Content-Type: text/rfc822-headers
+
+From: app@acme.example
+To: {rcpt}
+Message-ID: {mid}
+
+--B--
+"""
+
+
+@pytest.fixture
+def home(tmp_path: Path, storage_url: str) -> Path:
+    h = tmp_path / "home"
+    assert main(["init", "--home", str(h), "--no-delivery", "--storage-url", storage_url]) == 0
+    return h
+
+
+async def test_bounce_fallbacks_listed_ruled_and_reapplied(home: Path, storage_url: str,
+                                                           capsys: pytest.CaptureFixture[str]) -> None:
+    """The same loop for feedback (SQLite and PostgreSQL): bounces whose diagnostic fell to a
+    fallback are kept with source "feedback"; a site rule and reapply turn 509 into 506 and put the
+    addresses on the bounce list."""
+    capsys.readouterr()
+    storage = await open_storage(storage_url)
+    try:
+        acct = await storage.accounts.ensure_account("acme")
+        for i in range(2):
+            msg = MessageRecord(f"01REVIEW{i:018d}", acct.id, "app1", "app@acme.example", "s", None, None, 10,
+                                datetime.now(UTC), "127.0.0.1", "n", message_id=f"<r{i}@acme.example>")
+            await storage.statuses.record_submissions([SubmissionRecord(msg, (
+                RecipientOutcome(f"cold{i}@example.com", Status.SENDING),))])
+    finally:
+        await storage.close()
+    for i in range(2):
+        (home / f"b{i}.eml").write_text(BOUNCE.format(rcpt=f"cold{i}@example.com", n=7000 + i,
+                                                      mid=f"<r{i}@acme.example>"))
+    since = (datetime.now(UTC) - timedelta(minutes=1)).isoformat(timespec="seconds")
+    rc, out, err = await cli(capsys, "feedback", "ingest", "--home", str(home), "--no-progress",
+                             str(home / "b0.eml"), str(home / "b1.eml"))
+    assert rc == 0 and "2 applied" in out, out + err
+
+    rc, out, err = await cli(capsys, "rules", "unclassified", "--home", str(home), "--json", "--source", "feedback")
+    assert rc == 0, err
+    [row] = json.loads(out)
+    assert row["text"] == "550 5.0.0 <addr> zq-archive: mailbox migrated to cold storage #"
+    assert (row["source"], row["count"], row["rule"]) == ("feedback", 2, "bounce-status-undefined")
+    assert sorted(row["email_ids"]) == [f"01REVIEW{i:018d}" for i in range(2)]
+
+    rc, out, err = await cli(capsys, "rules", "add", "--home", str(home), "--match", "mailbox migrated to cold storage",
+                             "--category", "not_exist")
+    assert rc == 0, err
+    rc, out, err = await cli(capsys, "rules", "reapply", "--home", str(home), "--since", since, "--json")
+    assert rc == 0, err
+    report = json.loads(out)
+    assert [(c["source"], c["status_before"], c["sub_status_before"], c["status"], c["sub_status"],
+             c["bounce_list"], c["rule"]) for c in report["changes"]] == [
+        ("feedback", 5, 509, 5, 506, "added", "site-1")] * 2
+    storage = await open_storage(storage_url)
+    try:
+        for i in range(2):
+            [rec] = await storage.statuses.get_message(f"01REVIEW{i:018d}")
+            assert (rec.status, rec.sub_status) == (Status.SOFT_BOUNCE, SubStatus.SB_NOT_EXIST)
+        bounced = await storage.suppressions.list(acct.id, ListKind.BOUNCE)
+        assert sorted(e.value for e in bounced.items) == ["cold0@example.com", "cold1@example.com"]
+        assert await storage.unclassified.list() == []
+    finally:
+        await storage.close()
+    rc, out, _ = await cli(capsys, "rules", "reapply", "--home", str(home), "--since", since, "--json")
+    assert rc == 0 and json.loads(out)["changed"] == 0 and json.loads(out)["examined"] == 2
