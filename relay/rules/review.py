@@ -62,6 +62,9 @@ def normalise(text: str) -> str:
             token = ADDRESS
         elif any(ch.isdigit() for ch in token):
             bare = token.strip(_PUNCT)
+            if len(bare) > 4 and bare[3] == "-" and _is_code(bare[:3]):  # "550-5.1.1": a multi-line reply's line
+                out.append(bare[:3])
+                bare = bare[4:]
             token = bare if _is_code(bare) else NUMBER
         out.append(token)
     return " ".join(out)[:MAX_TEXT]
