@@ -84,9 +84,8 @@ class SqlUnclassifiedRepo:
                  "last_seen": codec.to_ms(h.last_seen)} for h in hits]
         examples = [{"source": h.source, "text": h.text, "email_id": e, "recipient": r, "cap": MAX_EXAMPLES}
                     for h in hits for e, r in h.examples[:MAX_EXAMPLES]]
-        ops = [Op("unclassified.upsert", rows)]
-        # one statement per example: the cap is checked against the rows written before it
-        ops += [Op("unclassified.example", [row]) for row in examples]
+        # run row by row in the same transaction: each cap check sees the examples written before it
+        ops = [Op("unclassified.upsert", rows)] + ([Op("unclassified.example", examples)] if examples else [])
         await self._ex.write_batch(ops)
 
     async def list(self, source: str | None = None, since: datetime | None = None,
