@@ -5,7 +5,8 @@ reconcile spool and status rows → listeners (SMTP, feedback, HTTP) → READY=1
 Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
 grace period → spool worker drains → storage closes.
 Reload (SIGHUP): RELOADING=1 → re-read mailrelay.toml → apply what ``relay/reload.py`` allows, name
-what needs a restart; re-read the site rules (``site_rules.toml``) → READY=1. A file that does not load changes nothing.
+what needs a restart; re-read the site rules (``site_rules.toml``) → READY=1. A file that does not
+load changes nothing.
 Nothing else in the program wires objects together, and there is no module-level mutable state.
 """
 

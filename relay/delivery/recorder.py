@@ -54,20 +54,20 @@ class OutcomeRecorder:
         )
 
     async def retrying(self, item: DeliveryItem, result: AttemptResult, c: Classified, reason: str, at: float) -> None:
-        self._review(item, result, c, at)
         # Still sending; the reason is the last reply, so a status search shows why it waits.
         await self.storage.statuses.update_status(
             item.email_id, item.recipient, Status.SENDING, None, reason,
             self.log_entry(result, c, at), send_ip=result.local_ip,
         )
+        self._review(item, result, c, at)  # after the write: a retried write counts once
 
     async def invalid(self, item: DeliveryItem, result: AttemptResult, c: Classified | None,
                       sub_status: SubStatus | None, reason: str, at: float) -> None:
-        self._review(item, result, c, at)
         await self.storage.statuses.update_status(
             item.email_id, item.recipient, Status.INVALID, sub_status, reason,
             self.log_entry(result, c, at), send_ip=result.local_ip,
         )
+        self._review(item, result, c, at)
 
     async def not_exist(self, item: DeliveryItem, mx_hosts: tuple[str, ...], reason: str, at: float) -> None:
         entry = await self.lists.report_not_exist(item.account_id, item.recipient, _dt(at), mx_hosts, reason=reason)
