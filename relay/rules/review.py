@@ -92,6 +92,7 @@ class ReviewRecorder:
         self._pending: dict[tuple[str, str], _Pending] = {}
         self._timer: asyncio.Task[None] | None = None
         self._closed = False
+        self._writing = asyncio.Lock()  # close() waits for a write in progress
 
     def note(self, source: str, reply: str, rule: str, code: int | None, enhanced: str | None,
              email_id: str, recipient: str, at: datetime | None = None) -> None:
@@ -133,6 +134,10 @@ class ReviewRecorder:
     async def flush(self) -> None:
         """Write what was noted since the last write (one storage call). On a storage error the
         sightings stay buffered for the next write."""
+        async with self._writing:
+            await self._write()
+
+    async def _write(self) -> None:
         if not self._pending:
             return
         batch, self._pending = self._pending, {}
