@@ -81,6 +81,11 @@ class SuppressionService:
         return await self.storage.suppressions.report_not_exist(
             account_id, address.lower(), at, self.bounce_expiry_for(address, mx_hosts), reason=reason)
 
+    async def withdraw_not_exist(self, account_id: int, address: str) -> int:
+        """Take ``address`` off the bounce list (a re-classified reply says the mailbox is not
+        missing after all: ``mailrelay rules reapply``). Returns how many entries were removed."""
+        return await self.storage.suppressions.remove(account_id, ListKind.BOUNCE, [address.lower()])
+
     def _list_effects(self, change: ListChange, at: datetime) -> dict[str, object]:
         if change.kind is ListKind.COMPLAINT:
             return {"entries": (SuppressionEntry(account_id=change.account_id, kind=ListKind.COMPLAINT,

@@ -5,7 +5,8 @@ reconcile spool and status rows → listeners (SMTP, feedback, HTTP) → READY=1
 Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
 grace period → spool worker drains → storage closes.
 Reload (SIGHUP): RELOADING=1 → re-read mailrelay.toml → apply what ``relay/reload.py`` allows, name
-what needs a restart → READY=1. A file that does not load changes nothing.
+what needs a restart; re-read the site rules (``site_rules.toml``) → READY=1. A file that does not
+load changes nothing.
 Nothing else in the program wires objects together, and there is no module-level mutable state.
 """
 
@@ -43,6 +44,7 @@ from relay.delivery.setup import build_scheduler
 from relay.diskspace import DiskGuard
 from relay.engagement import Engagement
 from relay.exports import ExportWorker
+from relay.feedback.ingest import FeedbackIngestor
 from relay.health import Readiness
 from relay.http.app import start_http
 from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
@@ -51,6 +53,9 @@ from relay.intake import Intake
 from relay.metrics import Metrics
 from relay.rates import MessageRateLimiter
 from relay.reload import split_changes
+from relay.rules import RulesError
+from relay.rules.review import ReviewRecorder
+from relay.rules.site import load_reply_rules
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackMailboxes, FeedbackServices
@@ -112,6 +117,8 @@ class App:
     webhooks: WebhookSender | None = None
     tls: ssl.SSLContext | None = None  # shared by every listener: a reload re-reads its certificate
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
+    review: ReviewRecorder | None = None  # replies no phrase rule recognised (rules unclassified)
+    ingestor: FeedbackIngestor | None = None
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _reloads: set[asyncio.Task[tuple[list[str], list[str]]]] = field(default_factory=set)
     _stopped: bool = False
@@ -160,8 +167,10 @@ class App:
         intake = self.intake = Intake(self.spool, self.storage.statuses)
         await intake.reconcile()
         chain = default_chain(self.storage.suppressions)
+        self.review = ReviewRecorder(self.storage.unclassified)
         if cfg.delivery.enabled:
-            self.scheduler = build_scheduler(cfg, self.storage, self.spool, chain, metrics=self.metrics)
+            self.scheduler = build_scheduler(cfg, self.storage, self.spool, chain, metrics=self.metrics,
+                                             review=self.review)
             self.metrics.watch(pending=QueueAdmin(self.scheduler).pending_by_site)
             await self.scheduler.restore()
             intake.on_accepted(self.scheduler.enqueue)
@@ -257,7 +266,7 @@ class App:
 
         cfg = self.cfg
         assert self.storage is not None
-        ingestor = build_ingestor(cfg, self.storage, self.metrics)
+        ingestor = self.ingestor = build_ingestor(cfg, self.storage, self.metrics, self.review)
 
         engagement = self.engagement
         link_keys = read_secrets(cfg.path(cfg.web.token_secret_file)) if engagement is not None else []
@@ -338,6 +347,8 @@ class App:
         self._tasks.clear()
         if self.control is not None:
             await self.control.stop()
+        if self.review is not None:
+            await self.review.close()  # the last sightings, before the storage closes
         if self.spool is not None:
             await self.spool.stop()
         if self.storage is not None:
@@ -363,6 +374,7 @@ class App:
                 return [], []
             applied, restart = split_changes(self.cfg, new)
             self._apply(new)
+            await self._reload_rules()
             log.info("configuration reloaded", extra={"event": "reloaded", "applied": applied,
                                                       "needs_restart": restart})
             if restart:
@@ -371,6 +383,23 @@ class App:
             return applied, restart
         finally:
             notify("READY=1")
+
+    async def _reload_rules(self) -> None:
+        """Site rules (``mailrelay rules add``) for delivery and feedback; a bad file keeps the old ones."""
+        from relay.feedback.setup import bounce_parser
+
+        home = self.cfg.home
+        try:
+            rules = await asyncio.to_thread(load_reply_rules, home)
+            parser = await asyncio.to_thread(bounce_parser, home)
+        except (RulesError, OSError) as e:
+            log.error(f"site rules not reloaded, the previous ones stay: {e}", extra={"event": "rules_reload_failed"})
+            return
+        if self.scheduler is not None:
+            self.scheduler.ctx.rules = rules
+        if self.ingestor is not None:
+            self.ingestor.parse = parser
+        log.info("site rules reloaded", extra={"event": "rules_reloaded"})
 
     def _apply(self, new: Config) -> None:
         logging.getLogger().setLevel(new.log.level.upper())

@@ -16,6 +16,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from relay.commands import accounts, db, dkim, exports, feedback, init, queues, status, suppression, users, webhooks
+from relay.commands import rules as rules_cmd
 from relay.commands.common import CommandError
 from relay.config import ConfigError
 from storage.errors import StorageError
@@ -52,6 +53,8 @@ def build_parser() -> argparse.ArgumentParser:
     feedback.add_parser(sub.add_parser("feedback", help="bounce and complaint mail: classify, ingest"), with_home)
     dkim.add_parser(sub.add_parser("dkim", help="DKIM signing keys"), with_home)
     webhooks.add_parser(sub.add_parser("webhooks", help="event webhooks of an account"), with_home)
+    rules_cmd.add_parser(sub.add_parser("rules", help="classification review: unclassified replies, site rules"),
+                         with_home)
     return p
 
 

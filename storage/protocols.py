@@ -39,6 +39,7 @@ from storage.records import (
     SuppressionEntry,
     SuppressionHits,
 )
+from storage.unclassified import DecidedRecord, UnclassifiedHit, UnclassifiedReply
 from storage.webhooks import Delivered, OutboxEvent, Webhook, WebhookAttempt, WebhookEvent
 
 
@@ -319,6 +320,17 @@ class WebhookRepo(Protocol):
     async def outbox_size(self) -> int: ...
 
 
+class UnclassifiedRepo(Protocol):
+    """The review loop (``storage/unclassified.py``): replies no phrase rule recognised."""
+
+    async def record(self, hits: Sequence[UnclassifiedHit]) -> None: ...
+    async def list(self, source: str | None = None, since: datetime | None = None,
+                   limit: int = 100) -> builtins.list[UnclassifiedReply]: ...
+    async def remove(self, keys: Sequence[tuple[str, str]]) -> int: ...
+    async def decided(self, since: datetime, after: tuple[str, str] = ("", ""),
+                      limit: int = 500) -> builtins.list[DecidedRecord]: ...
+
+
 class Storage(Protocol):
     accounts: AccountRepo
     labels: LabelRepo
@@ -330,6 +342,7 @@ class Storage(Protocol):
     exports: ExportRepo
     dkim: DkimRepo
     webhooks: WebhookRepo
+    unclassified: UnclassifiedRepo
     url: str
 
     async def schema_state(self) -> SchemaState: ...

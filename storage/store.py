@@ -16,6 +16,7 @@ from storage.protocols import (
     StatsRepo,
     StatusRepo,
     SuppressionRepo,
+    UnclassifiedRepo,
     WebhookRepo,
 )
 from storage.repos import (
@@ -30,6 +31,7 @@ from storage.repos import (
     SqlStatusRepo,
     SqlSuppressionRepo,
 )
+from storage.unclassified import SqlUnclassifiedRepo
 from storage.webhooks import SqlWebhookRepo
 
 
@@ -50,6 +52,7 @@ class SqlStorage:
         self.exports: ExportRepo = SqlExportRepo(executor)
         self.dkim: DkimRepo = SqlDkimRepo(executor)
         self.webhooks: WebhookRepo = SqlWebhookRepo(executor)
+        self.unclassified: UnclassifiedRepo = SqlUnclassifiedRepo(executor)
 
     async def schema_state(self) -> SchemaState:
         return await _migrate.schema_state(self.executor)

@@ -29,7 +29,9 @@ def add_ingest_parser(sub: argparse._SubParsersAction,  # type: ignore[type-arg]
 
 def ingest(args: argparse.Namespace) -> int:
     from relay.commands.common import load_home_config
+    from relay.feedback.ingest import FeedbackIngestor
     from relay.feedback.setup import build_ingestor
+    from relay.rules.review import ReviewRecorder
 
     cfg = load_home_config(args.home)
     paths: list[Path] = args.paths
@@ -38,7 +40,13 @@ def ingest(args: argparse.Namespace) -> int:
             raise CommandError(f"{p}: no such file or folder")
 
     async def run(storage: Storage) -> Counter[str]:
-        ingestor = build_ingestor(cfg, storage)
+        review = ReviewRecorder(storage.unclassified)  # bounces no phrase rule recognised
+        try:
+            return await ingest_all(build_ingestor(cfg, storage, review=review))
+        finally:
+            await review.close()
+
+    async def ingest_all(ingestor: FeedbackIngestor) -> Counter[str]:
         counts: Counter[str] = Counter()
         bar = None
         if not args.no_progress:

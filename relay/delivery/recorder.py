@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 
 from policies import SuppressionService, TencentRules
 from relay.delivery.state import DeliveryItem
+from relay.rules.review import ReviewRecorder
 from relay.rules.types import AttemptResult, Classified, Stage
 from storage.protocols import Storage
 from storage.records import LogEntry, LogKind, Status, SubStatus
@@ -25,9 +26,16 @@ def _dt(epoch: float) -> datetime:
 
 
 class OutcomeRecorder:
-    def __init__(self, storage: Storage, tencent: TencentRules) -> None:
+    def __init__(self, storage: Storage, tencent: TencentRules, review: ReviewRecorder | None = None) -> None:
         self.storage = storage
         self.lists = SuppressionService(storage, tencent)
+        self.review = review  # replies no phrase rule recognised (the review loop)
+
+    def _review(self, item: DeliveryItem, result: AttemptResult, c: Classified | None, at: float) -> None:
+        """Keep a remote reply that only a code-class default or a status-code rule decided."""
+        if self.review is not None and c is not None and c.fallback and result.code is not None:
+            self.review.note("delivery", result.reply_line(), c.rule, result.code, result.enhanced, item.email_id,
+                             item.recipient, _dt(at))
 
     @staticmethod
     def log_entry(result: AttemptResult, c: Classified | None, at: float) -> LogEntry:
@@ -51,6 +59,7 @@ class OutcomeRecorder:
             item.email_id, item.recipient, Status.SENDING, None, reason,
             self.log_entry(result, c, at), send_ip=result.local_ip,
         )
+        self._review(item, result, c, at)  # after the write: a retried write counts once
 
     async def invalid(self, item: DeliveryItem, result: AttemptResult, c: Classified | None,
                       sub_status: SubStatus | None, reason: str, at: float) -> None:
@@ -58,6 +67,7 @@ class OutcomeRecorder:
             item.email_id, item.recipient, Status.INVALID, sub_status, reason,
             self.log_entry(result, c, at), send_ip=result.local_ip,
         )
+        self._review(item, result, c, at)
 
     async def not_exist(self, item: DeliveryItem, mx_hosts: tuple[str, ...], reason: str, at: float) -> None:
         entry = await self.lists.report_not_exist(item.account_id, item.recipient, _dt(at), mx_hosts, reason=reason)

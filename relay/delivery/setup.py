@@ -23,7 +23,8 @@ from relay.delivery.state import DeliveryItem
 from relay.delivery.tracking import Tracker
 from relay.metrics import Metrics
 from relay.rules import load_tencent_rules
-from relay.rules.reply import ReplyRules
+from relay.rules.review import ReviewRecorder
+from relay.rules.site import load_reply_rules
 from relay.spool import Spool
 from storage.protocols import Storage
 
@@ -65,7 +66,8 @@ def outgoing_from(cfg: Config, storage: Storage) -> Outgoing:
 
 
 def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyChain | None,
-                    clock: Callable[[], float] = time.time, metrics: Metrics | None = None) -> Scheduler:
+                    clock: Callable[[], float] = time.time, metrics: Metrics | None = None,
+                    review: ReviewRecorder | None = None) -> Scheduler:
     d = cfg.delivery
     resolver = MxResolver(
         nameservers=[parse_hostport(ns, "delivery.dns") for ns in d.dns] or None,
@@ -93,7 +95,7 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
             connect_timeout=parse_duration(d.connect_timeout), command_timeout=parse_duration(d.command_timeout),
             data_timeout=parse_duration(d.data_timeout), starttls=d.starttls,
         ),
-        rules=ReplyRules.load(),
+        rules=load_reply_rules(cfg.home),  # site rules first (relay/rules/site.py)
         chain=chain,
         load_content=load_content,
         outgoing=outgoing_from(cfg, storage),
@@ -103,7 +105,7 @@ def build_scheduler(cfg: Config, storage: Storage, spool: Spool, chain: PolicyCh
     )
     deps = SchedulerDeps(
         spool=spool,
-        recorder=OutcomeRecorder(storage, load_tencent_rules()),
+        recorder=OutcomeRecorder(storage, load_tencent_rules(), review),
         plan_for=plan,
         retry=RetryPolicy(
             schedule=[parse_duration(x) for x in d.retry_schedule],

@@ -50,6 +50,7 @@ BOUNCE_RULES_FILE = "bounce_rules.toml"
 class Verdict:
     category: Category
     rule: str
+    fallback: bool = False  # no phrase rule recognised the diagnostic (the review loop keeps it)
 
 
 #: Characters of a diagnostic / of the notice context the rules read: their regexes are bounded,
@@ -108,6 +109,8 @@ _SECURITY_STATUS = re.compile(r"^[45]\.7\.")
 # SMTP stages before MAIL FROM: what a server refuses there is the sending host (ours).
 _PRE_TRANSACTION = frozenset({"CONN", "HELO"})
 _TOP_LEVEL = ("rule", "late", "status")
+# verdicts no rule decided ("refused": a pre-transaction refusal no rule named)
+_FALLBACKS = frozenset({"fallback", "fallback-temporary", "refused"})
 
 
 def _compile_file(path: Path) -> tuple[list[Rule], list[Rule], list[Rule]]:
@@ -138,8 +141,10 @@ class BounceClassifier:
                                         *(r for r in reply_rules.rules if not r.patterns)])
 
     @classmethod
-    def load(cls, reply_rules: ReplyRules | None = None, paths: Sequence[Path] | None = None) -> BounceClassifier:
-        """Operator bounce-rules files ``paths`` (in order) before the packaged ``bounce_rules.toml``.
+    def load(cls, reply_rules: ReplyRules | None = None, paths: Sequence[Path] | None = None,
+             site: Sequence[Rule] = ()) -> BounceClassifier:
+        """Operator bounce-rules files ``paths`` (in order) before the packaged ``bounce_rules.toml``;
+        ``site`` rules (``relay/rules/site.py``) before everything.
 
         An operator rule replaces the packaged rule of the same name. ``reply_rules`` defaults to the
         packaged reply rules; pass the running delivery's instance so operator reply rules apply too.
@@ -159,8 +164,8 @@ class BounceClassifier:
                         raise RulesError(f"{path}: rule {rule.name!r} is already defined in {names[rule.name]}")
                     names[rule.name] = str(path)
                     target.append(rule)
-        return cls(ReplyRules(early), reply_rules if reply_rules is not None else ReplyRules.load(), ReplyRules(late),
-                   ReplyRules(status))
+        return cls(ReplyRules([*site, *early]), reply_rules if reply_rules is not None else ReplyRules.load(),
+                   ReplyRules(late), ReplyRules(status))
 
     @property
     def rules(self) -> tuple[Rule, ...]:
@@ -190,7 +195,8 @@ class BounceClassifier:
         rule = self._match(diagnostic, context, mcode, status)
         if command in _PRE_TRANSACTION and permanent and (rule is None or rule.category not in (
                 Category.IP_REJECTION, Category.SERVER_ERROR)):
-            return Verdict(Category.IP_REJECTION, f"{rule.name if rule else 'refused'}+{command.lower()}")
+            return Verdict(Category.IP_REJECTION, f"{rule.name if rule else 'refused'}+{command.lower()}",
+                           rule is None or not rule.patterns)
         if rule is not None and rule.role is Role.GENERIC and (
                 _RCPT_REJECTED.search(diagnostic) or _RCPT_REJECTED.search(context)):
             # Postfix "Recipient address rejected: On hold": the generic word came from the prefix;
@@ -207,11 +213,20 @@ class BounceClassifier:
             return Verdict(Category.OTHERS, "bounce-security-unspecified")
         if rule is None:
             if (status or "").startswith("4") or action == "delayed" or (code is not None and 400 <= code < 500):
-                return Verdict(Category.SERVER_ERROR, "fallback-temporary")
-            return Verdict(Category.OTHERS, "fallback")
+                return Verdict(Category.SERVER_ERROR, "fallback-temporary", True)
+            return Verdict(Category.OTHERS, "fallback", True)
         if rule.category is Category.NOT_EXIST and _refused_not_missing(rule.role, status, command, code):
-            return Verdict(Category.REJECTED, f"{rule.name}+{(command or 'status').lower()}")
-        return Verdict(rule.category, rule.name)
+            return Verdict(Category.REJECTED, f"{rule.name}+{(command or 'status').lower()}", not rule.patterns)
+        return Verdict(rule.category, rule.name, not rule.patterns)
+
+    def is_fallback(self, name: str) -> bool:
+        """Whether a verdict's rule name (as the send log shows it, e.g. ``status-mailbox+data``)
+        decided without any phrase: the fallbacks and the rules by status or reply code alone."""
+        base = name.split("+", 1)[0]
+        if base in _FALLBACKS:
+            return True
+        rule = next((r for r in self.rules if r.name == base), None)
+        return rule is not None and not rule.patterns
 
 
 def _refused_not_missing(role: Role, status: str | None, command: str | None, code: int | None) -> bool:

@@ -25,6 +25,7 @@ from relay import verp
 from relay.feedback.inbox import FeedbackInbox
 from relay.feedback.report import FeedbackReport, RecipientReport
 from relay.metrics import Metrics
+from relay.rules.review import ReviewRecorder
 from relay.rules.types import Category, reply_text
 from storage.protocols import Storage
 from storage.records import FeedbackEffects, ListKind, LogEntry, LogKind, Status, StatusRecord, SubStatus, utcnow
@@ -52,7 +53,7 @@ class _Match:
 class FeedbackIngestor:
     def __init__(self, storage: Storage, secrets: Sequence[bytes], tencent: TencentRules, inbox: FeedbackInbox,
                  parse: Callable[[bytes], FeedbackReport], metrics: Metrics | None = None,
-                 parse_budget: float = DEFAULT_PARSE_BUDGET) -> None:
+                 parse_budget: float = DEFAULT_PARSE_BUDGET, review: ReviewRecorder | None = None) -> None:
         self.storage = storage
         self.metrics = metrics or Metrics()
         self.secrets = [s for s in secrets if s]
@@ -60,6 +61,7 @@ class FeedbackIngestor:
         self.inbox = inbox
         self.parse = parse
         self.parse_budget = parse_budget
+        self.review = review  # bounces no phrase rule recognised (the review loop)
 
     async def ingest(self, raw: bytes, origin: str, *, envelope_rcpts: Sequence[str] = (),
                      inbox_id: str | None = None) -> IngestResult:
@@ -176,6 +178,8 @@ class FeedbackIngestor:
                             (row.mx_host,) if row.mx_host else ()) if sub is SubStatus.SB_NOT_EXIST else None
         if not await self.lists.apply_feedback(effects, change):
             return 0
+        if self.review is not None and rr is not None and rr.fallback:
+            self.review.note("feedback", reason, rr.rule, rr.smtp_code, status, row.email_id, row.recipient, now)
         self._event(report, rr, row.recipient, row.email_id, "applied", reason=reason[:1000])
         return 1
 

@@ -98,7 +98,7 @@ def _classify(rows: tuple[RecipientReport, ...] | list[RecipientReport], classif
             continue
         verdict = classifier.classify(row.diagnostic, row.smtp_code, row.status, row.action, row.command,
                                       context=context if single else "")
-        out.append(replace(row, category=verdict.category, rule=verdict.rule))
+        out.append(replace(row, category=verdict.category, rule=verdict.rule, fallback=verdict.fallback))
     # failed rows first: callers that read one row (first()) get a failure, not a success
     out.sort(key=lambda r: r.category is None)
     return tuple(out)

@@ -36,6 +36,7 @@ class RecipientReport:
     remote_mta: str | None = None
     category: Category | None = None  # soft-bounce category; None for complaints and successes
     rule: str = ""  # the classification rule that decided ``category``
+    fallback: bool = False  # no phrase rule recognised it (the review loop keeps it)
     command: str | None = None  # SMTP command the failure answered (MAIL, RCPT, DATA), when known
 
     @property

@@ -28,6 +28,7 @@ from relay.http import (
     openapi,
     ops,
     queues,
+    rules,
     send,
     stats,
     v1_email_status,
@@ -88,6 +89,7 @@ def routes() -> list[Route]:
         ("GET", "/v1/webhooks/{webhook_id}", webhooks.show_webhook),
         ("DELETE", "/v1/webhooks/{webhook_id}", webhooks.delete_webhook),
         ("POST", "/v1/webhooks/{webhook_id}/enable", webhooks.enable_webhook),
+        ("GET", "/v1/rules/unclassified", rules.unclassified),
     ]
     return out
 

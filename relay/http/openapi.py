@@ -302,6 +302,7 @@ def document() -> J:
                 "responses": _resp(_ref("AccountSettings"))}}
     _send_paths(paths)
     _webhooks(paths)
+    _rules(paths)
     paths["/v1/blocks/upload"] = {"post": {
         "summary": "bulk-add blocks from a CSV or one-value-per-line body (streamed; bad lines reported)",
         "description": "Lines: value | value,api_user | value,api_user,expire_time (ISO date or date-time, UTC; "
@@ -487,6 +488,23 @@ def _webhooks(paths: J) -> None:
     paths["/v1/webhooks/{webhook_id}/enable"] = {"post": {
         "summary": "enable a disabled webhook again (the events kept while it was disabled are sent)",
         "parameters": one, "responses": _resp(_obj(_WEBHOOK), extra=("404",))}}
+
+
+def _rules(paths: J) -> None:
+    item = _obj({"source": {"type": "string", "enum": ["delivery", "feedback"]},
+                 "text": {"type": "string", "description": "normalised: <addr> any address, # any number or id"},
+                 "count": _INT, "first_seen": _TIME, "last_seen": _TIME,
+                 "email_ids": {"type": "array", "items": _STR, "description": "a few example messages"},
+                 "sample": {"type": "string", "description": "the newest reply as received"},
+                 "rule": {"type": "string", "description": "the fallback rule that decided it"},
+                 "code": _NINT, "enhanced": _NSTR})
+    paths["/v1/rules/unclassified"] = {"get": {
+        "summary": "operators: delivery replies and bounces no phrase rule recognised, most frequent first",
+        "parameters": [_q("source", "only replies (delivery) or bounces (feedback)",
+                          {"type": "string", "enum": ["delivery", "feedback"]}),
+                       _q("limit", "at most this many texts", {"type": "integer", "minimum": 1, "maximum": 1000,
+                                                                "default": 100})],
+        "responses": _resp(_list_of(item))}}
 
 
 def _document_unknown_account(paths: J) -> None:

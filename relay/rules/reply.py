@@ -57,6 +57,8 @@ _SMTP_PREFIX = re.compile(r"^\s{0,20}smtp\s{0,20};\s{0,20}", re.I)
 MAX_REPEAT = 1000
 # Replies before the SMTP transaction concern the whole site (Postfix smtp_site_fail()).
 _PRE_TRANSACTION = frozenset({Stage.DNS, Stage.CONNECT, Stage.GREETING, Stage.EHLO, Stage.STARTTLS})
+# what classify() names a reply no rule matched
+_DEFAULT_RULES = frozenset({"default-4xx", "default-5xx"})
 
 
 def default_scope(stage: Stage | None) -> Scope:
@@ -319,6 +321,14 @@ class ReplyRules:
     def __len__(self) -> int:
         return len(self._rules)
 
+    def is_fallback(self, name: str) -> bool:
+        """Whether the rule called ``name`` (as a send-log line names it) decides without any phrase:
+        the code-class defaults and the rules by reply or status code alone."""
+        if name in _DEFAULT_RULES:
+            return True
+        rule = next((r for r in self._rules if r.name == name), None)
+        return rule is not None and not rule.patterns
+
     def match(self, line: str, code: int | None, enhanced: str | None, stage: Stage | None = None) -> Rule | None:
         for rule in self._rules:
             if rule.matches(line, code, enhanced, stage):
@@ -371,7 +381,7 @@ class ReplyRules:
         if rule is None:
             return Classified(outcome, default_scope(stage),
                               Category.SERVER_ERROR if code < 500 else Category.OTHERS,
-                              rule=f"default-{code // 100}xx")
+                              rule=f"default-{code // 100}xx", fallback=True)
         if rule.outcome is not None:
             outcome = rule.outcome
         return Classified(
@@ -382,4 +392,5 @@ class ReplyRules:
             pause=rule.pause,
             adds_bounce=rule.adds_bounce and outcome is Outcome.PERMFAIL,
             rule=rule.name,
+            fallback=not rule.patterns,
         )

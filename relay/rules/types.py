@@ -154,6 +154,7 @@ class Classified:
     pause: PauseReason | None = None  # SITE scope only: pause the queue with this reason
     adds_bounce: bool = False  # "user unknown": enter the bounce list (SPEC §7)
     rule: str = ""  # which rule matched (shown in the send log)
+    fallback: bool = False  # no phrase rule recognised the reply (code/status only): the review loop keeps it
 
     @property
     def sub_status(self) -> SubStatus | None:

@@ -241,6 +241,57 @@ SELECT email_id, account_id FROM messages WHERE message_id = :message_id ORDER B
 INSERT INTO feedback_seen (key, seen_at) VALUES (:key, :seen_at)
 ON CONFLICT (key) DO NOTHING
 
+-- name: unclassified.upsert
+-- the review loop (0014): one more sighting of a normalised text; the newest sample is kept
+INSERT INTO unclassified (source, text, sample, rule, code, enhanced, count, first_seen, last_seen)
+VALUES (:source, :text, :sample, :rule, :code, :enhanced, :count, :first_seen, :last_seen)
+ON CONFLICT (source, text) DO UPDATE SET
+    count = unclassified.count + excluded.count,
+    first_seen = CASE WHEN excluded.first_seen < unclassified.first_seen
+                      THEN excluded.first_seen ELSE unclassified.first_seen END,
+    sample = CASE WHEN excluded.last_seen >= unclassified.last_seen THEN excluded.sample ELSE unclassified.sample END,
+    rule = CASE WHEN excluded.last_seen >= unclassified.last_seen THEN excluded.rule ELSE unclassified.rule END,
+    code = CASE WHEN excluded.last_seen >= unclassified.last_seen THEN excluded.code ELSE unclassified.code END,
+    enhanced = CASE WHEN excluded.last_seen >= unclassified.last_seen
+                    THEN excluded.enhanced ELSE unclassified.enhanced END,
+    last_seen = CASE WHEN excluded.last_seen > unclassified.last_seen
+                     THEN excluded.last_seen ELSE unclassified.last_seen END
+
+-- name: unclassified.example
+-- an example message, only while the text has fewer than :cap
+INSERT INTO unclassified_examples (source, text, email_id, recipient)
+SELECT :source, :text, :email_id, :recipient
+WHERE (SELECT count(*) FROM unclassified_examples WHERE source = :source AND text = :text) < :cap
+ON CONFLICT DO NOTHING
+
+-- name: unclassified.list
+SELECT u.source, u.text, u.sample, u.rule, u.code, u.enhanced, u.count, u.first_seen, u.last_seen,
+       e.email_id, e.recipient
+FROM (SELECT * FROM unclassified
+      WHERE (:source = '' OR source = :source) AND last_seen >= :since
+      ORDER BY count DESC, last_seen DESC, source, text LIMIT :limit) u
+LEFT JOIN unclassified_examples e ON e.source = u.source AND e.text = u.text
+ORDER BY u.count DESC, u.last_seen DESC, u.source, u.text, e.email_id, e.recipient
+
+-- name: unclassified.delete
+DELETE FROM unclassified WHERE source = :source AND text = :text
+
+-- name: unclassified.delete_examples
+DELETE FROM unclassified_examples WHERE source = :source AND text = :text
+
+-- name: unclassified.decided
+-- final records (invalid, soft bounce) changed since :since, each with the send-log line that
+-- decided it (its last line that is not an open/click event), keyset-paged by (email_id, recipient)
+SELECT r.email_id, r.recipient, r.account_id, r.status, r.sub_status, r.reason, r.mx_host,
+       l.kind, l.code, l.enhanced, l.text, l.rule
+FROM recipients r
+JOIN send_log l ON l.id = (SELECT max(s.id) FROM send_log s
+                           WHERE s.email_id = r.email_id AND s.recipient = r.recipient AND s.event IS NULL)
+WHERE r.updated_at >= :since AND r.status IN (4, 5)
+  AND (r.email_id > :after_email OR (r.email_id = :after_email AND r.recipient > :after_rcpt))
+ORDER BY r.email_id, r.recipient
+LIMIT :limit
+
 -- name: recipient.insert
 INSERT INTO recipients
     (email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,

@@ -385,6 +385,7 @@ CASES: dict[tuple[str, str], Check] = {
     ("GET", "/v1/webhooks/{webhook_id}"): _webhooks("GET", ""),
     ("DELETE", "/v1/webhooks/{webhook_id}"): _webhooks("DELETE", ""),
     ("POST", "/v1/webhooks/{webhook_id}/enable"): _webhooks("POST", "/enable"),
+    ("GET", "/v1/rules/unclassified"): _admin_only("GET", "/v1/rules/unclassified"),  # every account's replies
 }
 _MAKERS = {"GET": _list_get, "POST": _list_post, "DELETE": _list_delete}
 for _spec in LISTS:
