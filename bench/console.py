@@ -39,7 +39,7 @@ from relay.console import session as sess  # noqa: E402
 from relay.console.app import attach  # noqa: E402
 from relay.delivery.admin import QueueView  # noqa: E402
 from relay.http.app import start_http  # noqa: E402
-from relay.http.services import HttpServices  # noqa: E402
+from relay.service.wiring import HttpServices  # noqa: E402
 from relay.smtp.auth import ApiUserAuthenticator  # noqa: E402
 from storage import open_storage  # noqa: E402
 

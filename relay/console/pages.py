@@ -1,9 +1,9 @@
 """Status search, one message's page, tracking events and offline exports.
 
-The status page builds its filter with the API's ``status_filter`` (same parameter names, same
-30-day rule and message) and pages with the API's keyset cursor; "Export these results" queues an
-export of the same filters through the API's ``create_task``; download and retry are the API's
-own handlers.
+The status page builds its filter with ``relay.service.status_query.status_filter`` (the API's
+parameter names, 30-day rule and message) and pages with the same keyset cursor; "Export these
+results" queues an export of the same filters through ``relay.service.exports`` (as
+``POST /v1/exports`` does), which also serves download and retry.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.console.app import api_json, redirect, render, services
-from relay.http import exports
-from relay.http.auth import EXPORT_LIMITER_KEY, PRINCIPAL, SEARCH_LIMITER_KEY, scope_account
-from relay.http.envelope import ApiError
-from relay.http.v1_email_status import (
+from relay.console.app import redirect, render, services
+from relay.service import exports
+from relay.service.access import EXPORT_LIMITER_KEY, PRINCIPAL, SEARCH_LIMITER_KEY, scope_account
+from relay.service.errors import ApiError
+from relay.service.status_query import (
     MAX_DAYS,
     Cursor,
     decode_cursor,
@@ -121,14 +121,18 @@ async def tracking_page(request: web.Request) -> web.Response:
 
 
 async def exports_page(request: web.Request) -> web.Response:
-    data = await api_json(exports.list_exports, request)
+    data = await exports.list_tasks(request, request.query)
     return render(request, "exports.html", {"tasks": data["result"], "total": data["total"],
                                             "offset": int(request.query.get("offset", "0") or 0)})
 
 
 async def retry_export(request: web.Request) -> web.StreamResponse:
-    await exports.retry_export(request)
+    await exports.retry_task(request)
     return redirect(request, "exports", f"Export {request.match_info['export_id']} was queued again.")
+
+
+async def download_export(request: web.Request) -> web.StreamResponse:
+    return exports.file_response(*await exports.task_file(request))
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -137,5 +141,5 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/exports/new", export_results)
     r.add_get("/tracking", tracking_page)
     r.add_get("/exports", exports_page)
-    r.add_get("/exports/{export_id}/download", exports.download_export)
+    r.add_get("/exports/{export_id}/download", download_export)
     r.add_post("/exports/{export_id}/retry", retry_export)

@@ -1,8 +1,8 @@
 """The queue page: one row per (API_USER, receiving domain), a chart of one queue's 5 s series
 refreshed every 5 s from ``queues/{api_user}/{domain}/series.json``, and the controls.
 
-Everything goes through the API's queue handlers (the same tenant rule: another account's queue
-is a 404) and so through QueueAdmin.
+Everything goes through the queue service the API uses (``relay.service.queues``: the same
+tenant rule, another account's queue is a 404) and so through QueueAdmin.
 """
 
 from __future__ import annotations
@@ -12,14 +12,13 @@ from urllib.parse import quote, urlencode
 
 from aiohttp import web
 
-from relay.console.app import PREFIX, account_param, api_json, redirect, render, url, with_query
-from relay.http import queues
-from relay.http.envelope import ApiError
+from relay.console.app import PREFIX, account_param, redirect, render, url
+from relay.service import queues
+from relay.service.errors import ApiError
 
 
 async def queues_page(request: web.Request) -> web.Response:
-    data = await api_json(queues.list_queues, with_query(request, {}))  # every queue; api_user/domain pick the chart
-    rows = data["result"]
+    rows = await queues.list_queues(request, {})  # every queue; api_user/domain pick the chart
     want = (request.query.get("api_user"), request.query.get("domain"))
     chosen = next((q for q in rows if (q["api_user"], q["domain"]) == want), rows[0] if rows else None)
     acct = account_param(request)
@@ -33,7 +32,7 @@ async def queues_page(request: web.Request) -> web.Response:
 
 async def series(request: web.Request) -> web.Response:
     """The chart's data: the queue's row and its 5 s series (points of [time, in, try, out, pending])."""
-    return web.json_response(await api_json(queues.show_queue, request), headers={"Cache-Control": "no-store"})
+    return web.json_response(await queues.show_queue(request, request.query), headers={"Cache-Control": "no-store"})
 
 
 _DONE = {"recover": "Recovered {q}: {released} waiting recipients are being sent now.",
@@ -56,7 +55,7 @@ async def act(request: web.Request) -> web.StreamResponse:
         cap = f"{result['max_rate']:g} messages per second" if result["max_rate"] else "no cap"
         text = f"Rate of {result['api_user']}/{result['domain']}: {cap}."
     elif do in _DONE:
-        result = await api_json(getattr(queues, f"{do}_queue"), request)
+        result = await queues.act(request, do)
         text = _DONE[do].format(q=f"{result['api_user']}/{result['domain']}", released=result.get("released", 0))
     else:
         raise ApiError(400, "do: one of recover, pause, resume, rate")

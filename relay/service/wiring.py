@@ -1,4 +1,4 @@
-"""What the HTTP API is given by the composition root (``relay/app.py``).
+"""What the HTTP API and the console are given by the composition root (``relay/app.py``).
 
 ``relay/http`` imports neither ``relay/smtp`` nor ``relay/delivery`` (B2): the SMTP authenticator
 (same keys, same failure throttle) and the queue read model arrive as objects that satisfy the
@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 from relay.accept import Acceptor
 from storage.protocols import Storage
@@ -93,3 +93,13 @@ class HttpServices:
     readiness: Callable[[], Awaitable[list[str]]] | None = None  # /readyz: the problems, empty when ready
     acceptor: Acceptor | None = None  # the accept sequence SMTP uses: POST /v1/mail/send*; None: 503
     send_request_keep: timedelta = timedelta(hours=24)  # a request_id's retry answers the first answer
+
+
+H = TypeVar("H")
+
+
+def no_request_timeout(handler: H) -> H:
+    """Mark a handler that bounds its own waits (a streamed upload): the HTTP listener's request
+    timeout (``relay.http.envelope.error_middleware``, also around the console) skips it."""
+    setattr(handler, "_no_request_timeout", True)  # noqa: B010 - a marker read by the middleware
+    return handler

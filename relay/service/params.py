@@ -14,7 +14,7 @@ from datetime import UTC, date, datetime
 from enum import Enum
 from typing import Any, TypeVar
 
-from relay.http.envelope import ApiError, unstorable
+from relay.service.errors import ApiError, unstorable
 
 E = TypeVar("E", bound=Enum)
 
