@@ -8,6 +8,8 @@ tenant rule, another account's queue is a 404) and so through QueueAdmin.
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from typing import Any
 from urllib.parse import quote, urlencode
 
 from aiohttp import web
@@ -16,9 +18,26 @@ from relay.console.app import PREFIX, account_param, redirect, render, url
 from relay.service import queues
 from relay.service.errors import ApiError
 
+# Columns the table sorts by. The service answers every queue of this node at once (no paging), so
+# sorting here orders the whole set, not one page of it.
+SORTS: dict[str, Callable[[dict[str, Any]], Any]] = {
+    "api_user": lambda q: (q["api_user"], q["domain"]),
+    "domain": lambda q: (q["domain"], q["api_user"]),
+    "status": lambda q: (q["status"], q["api_user"], q["domain"]),
+    "pending": lambda q: (q["pending"], q["api_user"], q["domain"]),
+    "in": lambda q: (q["in_rate"]["5s"], q["api_user"], q["domain"]),
+    "try": lambda q: (q["try_rate"]["5s"], q["api_user"], q["domain"]),
+    "out": lambda q: (q["out_rate"]["5s"], q["api_user"], q["domain"]),
+}
+
 
 async def queues_page(request: web.Request) -> web.Response:
+    sort = request.query.get("sort", "") or "api_user"
+    desc = request.query.get("dir", "") == "desc"
+    if sort not in SORTS:
+        raise ApiError(400, f"sort: one of {', '.join(SORTS)}")
     rows = await queues.list_queues(request, {})  # every queue; api_user/domain pick the chart
+    rows.sort(key=SORTS[sort], reverse=desc)
     want = (request.query.get("api_user"), request.query.get("domain"))
     chosen = next((q for q in rows if (q["api_user"], q["domain"]) == want), rows[0] if rows else None)
     acct = account_param(request)
@@ -27,7 +46,11 @@ async def queues_page(request: web.Request) -> web.Response:
         q["path"] = f"{PREFIX}queues/{quote(q['api_user'], safe='')}/{quote(q['domain'], safe='')}"
         q["action"] = q["path"] + suffix
         q["chart"] = url(request, "queues", api_user=q["api_user"], domain=q["domain"])
-    return render(request, "queues.html", {"queues": rows, "chosen": chosen})
+    keep = {"api_user": want[0], "domain": want[1]} if chosen is not None and want[0] else {}
+    heads = {k: {"aria": ("descending" if desc else "ascending") if k == sort else None,
+                 "href": url(request, "queues", sort=k, dir="desc" if k == sort and not desc else None, **keep)}
+             for k in SORTS}
+    return render(request, "queues.html", {"queues": rows, "chosen": chosen, "heads": heads})
 
 
 async def series(request: web.Request) -> web.Response:

@@ -4,6 +4,7 @@ throttle shared with SMTP AUTH, the operator's account choice, static files and 
 
 from __future__ import annotations
 
+import asyncio
 import re
 import time
 from collections.abc import AsyncIterator
@@ -11,9 +12,13 @@ from collections.abc import AsyncIterator
 import aiohttp
 import pytest
 
+from relay.console import pages
 from relay.console import session as sess
+from relay.delivery.admin import QueueView
+from relay.engagement import Engagement
 from relay.keys import hash_key
-from storage.records import ListKind, utcnow
+from relay.service.access import SERVICES_KEY
+from storage.records import EventType, ListKind, LogEntry, LogKind, RecipientEvent, utcnow
 from tests.integration.conftest import RelayFactory
 from tests.integration.relay_fixture import RelayUnderTest
 
@@ -155,3 +160,117 @@ async def test_operator_sees_every_account_and_picks_one(web: Web) -> None:
         assert 'href="/console/status?account=acme"' in html  # links keep the choice
     async with http.get("/console/status?account=nobody") as r:
         assert r.status == 400 and "does not exist" in await r.text()
+
+
+async def _send(relay: RelayUnderTest, rcpt: str, subject: str) -> str:
+    c = await relay.client()
+    _, reply = await c.sendmail("app@acme.example", [rcpt], f"Subject: {subject}\r\n\r\nbody\r\n")
+    await c.quit()
+    return reply.rsplit(" ", 1)[1]
+
+
+def _recipients(html: str) -> list[str]:
+    return re.findall(r">(r\d@example\.com)</a>", html)
+
+
+async def test_status_sorts_by_request_time_both_ways_and_pages_in_that_order(
+        web: Web, monkeypatch: pytest.MonkeyPatch) -> None:
+    relay, http = web
+    for i in range(5):
+        await _send(relay, f"r{i}@example.com", f"m{i}")
+        await asyncio.sleep(0.01)  # distinct request times
+    monkeypatch.setattr(pages, "PAGE_SIZE", 2)
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+
+    async def walk(order: str) -> list[str]:
+        seen: list[str] = []
+        path: str | None = f"/console/status?order={order}"
+        while path:
+            async with http.get(path) as r:
+                html = await r.text()
+                assert r.status == 200, html
+            assert ('aria-sort="ascending"' if order == "oldest" else 'aria-sort="descending"') in html
+            seen += _recipients(html)
+            m = re.search(r'<a href="([^"]+)" rel="next">', html)
+            path = m.group(1).replace("&amp;", "&") if m else None
+        return seen
+
+    newest, oldest = await walk("newest"), await walk("oldest")
+    assert newest == [f"r{i}@example.com" for i in range(4, -1, -1)] and oldest == newest[::-1]
+    for order, other in (("oldest", "newest"), ("newest", "oldest")):  # the header link turns the order around
+        async with http.get(f"/console/status?order={order}") as r:
+            link = re.search(r'<a class="sort" href="([^"]+)">Request time', await r.text())
+        assert link is not None
+        async with http.get(link.group(1).replace("&amp;", "&")) as r:
+            assert _recipients(await r.text()) == (newest if other == "newest" else oldest)[:2]
+    async with http.get("/console/status?order=sideways") as r:
+        assert r.status == 400 and "order: newest or oldest" in await r.text()
+    async with http.get("/console/status?order=newest") as r:  # a cursor of one order does not continue the other
+        cursor = re.search(r'cursor=([^&"]+)', await r.text())
+    assert cursor is not None
+    async with http.get(f"/console/status?order=oldest&cursor={cursor.group(1)}") as r:
+        assert r.status == 400 and "belongs to another search" in await r.text()
+
+
+async def test_a_records_page_shows_every_event_field(web: Web) -> None:
+    relay, http = web
+    email_id = await _send(relay, "r1@example.com", "events")
+    eng = Engagement(relay.storage)
+    eng.record(email_id, "r1@example.com", RecipientEvent(EventType.OPEN, "192.0.2.7", "GoogleImageProxy",
+                                                          machine=True))
+    eng.record(email_id, "r1@example.com", RecipientEvent(EventType.CLICK, "192.0.2.8", "Reader/2.0",
+                                                          link="https://shop.example/p?a=1&b=2"))
+    eng.record(email_id, "r1@example.com", RecipientEvent(EventType.UNSUBSCRIBE, "192.0.2.9", "Phone/1",
+                                                          reason_type=3))
+    await eng.flush()
+    await relay.storage.statuses.append_log(email_id, "r1@example.com", LogEntry(
+        utcnow(), LogKind.FEEDBACK, "complaint: abuse report from example.com", rule="arf"))
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get(f"/console/status/{email_id}") as r:
+        html = await r.text()
+        assert r.status == 200, html
+    rows = {m.group(1): m.group(2) for m in re.finditer(r'<tr data-event="(\w+)">(.*?)</tr>', html, re.S)}
+    assert set(rows) == {"open", "click", "unsubscribe", "arf"}
+    assert "machine open" in rows["open"] and "192.0.2.7" in rows["open"] and "GoogleImageProxy" in rows["open"]
+    assert 'href="https://shop.example/p?a=1&amp;b=2"' in rows["click"] and "Reader/2.0" in rows["click"]
+    assert "machine open" not in rows["click"] and "192.0.2.8" in rows["click"]
+    assert "Reason 3: This is a fraudulent email" in rows["unsubscribe"] and "Phone/1" in rows["unsubscribe"]
+    assert "complaint: abuse report from example.com" in rows["arf"]
+
+
+class _Queues:
+    """Queue views as QueueAdmin.list answers them (the console sorts the whole set)."""
+
+    def __init__(self) -> None:
+        rates = [{"5s": r, "15s": r, "30s": r} for r in (0.5, 3.0, 1.0)]
+        self.views = [QueueView("app1", d, st, p, rates[i], rates[i], rates[i], None, None, None, False, None, None,
+                                None)
+                      for i, (d, st, p) in enumerate((("b.example", "active", 7), ("c.example", "idle", 0),
+                                                      ("a.example", "paused", 3)))]
+
+    def list(self, api_user: str | None = None) -> list[QueueView]:
+        return list(self.views)
+
+
+async def test_queue_table_sorts_every_queue_by_its_columns(web: Web) -> None:
+    relay, http = web
+    assert relay.app.http is not None
+    relay.app.http.app[SERVICES_KEY].queues = _Queues()  # type: ignore[assignment]
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+
+    async def order(query: str) -> tuple[list[str], str]:
+        async with http.get("/console/queues" + query) as r:
+            html = await r.text()
+            assert r.status == 200, html
+        return re.findall(r'data-queue="app1/([a-z.]+)"', html), html
+
+    rows, html = await order("")
+    assert rows == ["a.example", "b.example", "c.example"]  # API_USER, then domain
+    assert '<th aria-sort="ascending"><a class="sort" href="/console/queues?sort=api_user&amp;dir=desc">' in html
+    assert (await order("?sort=pending&dir=desc"))[0] == ["b.example", "a.example", "c.example"]
+    assert (await order("?sort=pending"))[0] == ["c.example", "a.example", "b.example"]
+    assert (await order("?sort=in&dir=desc"))[0] == ["c.example", "a.example", "b.example"]
+    assert (await order("?sort=status"))[0] == ["b.example", "c.example", "a.example"]
+    assert (await order("?sort=domain&dir=desc"))[0] == ["c.example", "b.example", "a.example"]
+    async with http.get("/console/queues?sort=color") as r:
+        assert r.status == 400 and "sort: one of" in await r.text()
