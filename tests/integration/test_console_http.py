@@ -5,9 +5,11 @@ throttle shared with SMTP AUTH, the operator's account choice, static files and 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import re
 import time
 from collections.abc import AsyncIterator
+from datetime import timedelta
 
 import aiohttp
 import pytest
@@ -18,9 +20,18 @@ from relay.delivery.admin import QueueView
 from relay.engagement import Engagement
 from relay.keys import hash_key
 from relay.service.access import SERVICES_KEY
-from storage.records import EventType, ListKind, LogEntry, LogKind, RecipientEvent, utcnow
+from storage.records import (
+    EventType,
+    ExportStatus,
+    ListKind,
+    LogEntry,
+    LogKind,
+    RecipientEvent,
+    StatusFilter,
+    utcnow,
+)
 from tests.integration.conftest import RelayFactory
-from tests.integration.relay_fixture import RelayUnderTest
+from tests.integration.relay_fixture import RelayUnderTest, wait_until
 
 ADMIN = "console-admin-token-0123456789"
 HTTP = {"http.listen": "127.0.0.1:0", "http.admin_token": ADMIN}
@@ -274,3 +285,114 @@ async def test_queue_table_sorts_every_queue_by_its_columns(web: Web) -> None:
     assert (await order("?sort=domain&dir=desc"))[0] == ["c.example", "b.example", "a.example"]
     async with http.get("/console/queues?sort=color") as r:
         assert r.status == 400 and "sort: one of" in await r.text()
+
+
+async def test_sign_out_ends_the_session_and_a_long_period_is_refused_in_words(web: Web) -> None:
+    relay, http = web
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/status?start_date=2026-01-01&end_date=2026-02-15") as r:
+        html = await r.text()
+        assert r.status == 400 and "the period covers 46 days; one query covers at most 30 consecutive days" in html
+        token = _csrf(html)
+    async with http.post("/console/signout", data={"csrf": token}, allow_redirects=False) as r:
+        assert r.status == 303 and r.headers["Location"] == "/console/signin"
+    async with http.get("/console/status", allow_redirects=False) as r:
+        assert r.status == 303 and "signin" in r.headers["Location"]
+
+
+class _ControlledQueues(_Queues):
+    """Records what the console asked of QueueControl (the API's own tests drive the real QueueAdmin)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.calls: list[tuple[str, ...]] = []
+
+    def _view(self, domain: str) -> QueueView:
+        return next(v for v in self.views if v.domain == domain)
+
+    def pause(self, api_user: str, domain: str) -> QueueView:
+        self.calls.append(("pause", api_user, domain))
+        return self._view(domain)
+
+    def resume(self, api_user: str, domain: str) -> QueueView:
+        self.calls.append(("resume", api_user, domain))
+        return self._view(domain)
+
+    def set_rate(self, api_user: str, domain: str, rate: float | None) -> QueueView:
+        self.calls.append(("rate", api_user, domain, str(rate)))
+        return dataclasses.replace(self._view(domain), max_rate=rate)
+
+
+async def test_pause_resume_and_rate_forms_reach_the_queue_service(web: Web) -> None:
+    relay, http = web
+    assert relay.app.http is not None
+    queues = _ControlledQueues()
+    relay.app.http.app[SERVICES_KEY].queues = queues  # type: ignore[assignment]
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/queues") as r:
+        token = _csrf(await r.text())
+    for data, flash in (({"do": "pause"}, "Paused app1/b.example."), ({"do": "resume"}, "Resumed app1/b.example."),
+                        ({"do": "rate", "max_rate": "2.5"}, "Rate of app1/b.example: 2.5 messages per second."),
+                        ({"do": "rate", "max_rate": "fast"}, "max_rate: &#39;fast&#39; is not a number"),
+                        ({"do": "rate", "max_rate": "-1"}, "max_rate: a number of messages per second from 0")):
+        async with http.post("/console/queues/app1/b.example", data={"csrf": token, **data}) as r:
+            assert flash in await r.text(), data
+    assert queues.calls == [("pause", "app1", "b.example"), ("resume", "app1", "b.example"),
+                            ("rate", "app1", "b.example", "2.5")]
+    async with http.post("/console/queues/other/b.example", data={"csrf": token, "do": "pause"}) as r:
+        assert r.status == 404  # another account's API_USER: no such queue, as in the API
+
+
+async def test_a_failed_export_is_retried_from_the_exports_page(web: Web) -> None:
+    relay, http = web
+    worker = relay.app.exports
+    assert worker is not None
+    st = relay.storage
+    await st.exports.create("crashed", relay.account_id, "email_status", StatusFilter(account_id=relay.account_id),
+                            utcnow() - timedelta(days=1))
+    got = await st.exports.claim(worker.node, utcnow())  # as if this node crashed while running it
+    assert got is not None and got.id == "crashed" and await worker.recover() == 1
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    async with http.get("/console/exports") as r:
+        html = await r.text()
+    assert 'action="/console/exports/crashed/retry"' in html and "failed" in html
+    async with http.post("/console/exports/crashed/retry", data={"csrf": _csrf(html)}) as r:
+        assert r.status == 200 and "Export crashed was queued again." in await r.text()
+
+    async def done() -> bool:
+        t = await st.exports.get("crashed")
+        return t is not None and t.status is ExportStatus.SUCCEEDED
+
+    await wait_until(done, timeout=20)
+    async with http.get("/console/exports") as r:
+        assert 'href="/console/exports/crashed/download"' in await r.text()
+    async with http.post("/console/exports/crashed/retry", data={"csrf": _csrf(html)}) as r:
+        assert r.status == 409 and "only a failed export can be retried" in await r.text()
+
+
+_FIELD = re.compile(r"<(input|select|textarea)\b([^>]*)>")
+
+
+async def test_every_input_on_every_page_has_a_label(web: Web) -> None:
+    relay, http = web
+    assert relay.app.http is not None
+    relay.app.http.app[SERVICES_KEY].queues = _Queues()  # type: ignore[assignment]
+    email_id = await _send(relay, "r1@example.com", "labels")
+    async with http.get("/console/signin") as r:
+        pages_html = {"signin": await r.text()}
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+    for path in ("status", f"status/{email_id}", "tracking", "queues", "lists/complaints", "lists/blocks",
+                 "lists/bounces", "lists/unsubscribes", "lists/no_interceptions", "exports"):
+        async with http.get("/console/" + path) as r:
+            assert r.status == 200, path
+            pages_html[path] = await r.text()
+    checked = 0
+    for path, html in pages_html.items():
+        labelled = set(re.findall(r'<label for="([^"]+)"', html))
+        for tag, attrs in _FIELD.findall(html):
+            if 'type="hidden"' in attrs:
+                continue
+            m = re.search(r'\bid="([^"]+)"', attrs)
+            assert "aria-label=" in attrs or (m and m.group(1) in labelled), f"{path}: <{tag}{attrs}> has no label"
+            checked += 1
+    assert checked > 30
