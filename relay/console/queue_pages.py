@@ -63,7 +63,7 @@ _DONE = {"recover": "Recovered {q}: {released} waiting recipients are being sent
 
 
 async def act(request: web.Request) -> web.StreamResponse:
-    """One queue's form: ``do`` = recover, pause, resume (the API's handlers) or rate (``max_rate``)."""
+    """One queue's form: ``do`` = recover, pause, resume (the queue service) or rate (``max_rate``)."""
     form = await request.post()
     do = str(form.get("do", ""))
     if do == "rate":
