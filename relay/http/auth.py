@@ -6,8 +6,25 @@ from __future__ import annotations
 from aiohttp import web
 
 from relay.http.envelope import Handler
-from relay.service.access import PRINCIPAL, SELF_AUTHENTICATED, SERVICES_KEY, Principal, check_authorization
+from relay.service.access import (
+    EXPORT_LIMITER_KEY,
+    PRINCIPAL,
+    SEARCH_LIMITER_KEY,
+    SELF_AUTHENTICATED,
+    SERVICES_KEY,
+    Principal,
+    RateLimiter,
+    check_authorization,
+    principal,
+    require_admin,
+    scope_account,
+)
 from relay.service.wiring import HttpServices
+
+# kept importable from here for code written before they moved to relay.service.access
+__all__ = ["EXPORT_LIMITER_KEY", "METRICS_PATH", "PRINCIPAL", "PUBLIC_PATHS", "SEARCH_LIMITER_KEY",
+           "SELF_AUTHENTICATED", "SERVICES_KEY", "Principal", "RateLimiter", "auth_middleware", "authenticate",
+           "check_authorization", "principal", "require_admin", "scope_account"]
 
 PUBLIC_PATHS = frozenset({"/openapi.json", "/healthz", "/readyz", "/"})  # "/" redirects to the console
 METRICS_PATH = "/metrics"  # public or operators only, as [http] metrics_auth says
