@@ -45,12 +45,12 @@ from relay.engagement import Engagement
 from relay.exports import ExportWorker
 from relay.health import Readiness
 from relay.http.app import start_http
+from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
+from relay.http.services import HttpServices
 from relay.intake import Intake
 from relay.metrics import Metrics
 from relay.rates import MessageRateLimiter
 from relay.reload import split_changes
-from relay.service.access import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY
-from relay.service.wiring import HttpServices
 from relay.smtp.auth import ApiUserAuthenticator
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackMailboxes, FeedbackServices

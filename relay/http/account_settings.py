@@ -7,8 +7,8 @@ from __future__ import annotations
 from aiohttp import web
 
 from relay.account_settings import FIELDS, changed, settings_json
+from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok
-from relay.service.access import SERVICES_KEY, scope_account
 
 
 async def _account(request: web.Request) -> tuple[int, str]:

@@ -14,10 +14,10 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.http.auth import SERVICES_KEY, require_admin, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
+from relay.http.params import body_text
 from relay.keys import generate_key, hash_key
-from relay.service.access import SERVICES_KEY, require_admin, scope_account
-from relay.service.params import body_text
 from storage.errors import Conflict
 from storage.records import ALL_API_USERS, ApiUser
 

@@ -15,6 +15,7 @@ from aiohttp import web
 
 from relay.http.envelope import ApiError, json_body, ok, page, unstorable
 from relay.service.access import SERVICES_KEY, scope_account
+from relay.service.labels import label_filter as label_filter  # moved; still importable here
 from relay.service.params import body_text, integer, text
 from relay.service.times import zoned
 from storage.errors import Conflict

@@ -17,7 +17,7 @@ J = dict[str, Any]
 _STR: J = {"type": "string"}
 _NSTR: J = {"type": ["string", "null"]}
 _TIME: J = {"type": ["string", "null"], "format": "date-time"}
-# EngageLab's list time formats, in UTC (relay/service/times.py)
+# EngageLab's list time formats, in UTC (relay/http/times.py)
 _PLAIN_TIME: J = {"type": ["string", "null"], "pattern": r"^\d{4}-\d\d-\d\d \d\d:\d\d:\d\d$",
                   "description": "YYYY-MM-DD HH:MM:SS, UTC"}
 _ZONED_TIME: J = {"type": ["string", "null"], "pattern": r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\+0000$",

@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relay.http.auth import PRINCIPAL, SERVICES_KEY, require_admin
 from relay.http.envelope import ApiError
-from relay.service.access import PRINCIPAL, SERVICES_KEY, require_admin
 
 
 async def healthz(request: web.Request) -> web.Response:

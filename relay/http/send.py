@@ -35,11 +35,11 @@ from aiohttp import web
 from policies import RecipientContext
 from relay.accept import Acceptor, Committed, Envelope, LookupFailed
 from relay.headers import find_header_end
+from relay.http.auth import SERVICES_KEY, principal
 from relay.http.compose import build
 from relay.http.envelope import ApiError, checked_body, ok
 from relay.http.send_body import MimeRequest, SendRequest, parse_send, parse_send_mime
 from relay.ids import new_email_id
-from relay.service.access import SERVICES_KEY, principal
 from relay.spool import SpoolFull, SpoolWriter
 from relay.status_json import RECIPIENT_ID_SEPARATOR
 from storage.errors import StorageError

@@ -19,10 +19,10 @@ from typing import Any
 
 from aiohttp import web
 
+from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, page
-from relay.service.access import SERVICES_KEY, scope_account
-from relay.service.labels import label_filter
-from relay.service.params import integer, months_later, parse_day, text, text_list
+from relay.http.labels import label_filter
+from relay.http.params import integer, months_later, parse_day, text, text_list
 from storage.records import StatsCount, StatsFilter, Status
 
 MAX_MONTHS = 3

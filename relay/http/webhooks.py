@@ -10,9 +10,9 @@ from __future__ import annotations
 
 from aiohttp import web
 
+from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
-from relay.service.access import SERVICES_KEY, scope_account
-from relay.service.params import body_int, body_text, integer
+from relay.http.params import body_int, body_text, integer
 from relay.webhook_json import (
     MAX_BATCH,
     MAX_URL,
