@@ -277,6 +277,8 @@ async def test_queue_table_sorts_every_queue_by_its_columns(web: Web) -> None:
 
     rows, html = await order("")
     assert rows == ["a.example", "b.example", "c.example"]  # API_USER, then domain
+    token = _csrf(html)
+    assert html.count(f'<input type="hidden" name="csrf" value="{token}">') == 1 + 3  # sign-out + each row's form
     assert '<th aria-sort="ascending"><a class="sort" href="/console/queues?sort=api_user&amp;dir=desc">' in html
     assert (await order("?sort=pending&dir=desc"))[0] == ["b.example", "a.example", "c.example"]
     assert (await order("?sort=pending"))[0] == ["c.example", "a.example", "b.example"]
