@@ -28,6 +28,7 @@ from storage.records import (
     LogKind,
     RecipientEvent,
     StatusFilter,
+    SuppressionEntry,
     utcnow,
 )
 from tests.integration.conftest import RelayFactory
@@ -398,3 +399,27 @@ async def test_every_input_on_every_page_has_a_label(web: Web) -> None:
             assert "aria-label=" in attrs or (m and m.group(1) in labelled), f"{path}: <{tag}{attrs}> has no label"
             checked += 1
     assert checked > 30
+
+
+async def test_spam_reports_filter_by_address_and_period(web: Web) -> None:
+    relay, http = web
+    now = utcnow()
+    await relay.storage.suppressions.add([
+        SuppressionEntry(account_id=relay.account_id, kind=ListKind.COMPLAINT, value=v, created_at=at,
+                         expires_at=at + timedelta(days=180), reason="abuse report")
+        for v, at in (("old@example.com", now - timedelta(days=20)), ("new@example.com", now - timedelta(days=1)))])
+    await _sign_in(http, api_user="app1", api_key=relay.key)
+
+    async def shown(query: str) -> list[str]:
+        async with http.get("/console/lists/complaints" + query) as r:
+            html = await r.text()
+            assert r.status == 200, html
+        return re.findall(r'name="value" value="([^"]+)"', html)
+
+    assert await shown("") == ["new@example.com", "old@example.com"]  # newest first
+    assert await shown("?email=OLD@example.com") == ["old@example.com"]
+    since = (now - timedelta(days=5)).date().isoformat()
+    assert await shown(f"?start_time={since}") == ["new@example.com"]
+    assert await shown(f"?end_time={since}") == ["old@example.com"]
+    async with http.get("/console/lists/complaints?email=nobody@example.com") as r:
+        assert "No entries match these filters." in await r.text()
