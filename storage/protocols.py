@@ -150,10 +150,11 @@ class StatusRepo(Protocol):
 
     async def search(
         self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
-        after: StatusKey | None = None, count: bool = True,
+        after: StatusKey | None = None, count: bool = True, oldest_first: bool = False,
     ) -> Page[StatusRecord]:
-        """Newest first (request_time, email_id, recipient all descending). ``after`` pages by keyset:
-        the records following that key (then ``offset`` should be 0). ``total`` counts every match
+        """Newest first (request_time, email_id, recipient all descending; ``oldest_first``: all
+        ascending, the same indexes read forwards). ``after`` pages by keyset: the records following
+        that key in that order (then ``offset`` should be 0). ``total`` counts every match
         of ``flt`` (ignoring ``after``), capped; ``count=False`` skips that count (``total`` is then
         only offset + the page). ``has_more`` says whether a next page exists."""
         ...

@@ -380,9 +380,9 @@ class SqlStatusRepo:
 
     async def search(
         self, flt: StatusFilter, *, limit: int = 100, offset: int = 0, with_log: bool = True,
-        after: StatusKey | None = None, count: bool = True,
+        after: StatusKey | None = None, count: bool = True, oldest_first: bool = False,
     ) -> Page[StatusRecord]:
-        rows, has_more = await self._rows(flt, limit, offset, after)
+        rows, has_more = await self._rows(flt, limit, offset, after, oldest_first)
         total = None if after is not None or has_more else _page_total(offset, limit, len(rows))
         if not count:
             total = offset + len(rows)
@@ -396,12 +396,13 @@ class SqlStatusRepo:
         return Page(await self._with_logs(rows, with_log), total, has_more)
 
     async def _rows(
-        self, flt: StatusFilter, limit: int, offset: int, after: StatusKey | None
+        self, flt: StatusFilter, limit: int, offset: int, after: StatusKey | None, oldest_first: bool = False
     ) -> tuple[list[Row], bool]:
         """One page of rows, and whether more follow (one row beyond the page says so, uncounted)."""
-        where, params = search_where(flt, self._ex.dialect, after)
+        where, params = search_where(flt, self._ex.dialect, after, oldest_first)
+        query = "status.search_oldest" if oldest_first else "status.search"
         rows = await self._ex.fetch(
-            self._ex.queries.render("status.search", where), {**params, "limit": limit + 1, "offset": offset}
+            self._ex.queries.render(query, where), {**params, "limit": limit + 1, "offset": offset}
         )
         return list(rows[:limit]), len(rows) > limit
 

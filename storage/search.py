@@ -30,10 +30,12 @@ def _in_list(dialect: str, col: str, param: str, typ: str, values: list[Any], pa
     return _IN_LIST[dialect].format(col=col, param=param, typ=typ)
 
 
-def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None) -> tuple[str, dict[str, Any]]:
+def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None,
+                 oldest_first: bool = False) -> tuple[str, dict[str, Any]]:
     """Build ``(where_sql, params)`` for a status search. Recipient and domain match lower-cased.
 
-    ``after`` adds the keyset condition: only records after that one in the newest-first order."""
+    ``after`` adds the keyset condition: only records after that one in the newest-first order
+    (``oldest_first``: in the oldest-first order)."""
     parts: list[str] = []
     params: dict[str, Any] = {}
     if flt.account_id is not None:
@@ -77,7 +79,8 @@ def search_where(flt: StatusFilter, dialect: str, after: StatusKey | None = None
         parts.append("request_time < :f_end")
         params["f_end"] = codec.to_ms(flt.end)
     if after is not None:
-        parts.append("(request_time, email_id, recipient) < (:k_time, :k_email_id, :k_recipient)")
+        parts.append("(request_time, email_id, recipient) > (:k_time, :k_email_id, :k_recipient)" if oldest_first
+                     else "(request_time, email_id, recipient) < (:k_time, :k_email_id, :k_recipient)")
         params.update(k_time=codec.to_ms(after.request_time), k_email_id=after.email_id,
                       k_recipient=after.recipient)
     return (" AND ".join(parts) if parts else "1 = 1"), params

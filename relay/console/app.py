@@ -4,9 +4,10 @@
 are Jinja2 templates (autoescaped) with a little plain JavaScript (the queue chart, the block
 file upload); the chart library (uPlot) is vendored under ``static/vendor`` and served by us.
 
-There is no second implementation of any query or rule: handlers call the API's own handlers and
-validators (``relay.http``) with the signed-in principal, and the service objects behind them
-(storage, QueueAdmin, the export worker); the messages of the API's errors are shown as they are.
+There is no second implementation of any query or rule: handlers call the services the HTTP API
+calls (``relay.service``: tenant rules, validation, status filter and cursor, exports, queues,
+lists) with the signed-in principal; the messages of their errors are shown as they are. The
+console never imports the HTTP API package (``relay.http``), nor it the console (import-linter).
 
 Middleware (:func:`console_middleware`): the session cookie becomes the request's principal
 (the API's ``Principal``; a revoked API_USER ends the session at the next request), every POST
@@ -18,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import json
 import logging
 import secrets
 import time
@@ -33,9 +33,9 @@ import jinja2
 from aiohttp import web
 
 from relay.console import session as sess
-from relay.http.auth import PRINCIPAL, SELF_AUTHENTICATED, SERVICES_KEY, Principal, check_authorization
-from relay.http.envelope import ApiError
-from relay.http.services import HttpServices
+from relay.service.access import PRINCIPAL, SELF_AUTHENTICATED, SERVICES_KEY, Principal, check_authorization
+from relay.service.errors import ApiError
+from relay.service.wiring import HttpServices
 from storage.errors import StorageError
 
 log = logging.getLogger("mailrelay.console")
@@ -51,15 +51,6 @@ _FLASH_COOKIE = "mailrelay_console_flash"
 _OPEN = frozenset({"signin", "static"})  # route names reachable without a session
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-
-
-def with_query(request: web.Request, params: dict[str, str]) -> web.Request:
-    """This (bodiless) request with ``params`` as its query, keeping the operator's account: how
-    an API handler that reads its parameters from the query is called with the console's."""
-    acct = request.query.get("account")
-    if acct:
-        params = {**params, "account": acct}
-    return request.clone(rel_url=request.rel_url.with_query(params))
 
 
 def services(request: web.Request) -> HttpServices:
@@ -264,13 +255,6 @@ async def home(request: web.Request) -> web.StreamResponse:
 
 async def root_redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound(PREFIX)
-
-
-async def api_json(handler: Handler, request: web.Request) -> Any:
-    """Call one of the API's handlers for this request and read its JSON answer."""
-    resp = await handler(request)
-    assert isinstance(resp, web.Response) and resp.text is not None
-    return json.loads(resp.text)
 
 
 @web.middleware

@@ -1,8 +1,9 @@
 """The suppression-list pages: spam reports (complaints), block list (add, upload, delete),
 bounce list beside the no-interception list, unsubscribes.
 
-Reading, adding, deleting and uploading are the API's handlers (``relay.http.v1_suppressions``),
-called with the signed-in principal: the same validation, tenant rule and messages.
+Reading, adding, deleting and uploading are the list service the API uses
+(``relay.service.lists``), called with the signed-in principal: the same validation, tenant rule
+and messages.
 """
 
 from __future__ import annotations
@@ -12,15 +13,14 @@ from urllib.parse import urlencode
 
 from aiohttp import web
 
-from relay.console.app import api_json, redirect, render, with_query
-from relay.http import v1_suppressions as sup
-from relay.http.envelope import ApiError
+from relay.console.app import redirect, render
+from relay.service import lists as sup
+from relay.service.errors import ApiError
+from relay.service.wiring import no_request_timeout
 from storage.records import ListKind, UnsubscribeReason
 
 PAGE_SIZE = 50
-SPECS: dict[str, tuple[sup.ListApi, dict[str, Any]]] = {}
-for _method, _path, _handler, _list in sup.routes():
-    SPECS.setdefault(_path.removeprefix("/v1/"), (_list, {}))[1][_method] = _handler
+SPECS: dict[str, sup.ListApi] = {spec.path.removeprefix("/v1/"): spec for spec in sup.LISTS}
 
 TITLES = {"complaints": "Spam reports", "blocks": "Block list", "bounces": "Bounce list",
           "no_interceptions": "No-interception list", "unsubscribes": "Unsubscribes"}
@@ -32,30 +32,28 @@ COMPLAINT_ADVICE = ("We advise against deleting spam reports. The recipient told
                     "after 180 days.)")
 
 
-def _spec(request: web.Request) -> tuple[str, sup.ListApi, dict[str, Any]]:
+def _spec(request: web.Request) -> tuple[str, sup.ListApi]:
     slug = request.match_info["kind"]
     if slug not in SPECS:
         raise web.HTTPNotFound()
-    spec, handlers = SPECS[slug]
-    return slug, spec, handlers
+    return slug, SPECS[slug]
 
 
 async def list_page(request: web.Request) -> web.Response:
-    slug, spec, handlers = _spec(request)
+    slug, spec = _spec(request)
     q = request.query
     params = {k: q[k] for k in (spec.value_field, "api_user", "start_time", "end_time", "offset") if q.get(k)}
     params["limit"] = str(PAGE_SIZE)
-    data = await api_json(handlers["GET"], with_query(request, params))
+    data = await sup.list_entries(request, spec, params)
     side = None
     if spec.kind is ListKind.BOUNCE:  # the no-interception list beside it
-        _, ni = SPECS["no_interceptions"]
-        side = (await api_json(ni["GET"], with_query(request, {"limit": str(PAGE_SIZE)})))
+        side = await sup.list_entries(request, SPECS["no_interceptions"], {"limit": str(PAGE_SIZE)})
     offset = int(params.get("offset", "0"))
     return render(request, "list.html", {
         "slug": slug, "spec": spec, "title": TITLES[slug], "rows": data["result"], "total": data["total"],
         "filters": {k: q.get(k, "") for k in (spec.value_field, "start_time", "end_time")},
         "offset": offset, "page_size": PAGE_SIZE, "side": side, "advice": COMPLAINT_ADVICE,
-        "can_add": "POST" in handlers, "can_delete": "DELETE" in handlers,
+        "can_add": "POST" in spec.methods, "can_delete": "DELETE" in spec.methods,
         "reasons": [(int(r), r.text) for r in UnsubscribeReason], "kind": spec.kind.value,
         "more": urlencode({k: v for k, v in {**params, "offset": str(offset + PAGE_SIZE)}.items() if k != "limit"}),
         "less": urlencode({k: v for k, v in {**params, "offset": str(max(0, offset - PAGE_SIZE))}.items()
@@ -64,8 +62,8 @@ async def list_page(request: web.Request) -> web.Response:
 
 
 async def add(request: web.Request) -> web.StreamResponse:
-    slug, spec, handlers = _spec(request)
-    if "POST" not in handlers:
+    slug, spec = _spec(request)
+    if "POST" not in spec.methods:
         raise ApiError(405, "entries cannot be added to this list")
     form = await request.post()
     values = [v.strip() for v in str(form.get("values", "")).splitlines() if v.strip()]
@@ -85,8 +83,8 @@ async def add(request: web.Request) -> web.StreamResponse:
 
 
 async def delete(request: web.Request) -> web.StreamResponse:
-    slug, spec, handlers = _spec(request)
-    if "DELETE" not in handlers:
+    slug, spec = _spec(request)
+    if "DELETE" not in spec.methods:
         raise ApiError(405, "entries cannot be deleted from this list")
     form = await request.post()
     values = [str(v) for v in form.getall("value", [])]
@@ -102,8 +100,14 @@ async def delete(request: web.Request) -> web.StreamResponse:
     return redirect(request, f"lists/{slug}", text)
 
 
+@no_request_timeout  # a large file may take long; the upload bounds the wait for each line instead
+async def upload_blocks(request: web.Request) -> web.Response:
+    """The block file upload (the page's script posts the file itself; JSON answer with bad lines)."""
+    return web.json_response(await sup.upload_blocks(request))
+
+
 def add_routes(r: web.UrlDispatcher) -> None:
     r.add_get("/lists/{kind}", list_page)
     r.add_post("/lists/{kind}/add", add)
     r.add_post("/lists/{kind}/delete", delete)
-    r.add_post("/lists/blocks/upload.json", sup.upload_blocks)
+    r.add_post("/lists/blocks/upload.json", upload_blocks)

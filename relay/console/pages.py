@@ -1,9 +1,9 @@
 """Status search, one message's page, tracking events and offline exports.
 
-The status page builds its filter with the API's ``status_filter`` (same parameter names, same
-30-day rule and message) and pages with the API's keyset cursor; "Export these results" queues an
-export of the same filters through the API's ``create_task``; download and retry are the API's
-own handlers.
+The status page builds its filter with ``relay.service.status_query.status_filter`` (the API's
+parameter names, 30-day rule and message) and pages with the same keyset cursor; "Export these
+results" queues an export of the same filters through ``relay.service.exports`` (as
+``POST /v1/exports`` does), which also serves download and retry.
 """
 
 from __future__ import annotations
@@ -13,11 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.console.app import api_json, redirect, render, services
-from relay.http import exports
-from relay.http.auth import EXPORT_LIMITER_KEY, PRINCIPAL, SEARCH_LIMITER_KEY, scope_account
-from relay.http.envelope import ApiError
-from relay.http.v1_email_status import (
+from relay.console.app import redirect, render, services
+from relay.service import exports
+from relay.service.access import EXPORT_LIMITER_KEY, PRINCIPAL, SEARCH_LIMITER_KEY, scope_account
+from relay.service.errors import ApiError
+from relay.service.status_query import (
     MAX_DAYS,
     Cursor,
     decode_cursor,
@@ -25,10 +25,12 @@ from relay.http.v1_email_status import (
     search_fingerprint,
     status_filter,
 )
-from storage.records import EmailType, LogKind, Status, StatusRecord, SubStatus
+from relay.status_json import event_json
+from storage.records import EmailType, LogKind, Status, StatusRecord, SubStatus, UnsubscribeReason
 
 SHARED_KEYS = (SEARCH_LIMITER_KEY, EXPORT_LIMITER_KEY)
 PAGE_SIZE = 50
+EXPORTS_PAGE = 20
 FILTERS = ("email", "email_type", "label_id", "api_user", "start_date", "end_date", "status", "sub_status")
 
 
@@ -47,36 +49,63 @@ def _form(request: web.Request) -> dict[str, str]:
     return form
 
 
-def _events(r: StatusRecord) -> list[Any]:
-    """The record's events: its ``events`` (opens, clicks, … once tracking lands) or its feedback lines."""
-    events = getattr(r, "events", None)
-    if events is not None:
-        return list(events)
-    return [e for e in r.log if e.kind is LogKind.FEEDBACK]
+ORDERS = {"newest": False, "oldest": True}  # the two orders the status search keeps (keyset, indexed)
+
+
+def _order(request: web.Request) -> str:
+    order = request.query.get("order", "") or "newest"
+    if order not in ORDERS:
+        raise ApiError(400, "order: newest or oldest (the orders the status search keeps)")
+    return order
+
+
+def event_rows(r: StatusRecord) -> list[dict[str, Any]]:
+    """The record's events as the API answers them (``event_json``: opens, clicks, unsubscribes and
+    the feedback lines of bounces and complaints), oldest first, plus the unsubscribe reason's text."""
+    out = []
+    for e in r.log:
+        if e.kind is LogKind.FEEDBACK:
+            ev = event_json(e)
+            rt = ev["reason_type"]
+            ev["reason_text"] = UnsubscribeReason(rt).text if rt in (0, 1, 2, 3) else None
+            out.append(ev)
+    return out
+
+
+async def _search(request: web.Request, form: dict[str, str], order: str, *, with_log: bool) -> dict[str, Any]:
+    """One page of the status search (PAGE_SIZE records) for ``form``, in ``order``, continuing the
+    ``cursor`` of the query when there is one; the same filter, limiter and cursor as the API."""
+    cursor_text = request.query.get("cursor", "")
+    cursor = decode_cursor(cursor_text) if cursor_text else None
+    flt = await status_filter(request, form)
+    oldest = ORDERS[order]
+    fingerprint = search_fingerprint(flt) + ("-oldest" if oldest else "")
+    if cursor is not None and cursor.search != fingerprint:
+        raise ApiError(400, "this page link belongs to another search; search again")
+    p = request[PRINCIPAL]
+    request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin", "status searches")
+    result = await services(request).storage.statuses.search(
+        flt, limit=PAGE_SIZE, offset=0, with_log=with_log, after=cursor.after if cursor else None,
+        count=cursor is None, oldest_first=oldest)
+    total = cursor.total if cursor else result.total
+    return {"records": result.items, "total": total, "paged": cursor is not None,
+            "next_cursor": encode_cursor(Cursor(result.items[-1].key, total, fingerprint))
+            if result.has_more and result.items else None}
+
+
+def _choices() -> dict[str, Any]:
+    return {"statuses": list(Status), "sub_statuses": list(SubStatus), "email_types": list(EmailType),
+            "label": label, "max_days": MAX_DAYS}
 
 
 async def status_page(request: web.Request) -> web.Response:
     form = _form(request)
     ctx: dict[str, Any] = {"form": form, "records": None, "error": None, "next_cursor": None, "total": None,
-                           "statuses": list(Status), "sub_statuses": list(SubStatus),
-                           "email_types": list(EmailType), "label": label, "max_days": MAX_DAYS}
+                           "order": "newest", **_choices()}
     try:
-        cursor_text = request.query.get("cursor", "")
-        cursor = decode_cursor(cursor_text) if cursor_text else None
-        flt = await status_filter(request, form)
-        fingerprint = search_fingerprint(flt)
-        if cursor is not None and cursor.search != fingerprint:
-            raise ApiError(400, "this page link belongs to another search; search again")
-        p = request[PRINCIPAL]
-        request.app[SEARCH_LIMITER_KEY].check(f"account:{flt.account_id}" if not p.admin else "admin",
-                                              "status searches")
-        result = await services(request).storage.statuses.search(
-            flt, limit=PAGE_SIZE, offset=0, with_log=False, after=cursor.after if cursor else None,
-            count=cursor is None)
-        total = cursor.total if cursor else result.total
-        ctx.update(records=result.items, total=total, paged=cursor is not None,
-                   next_cursor=encode_cursor(Cursor(result.items[-1].key, total, fingerprint))
-                   if result.has_more else None)
+        ctx["order"] = _order(request)
+        ctx["query"] = form
+        ctx.update(await _search(request, form, ctx["order"], with_log=False))
     except ApiError as e:
         ctx["error"] = e.message
     return render(request, "status.html", ctx, status=200 if ctx["error"] is None else 400)
@@ -90,7 +119,7 @@ async def message_page(request: web.Request) -> web.Response:
     rows = await services(request).storage.statuses.get_message(email_id, account_id)
     if not rows:
         raise ApiError(404, f"There is no message {email_id!r} in this account.")
-    return render(request, "message.html", {"email_id": email_id, "rows": rows, "events": _events,
+    return render(request, "message.html", {"email_id": email_id, "rows": rows, "events": event_rows,
                                             "label": label})
 
 
@@ -102,33 +131,51 @@ async def export_results(request: web.Request) -> web.StreamResponse:
                                         "succeeded.")
 
 
+TRACKED = ("open", "click")
+
+
 async def tracking_page(request: web.Request) -> web.Response:
-    """Opens and clicks per email, from the records' events (an empty state until tracking lands)."""
+    """Opens and clicks per email: the status search's page of records (same filters, order and
+    cursor), each with its opens and clicks; ``event`` (open/click) and ``machine=hide`` narrow the
+    events shown."""
     form = _form(request)
-    rows: list[tuple[StatusRecord, Any]] = []
-    error = None
+    event = request.query.get("event", "")
+    machine = request.query.get("machine", "")
+    ctx: dict[str, Any] = {"form": form, "groups": [], "error": None, "order": "newest", "event": event,
+                           "machine": machine, "records": None, "next_cursor": None, "without": 0, **_choices()}
     try:
-        flt = await status_filter(request, form)
-        result = await services(request).storage.statuses.search(flt, limit=PAGE_SIZE, offset=0, with_log=True,
-                                                                count=False)
-        for r in result.items:
-            rows += [(r, e) for e in getattr(r, "events", ()) or ()]
+        if event not in ("", *TRACKED):
+            raise ApiError(400, "event: open or click (or empty for both)")
+        if machine not in ("", "hide"):
+            raise ApiError(400, "machine: hide (or empty to show machine opens, marked)")
+        ctx["order"] = _order(request)
+        ctx["query"] = {**form, "event": event, "machine": machine}
+        ctx.update(await _search(request, form, ctx["order"], with_log=True))
+        for r in ctx["records"]:
+            evs = [e for e in event_rows(r) if e["type"] in TRACKED and (not event or e["type"] == event)
+                   and not (machine == "hide" and e["machine"])]
+            if evs:
+                ctx["groups"].append((r, evs))
+        ctx["without"] = len(ctx["records"]) - len(ctx["groups"])
     except ApiError as e:
-        error = e.message
-    return render(request, "tracking.html", {"form": form, "rows": rows, "error": error, "max_days": MAX_DAYS,
-                                             "statuses": list(Status), "sub_statuses": list(SubStatus),
-                                             "email_types": list(EmailType), "label": label})
+        ctx["error"] = e.message
+    return render(request, "tracking.html", ctx, status=200 if ctx["error"] is None else 400)
 
 
 async def exports_page(request: web.Request) -> web.Response:
-    data = await api_json(exports.list_exports, request)
+    offset = request.query.get("offset", "") or "0"
+    data = await exports.list_tasks(request, {"offset": offset, "limit": str(EXPORTS_PAGE)})
     return render(request, "exports.html", {"tasks": data["result"], "total": data["total"],
-                                            "offset": int(request.query.get("offset", "0") or 0)})
+                                            "offset": int(offset), "page_size": EXPORTS_PAGE})
 
 
 async def retry_export(request: web.Request) -> web.StreamResponse:
-    await exports.retry_export(request)
+    await exports.retry_task(request)
     return redirect(request, "exports", f"Export {request.match_info['export_id']} was queued again.")
+
+
+async def download_export(request: web.Request) -> web.StreamResponse:
+    return exports.file_response(*await exports.task_file(request))
 
 
 def add_routes(r: web.UrlDispatcher) -> None:
@@ -137,5 +184,5 @@ def add_routes(r: web.UrlDispatcher) -> None:
     r.add_post("/exports/new", export_results)
     r.add_get("/tracking", tracking_page)
     r.add_get("/exports", exports_page)
-    r.add_get("/exports/{export_id}/download", exports.download_export)
+    r.add_get("/exports/{export_id}/download", download_export)
     r.add_post("/exports/{export_id}/retry", retry_export)

@@ -35,10 +35,11 @@ from relay.http import (
     v1_suppressions,
     webhooks,
 )
-from relay.http.auth import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter, auth_middleware
+from relay.http.auth import auth_middleware
 from relay.http.contract import CONTRACT_KEY, contract_middleware
 from relay.http.envelope import error_middleware
-from relay.http.services import HttpServices
+from relay.service.access import EXPORT_LIMITER_KEY, SEARCH_LIMITER_KEY, SERVICES_KEY, RateLimiter
+from relay.service.wiring import HttpServices
 
 log = logging.getLogger("mailrelay.http")
 

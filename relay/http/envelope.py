@@ -21,6 +21,9 @@ from typing import Any
 from aiohttp import web
 from aiohttp.typedefs import Middleware
 
+from relay.service.errors import ApiError as ApiError  # re-exported: the API's modules raise it
+from relay.service.errors import unstorable as unstorable
+from relay.service.wiring import no_request_timeout as no_request_timeout  # re-exported
 from storage.errors import StorageError
 
 log = logging.getLogger("mailrelay.http")
@@ -29,16 +32,6 @@ Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 # the top-level fields the operation's JSON body documents (set by ``contract.py``; None: any)
 BODY_FIELDS: web.RequestKey[frozenset[str] | None] = web.RequestKey("body_fields", object)  # type: ignore[arg-type]
-
-
-class ApiError(Exception):
-    """Raised by handlers and validators; becomes ``{"code": status, "message": message}``."""
-
-    def __init__(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(message)
-        self.status = status
-        self.message = message
-        self.headers = headers or {}
 
 
 def _dumps(obj: Any) -> str:
@@ -71,12 +64,6 @@ _HTTP_MESSAGES = {
     405: "method not allowed on this route",
     413: "request body too large",
 }
-
-
-def no_request_timeout(handler: Handler) -> Handler:
-    """Mark a handler that bounds its own waits (a streamed upload): the request timeout skips it."""
-    setattr(handler, "_no_request_timeout", True)  # noqa: B010 - a marker read by the middleware
-    return handler
 
 
 def error_middleware(handler_timeout: Callable[[], float]) -> Middleware:
@@ -136,21 +123,6 @@ def checked_body(request: web.Request, body: Any) -> dict[str, Any]:
     if bad:
         raise ApiError(400, f"the body contains {bad}")
     return body
-
-
-def unstorable(text: str) -> str | None:
-    """What in ``text`` no database text column (nor a UTF-8 response) can hold, or None.
-
-    NUL: PostgreSQL text refuses it. A lone surrogate (JSON ``"\\ud800"``, or an undecodable byte
-    in a URL): it is not a character at all, so it cannot be encoded to UTF-8 for storage or for
-    the answer."""
-    if "\x00" in text:
-        return "a NUL character (\\u0000)"
-    try:
-        text.encode("utf-8")
-    except UnicodeEncodeError:
-        return "a lone surrogate or undecodable byte (not a Unicode character)"
-    return None
 
 
 def _unstorable_anywhere(value: Any) -> str | None:

@@ -13,10 +13,11 @@ from typing import Any
 
 from aiohttp import web
 
-from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page, unstorable
-from relay.http.params import body_text, integer, text
-from relay.http.times import zoned
+from relay.service.access import SERVICES_KEY, scope_account
+from relay.service.labels import label_filter as label_filter  # moved; still importable here
+from relay.service.params import body_text, integer, text
+from relay.service.times import zoned
 from storage.errors import Conflict
 from storage.records import Label
 
@@ -89,12 +90,3 @@ async def delete_label(request: web.Request) -> web.Response:
     if not await request.app[SERVICES_KEY].storage.labels.delete(await _account(request), label_id):
         raise ApiError(404, f"no label {label_id}")
     return ok({"count": 1})
-
-
-async def label_filter(request: web.Request, account_id: int | None, raw: str | None) -> str | None:
-    """The label text a ``label_id`` filter stands for: the name of that label of the account, else
-    the text itself."""
-    if raw is None or account_id is None or not raw.isascii() or not raw.isdigit() or len(raw) > 18:
-        return raw
-    label = await request.app[SERVICES_KEY].storage.labels.get(account_id, int(raw))
-    return label.name if label is not None else raw

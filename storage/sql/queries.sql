@@ -346,6 +346,17 @@ WHERE {where}
 ORDER BY request_time DESC, email_id DESC, recipient DESC
 LIMIT :limit OFFSET :offset
 
+-- name: status.search_oldest
+-- the same search oldest first (the console's "oldest first"): the keyset indexes scanned forwards,
+-- {where} carrying the keyset condition "after this row" in that order
+SELECT email_id, recipient, account_id, api_user, sender, domain, subject, label, email_type,
+       request_time, request_ip, status, sub_status, reason, send_time, send_ip, mx_host, mx_ip,
+       updated_at
+FROM recipients
+WHERE {where}
+ORDER BY request_time, email_id, recipient
+LIMIT :limit OFFSET :offset
+
 -- name: status.count
 SELECT count(*) FROM (SELECT 1 FROM recipients WHERE {where} LIMIT :cap) AS t
 

@@ -18,8 +18,8 @@ import pytest
 
 from relay.console.app import PREFIX as CONSOLE_PREFIX
 from relay.http.app import routes
-from relay.http.auth import SERVICES_KEY
 from relay.http.envelope import error_code
+from relay.service.access import SERVICES_KEY
 from storage.records import (
     EmailType,
     ListKind,

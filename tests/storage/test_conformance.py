@@ -595,6 +595,33 @@ async def test_search_keyset_pages(storage: SqlStorage) -> None:
     assert one_by_one == keys and len(keys) == 6
 
 
+async def test_search_oldest_first_keyset_pages(storage: SqlStorage) -> None:
+    """The console's "oldest first": the exact reverse of the newest-first order, paged by keyset in
+    that order, ties broken by recipient too, and the same total."""
+    a, _, _ = await _search_dataset(storage)
+    flt = StatusFilter(account_id=a, domain="gmail.example")
+    newest = [r.key for r in (await storage.statuses.search(flt, limit=500, with_log=False)).items]
+    walked: list[StatusKey] = []
+    after: StatusKey | None = None
+    while True:
+        page = await storage.statuses.search(flt, limit=7, after=after, oldest_first=True)
+        assert page.total == 30 and all(len(r.log) == 1 for r in page.items)
+        walked += [r.key for r in page.items]
+        if not page.has_more:
+            break
+        after = page.items[-1].key
+    assert walked == newest[::-1] and len(walked) == 30
+    tie = StatusFilter(account_id=a, email_ids=("e007", "e014", "e021"))
+    keys = [r.key for r in (await storage.statuses.search(tie, limit=10)).items]
+    one_by_one: list[StatusKey] = []
+    after = None
+    for _ in range(len(keys)):
+        page = await storage.statuses.search(tie, limit=1, after=after, oldest_first=True)
+        one_by_one += [r.key for r in page.items]
+        after = page.items[-1].key
+    assert one_by_one == keys[::-1] and len(keys) == 6
+
+
 async def test_update_status_and_append_log(storage: SqlStorage) -> None:
     acct = (await storage.accounts.ensure_account("acme")).id
     await storage.statuses.record_submissions([_sub(_message("u1", acct), "a@x.com", "b@x.com")])
