@@ -9,6 +9,7 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
+from relay.webhooks.destination import DestinationRefused, check_host
 from storage.webhooks import Webhook, WebhookAttempt, WebhookEvent
 
 MAX_URL = 2000
@@ -24,17 +25,31 @@ class WebhookInputError(ValueError):
     """A bad URL, event name, batch size or secret; the message says which and why."""
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, allow_private: bool = False) -> str:
+    """An http(s) URL with a host, no user:password, at most MAX_URL characters; unless
+    ``allow_private`` (``[webhooks] allow_private_addresses``), not a loopback, private,
+    link-local or multicast address literal nor localhost (``relay/webhooks/destination.py``)."""
     url = url.strip()
-    if not url or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in url):
+    if not url or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookInputError(f"url: an http:// or https:// URL of at most {MAX_URL} characters, no spaces")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookInputError(f"url: {url[:80]!r} is not an http:// or https:// URL with a host")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 host
+        raise WebhookInputError(f"url: {url[:80]!r} is not a valid URL") from None
     try:
         _ = parts.port  # a bad port ("x:99999") raises here, not at the first POST
     except ValueError:
         raise WebhookInputError(f"url: {url[:80]!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookInputError(f"url: {url[:80]!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookInputError("url: no user:password@ in the URL (the signature authenticates the POSTs)")
+    if not allow_private:
+        try:
+            check_host(parts.hostname)
+        except DestinationRefused as e:
+            raise WebhookInputError(f"url: {e}: webhooks may only POST to public addresses "
+                                    "(the operator's [webhooks] allow_private_addresses)") from None
     return url
 
 

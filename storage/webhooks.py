@@ -57,7 +57,7 @@ class Webhook:
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """One claimed event. ``email_id`` is '' for list events (complaint, unsubscribe); the message
-    fields (api_user, sender, subject, label) are empty when the message has no row. ``tracking``:
+    fields (api_user, sender, subject, label, custom_args) are empty when the message has no row. ``tracking``:
     the ip, user agent and link of an open or click (None for other events)."""
 
     id: int
@@ -75,6 +75,7 @@ class OutboxEvent:
     subject: str = ""
     label: str | None = None
     tracking: RecipientEvent | None = None
+    custom_args: str | None = None  # the message's (JSON text, migration 0016); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -201,7 +202,8 @@ class SqlWebhookRepo:
                 at=codec.from_ms(r["at"]), attempts=int(r["attempts"]),
                 api_user=d["api_user"] if d else "", sender=d["sender"] if d else "",
                 subject=d["subject"] if d else "", label=d["label"] if d else None,
-                tracking=codec.event_from_json(d["tracking"]) if d else None))
+                tracking=codec.event_from_json(d["tracking"]) if d else None,
+                custom_args=d["custom_args"] if d else None))
         return out
 
     async def succeeded(self, posts: Sequence[Delivered]) -> None:

@@ -9,7 +9,7 @@ import argparse
 import json
 from collections.abc import Callable
 
-from relay.commands.common import CommandError, account_or_fail, with_storage
+from relay.commands.common import CommandError, account_or_fail, load_home_config, with_storage
 from relay.webhook_json import (
     EVENT_NAMES,
     WebhookInputError,
@@ -60,7 +60,8 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
 
 def add(args: argparse.Namespace) -> int:
     try:
-        url, events = check_url(args.url), parse_events(args.events)
+        allow_private = load_home_config(args.home).webhooks.allow_private_addresses
+        url, events = check_url(args.url, allow_private), parse_events(args.events)
         batch, secret = check_batch(args.batch), new_secret(args.secret)
     except WebhookInputError as e:
         raise CommandError(str(e)) from None

@@ -427,12 +427,14 @@ def _send_paths(paths: J) -> None:
         "refused": {"type": "array", "items": _obj({
             "email": _STR, "email_id": _NSTR, "sub_status": _NINT,
             "reason": {"type": "string", "description": "the suppression chain's reason, as over SMTP"}})}})
+    cargs: J = {"type": "object", "description": "your own fields (at most 1 KB of JSON, 5 levels): stored with "
+                                               "the message, carried by its webhook events"}
     errors = ("409", "413", "415", "503")
     paths["/v1/mail/send"] = {"post": {
         "summary": "send mail (EngageLab's body): through the same checks, spool and delivery as SMTP",
         "requestBody": _body({"type": "object", "required": ["from", "to", "body"], "properties": {
             "from": addr, "to": addrs(sb.MAX_TO, "recipients", 1), "body": body,
-            "custom_args": {"type": "object", "description": "at most 1 KB of JSON"}, "request_id": rid}}),
+            "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
     paths["/v1/mail/send_mime"] = {"post": {
         "summary": "send a ready RFC 5322 message to the given envelope (same path as SMTP)",
@@ -441,7 +443,7 @@ def _send_paths(paths: J) -> None:
             "to": addrs(sb.MAX_TO, "the envelope recipients (RCPT TO)", 1),
             "mime": {"type": "string", "minLength": 1, "description": "the message: base64, or text"},
             "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
-            **label, "request_id": rid}}),
+            **label, "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
 _WEBHOOK_EVENTS = ["delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open", "click"]
 _WEBHOOK: J = {

@@ -169,7 +169,7 @@ async def _check(s: Sender, email_id: str, sender: str, recipients: list[str],
     return accepted
 
 
-async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Staged:
+async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None, custom_args: str | None) -> Staged:
     """Our Received line and the header processing SMTP does, then the spool (not committed)."""
     a = s.acceptor
     end = find_header_end(raw)
@@ -177,6 +177,8 @@ async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Sta
     filtered, facts = a.process_headers(head, env.email_id)
     if facts.type_error is not None:
         raise ApiError(400, f"email type header: {facts.type_error[:40]!r} is neither transactional nor marketing")
+    if facts.custom_args_error is not None:
+        raise ApiError(400, f"X-Mailrelay-Custom-Args header: {facts.custom_args_error}")
     data = a.received(env, helo=None, protocol=s.protocol) + filtered + rest
     if a.max_message_size and len(data) > a.max_message_size:
         raise ApiError(400, f"the message is {len(data)} bytes: over the size limit of {a.max_message_size} bytes")
@@ -188,7 +190,7 @@ async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Sta
         raise ApiError(503, "not enough free space to accept mail now; try again later", {"Retry-After": "30"}) \
             from None
     record = a.record(env, subject=facts.subject, label=label or facts.label, email_type=facts.email_type,
-                      opt_out=facts.opt_out,
+                      opt_out=facts.opt_out, custom_args=custom_args or facts.custom_args,
                       size=writer.size, accepted=True, message_id=facts.message_id)
     return Staged(writer, record, len(env.refused))
 
@@ -227,7 +229,8 @@ async def _finish(s: Sender, staged: list[Staged], intercepted: list[SubmissionR
 
 
 async def _send_all(s: Sender, sender: str, plans: list[tuple[list[str], Callable[[], bytes]]],
-                    label: str | None, request_id: str | None, size_hint: int) -> Answer:
+                    label: str | None, request_id: str | None, size_hint: int,
+                    custom_args: str | None = None) -> Answer:
     """``plans``: per message, its envelope recipients and how to build its content."""
     a = s.acceptor
     if not a.rate_limiter.allow(s.api_user, len(plans)):
@@ -247,9 +250,10 @@ async def _send_all(s: Sender, sender: str, plans: list[tuple[list[str], Callabl
             env = Envelope(email_id, s.account_id, s.api_user, sender, now, s.client_ip, tuple(accepted),
                            tuple(refused))
             if not accepted:
-                intercepted.append(a.record(env, subject="", label=label, email_type=None, size=0, accepted=False))
+                intercepted.append(a.record(env, subject="", label=label, email_type=None, size=0, accepted=False,
+                                            custom_args=custom_args))
                 continue
-            staged.append(await _stage(s, env, await _run(inline, content), label))
+            staged.append(await _stage(s, env, await _run(inline, content), label, custom_args))
     except BaseException:
         for x in staged:
             await x.writer.discard()
@@ -268,7 +272,8 @@ async def send(request: web.Request) -> web.Response:
         plans = [([m.address for m in (*req.to, *req.cc, *req.bcc)], _builder(req, 0))]
     hint = sum(len(x.data) for x in req.attachments) + len(req.html or "") + len(req.text or "")
     return await _idempotent(request, s, req.request_id,
-                             lambda: _send_all(s, req.sender.address, plans, label, req.request_id, hint))
+                             lambda: _send_all(s, req.sender.address, plans, label, req.request_id, hint,
+                                               req.custom_args))
 
 
 def _builder(req: SendRequest, index: int) -> Callable[[], bytes]:
@@ -288,7 +293,7 @@ async def send_mime(request: web.Request) -> web.Response:
     mime = req.mime
     return await _idempotent(request, s, req.request_id,
                              lambda: _send_all(s, req.sender, [(list(req.to), lambda: mime)], label,
-                                               req.request_id, len(mime)))
+                                               req.request_id, len(mime), req.custom_args))
 
 
 async def purge_expired(app: web.Application) -> AsyncIterator[None]:

@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies import FormatError, parse_address
+from relay import custom_args as cargs
 from relay.http.envelope import ApiError
 
 MAX_TO = 100
@@ -31,7 +32,7 @@ MAX_COPIES = 100  # cc, bcc
 MAX_REPLY_TO = 3
 MAX_SUBJECT = 256
 MAX_HEADERS = 1024  # bytes of names and values
-MAX_CUSTOM_ARGS = 1024  # bytes of its JSON
+MAX_CUSTOM_ARGS = cargs.MAX_BYTES  # bytes of its JSON
 MAX_REQUEST_ID = 128
 MAX_ATTACHMENTS = 10 * 1024 * 1024  # decoded bytes, all attachments together
 MAX_VARS = 1024 * 1024  # bytes of its JSON
@@ -88,7 +89,7 @@ class SendRequest:
     attachments: tuple[Attachment, ...]
     send_mode: int  # 0: one message per `to` recipient; 1: one message to every to/cc/bcc
     request_id: str | None
-    custom_args: dict[str, Any] | None = field(default=None)
+    custom_args: str | None = field(default=None)  # compact JSON (relay/custom_args.py)
 
     @property
     def messages(self) -> int:
@@ -105,6 +106,7 @@ class MimeRequest:
     label_id: int | None
     label_name: str | None
     request_id: str | None
+    custom_args: str | None = None
 
 
 def _bad(name: str, what: str) -> ApiError:
@@ -284,14 +286,11 @@ def _settings(v: Any) -> int:
     return int(mode)
 
 
-def _custom_args(v: Any) -> dict[str, Any] | None:
-    if v is None:
-        return None
-    if not isinstance(v, dict):
-        raise _bad("custom_args", "expected an object")
-    if len(json.dumps(v, ensure_ascii=False).encode()) > MAX_CUSTOM_ARGS:
-        raise _bad("custom_args", f"larger than {MAX_CUSTOM_ARGS} bytes")
-    return v
+def _custom_args(v: Any) -> str | None:
+    try:
+        return cargs.encode(v)
+    except cargs.CustomArgsError as e:
+        raise _bad("custom_args", str(e)) from None
 
 
 def request_id(body: dict[str, Any]) -> str | None:
@@ -362,7 +361,8 @@ def parse_send_mime(body: dict[str, Any], max_size: int) -> MimeRequest:
     if head_end <= 0 or b":" not in data[:head_end].split(b"\r\n", 1)[0]:
         raise _bad("mime", "not an RFC 5322 message (a header block, a blank line, then the body)")
     label_id, label_name = _label(body, "")
-    return MimeRequest(sender, to, data, label_id, label_name, request_id(body))
+    return MimeRequest(sender, to, data, label_id, label_name, request_id(body),
+                       _custom_args(body.get("custom_args")))
 
 
 def normalise_lines(data: bytes) -> bytes:

@@ -58,13 +58,13 @@ async def create_webhook(request: web.Request) -> web.Response:
     if events is not None and not isinstance(events, str | list):
         raise ApiError(400, "events: a list of event names, or one string of names separated by , or ;")
     try:
-        url = check_url(body_text(body, "url", max_len=MAX_URL) or "")
+        services = request.app[SERVICES_KEY]
+        url = check_url(body_text(body, "url", max_len=MAX_URL) or "", services.webhook_allow_private)
         parsed = parse_events(events)
         batch = check_batch(body_int(body, "batch", 1, 1, MAX_BATCH))
         secret = new_secret(body_text(body, "secret", max_len=200))
     except WebhookInputError as e:
         raise ApiError(400, str(e)) from None
-    services = request.app[SERVICES_KEY]
     hook = await services.storage.webhooks.add(account_id, url, parsed, secret, batch, services.clock())
     return ok({**webhook_json(hook, services.clock()), "secret": secret}, status=201)
 

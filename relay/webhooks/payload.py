@@ -1,7 +1,8 @@
 """The body and headers of a webhook POST, in EngageLab's shape (README "Webhooks").
 
 One event is one JSON object: ``server``, ``message_id``, ``from``, ``subject``, ``to``, ``itime``
-(the event's time, epoch milliseconds), ``custom_args`` and ``status`` {``message_status`` (the
+(the event's time, epoch milliseconds), ``custom_args`` (the message's, ``{}`` for none and for
+list events) and ``status`` {``message_status`` (the
 event name), ``status_data`` {...}}; ours add ``event_id`` (the same on a resend: the key to drop
 duplicates) and ``webhook_id``. An endpoint with ``batch`` > 1 gets a JSON array of such objects.
 
@@ -18,6 +19,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from relay import custom_args
 from relay.status_json import STATUS_DESC, SUB_STATUS_DESC, recipient_email_id
 from storage import codec
 from storage.records import Status, SubStatus
@@ -45,7 +47,7 @@ def event_json(e: OutboxEvent) -> dict[str, Any]:
                     machine=e.tracking.machine)
     return {
         "server": "email", "message_id": e.email_id, "from": e.sender, "subject": e.subject, "to": e.recipient,
-        "itime": codec.to_ms(e.at), "custom_args": {},
+        "itime": codec.to_ms(e.at), "custom_args": custom_args.decode(e.custom_args),
         "status": {"message_status": e.event, "status_data": data},
         "event_id": e.id, "webhook_id": e.webhook_id,
     }

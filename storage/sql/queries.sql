@@ -226,10 +226,10 @@ WHERE account_id = :account_id AND value = :value AND kind = :kind
 -- name: message.insert
 INSERT INTO messages
     (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
-     request_ip, node, message_id)
+     request_ip, node, message_id, custom_args)
 VALUES
     (:email_id, :account_id, :api_user, :sender, :subject, :label, :email_type, :size, :request_time,
-     :request_ip, :node, :message_id)
+     :request_ip, :node, :message_id, :custom_args)
 ON CONFLICT (email_id) DO NOTHING
 
 -- name: message.by_message_id
@@ -545,6 +545,7 @@ RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason
 -- name: webhook.event_details
 -- what the body says of the message (events of list entries have no message: no row)
 SELECT o.id, r.api_user, r.sender, r.subject, r.label,
+       (SELECT m.custom_args FROM messages m WHERE m.email_id = o.email_id) AS custom_args,
        -- an open's or click's send-log line (0013): the ip, user agent and link of the body
        (SELECT l.event FROM send_log l
         WHERE o.event IN ('open', 'click') AND l.email_id = o.email_id AND l.recipient = o.recipient

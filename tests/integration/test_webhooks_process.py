@@ -88,7 +88,8 @@ async def test_kill_dash_nine_in_a_burst_loses_no_event(tmp_path: Path, storage_
 
 async def test_two_nodes_share_the_outbox_without_sending_an_event_twice(storage_url: str,
                                                                          receiver: Receiver) -> None:
-    settings = SenderSettings(timeout=5.0, concurrency=4, retry_initial=0.1, retry_max=1.0, poll=0.05)
+    settings = SenderSettings(timeout=5.0, concurrency=4, retry_initial=0.1, retry_max=1.0, poll=0.05,
+                              allow_private=True)
     st1, st2 = await open_storage(storage_url), await open_storage(storage_url)
     tasks: list[asyncio.Task[None]] = []
     try:

@@ -1,0 +1,5 @@
+-- A message's custom_args (README "Webhooks"): the customer's own fields, given to
+-- POST /v1/mail/send(_mime) as `custom_args` or over SMTP as X-Mailrelay-Custom-Args. Compact JSON
+-- of an object of at most 1 KB (checked by relay/custom_args.py before it is written); NULL: none.
+-- Every webhook event of the message's recipients carries it.
+ALTER TABLE messages ADD COLUMN custom_args TEXT;
