@@ -38,7 +38,7 @@ def why_not_public(ip: IpAddress) -> str | None:
         return why_not_public(ip.ipv4_mapped)
     for attr, what in (("is_loopback", "a loopback"), ("is_unspecified", "an unspecified"),
                        ("is_link_local", "a link-local"), ("is_multicast", "a multicast"),
-                       ("is_private", "a private"), ("is_reserved", "a reserved")):
+                       ("is_reserved", "a reserved"), ("is_private", "a private")):
         if getattr(ip, attr):
             return f"{what} address"
     if not ip.is_global:
