@@ -420,7 +420,10 @@ def _send_paths(paths: J) -> None:
         "settings": {"type": "object", "additionalProperties": False, "properties": {
             "send_mode": {"type": "integer", "enum": [0, 1], "default": 0,
                           "description": "0: a message per to recipient; 1: one message to to, cc and bcc"},
-            **flags}, "description": "the tracking flags and sandbox: false or absent (not supported)"}}}
+            **flags}, "description": "open_tracking, click_tracking, unsubscribe_tracking: false turns the "
+                                     "feature off for this mail, true needs it on for the account (else 400); "
+                                     "sandbox: false or absent (not supported); return_email_id: ids are "
+                                     "always answered"}}}
     answer = _obj({
         "email_ids": {"type": "array", "items": _STR, "description": "MESSAGE_ID$recipient, per accepted recipient"},
         "request_id": _NSTR,
