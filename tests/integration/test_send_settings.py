@@ -83,7 +83,8 @@ async def test_flags_the_account_cannot_honour_are_a_400(relay: RelayUnderTest, 
         "body.settings.click_tracking: track_clicks is off for your account (turn it on with PUT "
         "/v1/account/settings), or send false")
     status, answer = await post({"sandbox": True})
-    assert status == 400 and answer["message"] == "body.settings.sandbox: not supported by this server (false or absent)"
+    assert status == 400
+    assert answer["message"] == "body.settings.sandbox: not supported by this server (false or absent)"
     status, answer = await post({"open_tracking": "no"})
     assert status == 400 and answer["message"] == "body.settings.open_tracking: expected true or false"
     status, answer = await post({"open_tracking": False})  # off already: fine
