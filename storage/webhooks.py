@@ -52,6 +52,7 @@ class Webhook:
     disabled_at: datetime | None
     disabled_reason: str
     pending: int
+    signature: str = "body"  # SIGNATURES: what X-WebHook-Signature signs
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,6 +103,8 @@ class WebhookAttempt:
 
 #: attempts kept per endpoint
 KEEP_ATTEMPTS = 100
+#: what X-WebHook-Signature signs: the timestamp and the body (ours), or the timestamp only (EngageLab's)
+SIGNATURES = ("body", "engagelab")
 
 
 def _span(d: timedelta) -> str:
@@ -125,7 +128,7 @@ def _webhook(r: Row) -> Webhook:
         failures=int(r["failures"]), failing_since=codec.opt_dt(r["failing_since"]), last_error=r["last_error"],
         last_attempt_at=codec.opt_dt(r["last_attempt_at"]), last_success_at=codec.opt_dt(r["last_success_at"]),
         sent=int(r["sent"]), disabled_at=codec.opt_dt(r["disabled_at"]), disabled_reason=r["disabled_reason"],
-        pending=int(r["pending"]),
+        pending=int(r["pending"]), signature=r["signature"],
     )
 
 
@@ -142,11 +145,12 @@ class SqlWebhookRepo:
     # ------------------------------------------------------------ endpoints
 
     async def add(self, account_id: int, url: str, events: Sequence[WebhookEvent], secret: str, batch: int,
-                  at: datetime) -> Webhook:
+                  at: datetime, signature: str = "body") -> Webhook:
+        assert signature in SIGNATURES, signature
         framed = "," + ",".join(WebhookEvent(e).value for e in events) + ","
         new_id = await self._ex.fetchval("webhook.insert", {
             "account_id": account_id, "url": url, "events": framed, "secret": secret, "batch": batch,
-            "created_at": codec.to_ms(at)})
+            "created_at": codec.to_ms(at), "signature": signature})
         hook = await self.get(int(new_id))
         assert hook is not None
         return hook

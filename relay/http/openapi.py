@@ -453,6 +453,9 @@ _WEBHOOK: J = {
     "id": _INT, "account": _STR, "url": _STR,
     "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
     "batch": {"type": "integer", "description": "events per POST (1: one JSON object, EngageLab's form)"},
+    "signature": {"type": "string", "enum": ["body", "engagelab"],
+                  "description": "X-WebHook-Signature: HMAC-SHA256 of the timestamp and the body (body) or of "
+                                 "the timestamp only (engagelab, as EngageLab documents)"},
     "state": {"type": "string", "enum": ["active", "failing", "backing off", "disabled"]},
     "create_time": _TIME, "pending": {"type": "integer", "description": "events in the outbox"},
     "sent": {"type": "integer", "description": "events acknowledged"},
@@ -474,7 +477,8 @@ def _webhooks(paths: J) -> None:
                    "description": f"{names} (complaint = report); names separated by , or ;; default: all"},
         "batch": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1,
                   "description": "events per POST: 1 one JSON object, N > 1 a JSON array"},
-        "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"}}}
+        "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"},
+        "signature": {"type": "string", "enum": ["body", "engagelab"], "default": "body"}}}
     paths["/v1/webhooks"] = {
         "get": {"summary": "event webhooks: customers their account's, operators every account's (or account=)",
                 "parameters": [_ACCOUNT], "responses": _resp(_list_of(_obj(_WEBHOOK)))},

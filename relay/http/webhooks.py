@@ -19,6 +19,7 @@ from relay.webhook_json import (
     WebhookInputError,
     attempt_json,
     check_batch,
+    check_signature,
     check_url,
     new_secret,
     parse_events,
@@ -63,9 +64,11 @@ async def create_webhook(request: web.Request) -> web.Response:
         parsed = parse_events(events)
         batch = check_batch(body_int(body, "batch", 1, 1, MAX_BATCH))
         secret = new_secret(body_text(body, "secret", max_len=200))
+        signature = check_signature(body_text(body, "signature", max_len=20))
     except WebhookInputError as e:
         raise ApiError(400, str(e)) from None
-    hook = await services.storage.webhooks.add(account_id, url, parsed, secret, batch, services.clock())
+    hook = await services.storage.webhooks.add(account_id, url, parsed, secret, batch, services.clock(),
+                                               signature)
     return ok({**webhook_json(hook, services.clock()), "secret": secret}, status=201)
 
 

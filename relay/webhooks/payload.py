@@ -8,7 +8,9 @@ duplicates) and ``webhook_id``. An endpoint with ``batch`` > 1 gets a JSON array
 
 Signature: ``X-WebHook-Signature`` = hex HMAC-SHA256, keyed with the webhook's secret, of the
 ``X-WebHook-Timestamp`` value followed by the raw body. EngageLab's documentation signs the
-timestamp only; signing the body too authenticates the event itself, not only the sender.
+timestamp only; signing the body too authenticates the event itself, not only the sender. A
+webhook added with signature ``engagelab`` is signed EngageLab's way, for receivers written
+against that documentation.
 """
 
 from __future__ import annotations
@@ -58,11 +60,13 @@ def body(events: Sequence[OutboxEvent], batch: int) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def signature(secret: str, timestamp: str, raw_body: bytes) -> str:
-    return hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + raw_body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: str, raw_body: bytes, mode: str = "body") -> str:
+    """``mode`` 'body': of the timestamp followed by the body; 'engagelab': of the timestamp only."""
+    signed = timestamp.encode("ascii") + (raw_body if mode != "engagelab" else b"")
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
 
 
-def headers(secret: str, timestamp: str, raw_body: bytes, webhook_id: int) -> dict[str, str]:
+def headers(secret: str, timestamp: str, raw_body: bytes, webhook_id: int, mode: str = "body") -> dict[str, str]:
     return {"Content-Type": "application/json; charset=utf-8", "X-WebHook-Timestamp": timestamp,
-            "X-WebHook-AppKey": APP_KEY, "X-WebHook-Signature": signature(secret, timestamp, raw_body),
+            "X-WebHook-AppKey": APP_KEY, "X-WebHook-Signature": signature(secret, timestamp, raw_body, mode),
             "X-WebHook-Id": str(webhook_id)}

@@ -25,8 +25,8 @@ from urllib.parse import urlsplit
 import aiohttp
 
 from relay.config import WebhooksConfig, parse_duration
+from relay.webhook_destination import PublicOnlyResolver, check_host
 from relay.webhooks import payload
-from relay.webhooks.destination import PublicOnlyResolver, check_host
 from storage.errors import StorageError
 from storage.protocols import Storage
 from storage.records import utcnow
@@ -166,7 +166,7 @@ class WebhookSender:
                 await self._release([e.id for e in events])
                 return
             raw = payload.body(events, hook.batch)
-            headers = payload.headers(hook.secret, str(int(time.time())), raw, hook.id)
+            headers = payload.headers(hook.secret, str(int(time.time())), raw, hook.id, hook.signature)
             t0 = time.monotonic()
             status: int | None = None
             error = ""

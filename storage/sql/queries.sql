@@ -486,14 +486,15 @@ ON CONFLICT (account_id) DO UPDATE SET list_unsubscribe = excluded.list_unsubscr
 -- ---------------------------------------------------------------- event webhooks (storage/webhooks.py)
 
 -- name: webhook.insert
-INSERT INTO webhooks (account_id, url, events, secret, batch, created_at)
-VALUES (:account_id, :url, :events, :secret, :batch, :created_at)
+INSERT INTO webhooks (account_id, url, events, secret, batch, created_at, signature)
+VALUES (:account_id, :url, :events, :secret, :batch, :created_at, :signature)
 RETURNING id
 
 -- name: webhook.get
 SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
        w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
-       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+       w.disabled_reason, w.signature,
+       (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
 FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
 WHERE w.id = :id
 
@@ -501,7 +502,8 @@ WHERE w.id = :id
 -- :account_id NULL: every account (operators)
 SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
        w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
-       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+       w.disabled_reason, w.signature,
+       (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
 FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
 WHERE CAST(:account_id AS BIGINT) IS NULL OR w.account_id = :account_id
 ORDER BY w.id

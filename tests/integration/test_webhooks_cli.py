@@ -57,7 +57,7 @@ def test_add_list_show_remove(home: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "events: delivered,report,soft_bounce" in lines[0]
     assert lines[1] == "id: 1" and lines[2].startswith("secret: ") and len(lines[2]) > 8 + 32
     rc, out, _ = run(capsys, "webhooks", "add", "--account", "acme", "http://127.0.0.1:8080/all", "--batch", "10",
-                     "--secret", "given-secret-0123456789", *h)
+                     "--secret", "given-secret-0123456789", "--signature", "engagelab", *h)
     assert rc == 0 and out.strip().splitlines()[-1] == "secret: given-secret-0123456789"
 
     rc, out, _ = run(capsys, "webhooks", "list", *h)
@@ -68,6 +68,7 @@ def test_add_list_show_remove(home: Path, capsys: pytest.CaptureFixture[str]) ->
     rc, out, _ = run(capsys, "webhooks", "list", "--account", "acme", "--json", *h)
     docs = [json.loads(x) for x in out.strip().splitlines()]
     assert [d["id"] for d in docs] == [1, 2] and docs[1]["batch"] == 10 and len(docs[1]["events"]) == 8
+    assert [d["signature"] for d in docs] == ["body", "engagelab"]
     assert "secret" not in docs[0] and docs[0]["disabled_reason"] is None
 
     rc, out, _ = run(capsys, "webhooks", "show", "1", *h)

@@ -1,4 +1,4 @@
-"""Which webhook destinations are public (relay/webhooks/destination.py): address literals in every
+"""Which webhook destinations are public (relay/webhook_destination.py): address literals in every
 form the system resolver accepts, and the send-time resolver that drops non-public answers."""
 
 from __future__ import annotations
@@ -10,8 +10,8 @@ from typing import Any
 import pytest
 from aiohttp.abc import AbstractResolver, ResolveResult
 
+from relay.webhook_destination import DestinationRefused, PublicOnlyResolver, check_host, literal, why_not_public
 from relay.webhook_json import WebhookInputError, check_url
-from relay.webhooks.destination import DestinationRefused, PublicOnlyResolver, check_host, literal, why_not_public
 
 
 @pytest.mark.parametrize(("host", "why"), [
