@@ -481,7 +481,11 @@ def _webhooks(paths: J) -> None:
         "signature": {"type": "string", "enum": ["body", "engagelab"], "default": "body"}}}
     paths["/v1/webhooks"] = {
         "get": {"summary": "event webhooks: customers their account's, operators every account's (or account=)",
-                "parameters": [_ACCOUNT], "responses": _resp(_list_of(_obj(_WEBHOOK)))},
+                "parameters": [_ACCOUNT, _q("api_user", "the account of this API_USER (EngageLab's name)", _STR),
+                               _q("offset", "start position", {"type": "integer", "minimum": 0, "default": 0}),
+                               _q("limit", "page size (0: only total)",
+                                  {"type": "integer", "minimum": 0, "maximum": 100, "default": 100})],
+                "responses": _resp(_list_of(_obj(_WEBHOOK)))},
         "post": {"summary": "add an event webhook (the secret is answered only here)", "parameters": [_ACCOUNT],
                  "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
                  "responses": _resp(_obj({**_WEBHOOK, "secret": _STR}), code="201", extra=("404", "415"))}}

@@ -66,8 +66,10 @@ async def test_bad_input_is_a_clear_400(api: Api) -> None:
         assert status == 400 and message in answer["message"], (body, answer)
     status, answer = await api.call("GET", "/v1/webhooks/abc", api.a)
     assert status == 400 and answer["message"] == "webhook_id: expected a webhook id (digits)"
-    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"limit": "5"})
-    assert status == 400 and "limit: unknown parameter" in answer["message"]
+    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"page": "5"})
+    assert status == 400 and "page: unknown parameter" in answer["message"]
+    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"api_user": "b1"})
+    assert status == 400 and answer["message"] == "api_user: 'b1' is not an API user of this account"
     _, body = await api.call("GET", "/v1/webhooks", api.a)
     assert body["total"] == 0
 
