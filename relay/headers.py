@@ -1,7 +1,7 @@
 """Reading and removing the customer's control headers before spooling; our trace header.
 
-The label, email-type, opt-out and custom-args headers are read, then removed from the message, so they are never
-delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
+The label, email-type, opt-out and custom-args headers are read, then removed from the message,
+so they are never delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
 is touched; the body passes through unchanged. :func:`received_header` is the ``Received:`` line
 prepended to every accepted message (RFC 5321 §4.4).
 """
