@@ -136,11 +136,12 @@ class Acceptor:
 
     def record(self, env: Envelope, *, subject: str, label: str | None, email_type: EmailType | None,
                size: int, accepted: bool, message_id: str | None = None,
-               opt_out: tuple[str, ...] = ()) -> SubmissionRecord:
+               opt_out: tuple[str, ...] = (), custom_args: str | None = None) -> SubmissionRecord:
         msg = MessageRecord(
             email_id=env.email_id, account_id=env.account_id, api_user=env.api_user, sender=env.sender,
             subject=subject, label=label, email_type=email_type, size=size, request_time=env.request_time,
             request_ip=env.client_ip, node=self.node, message_id=message_id, opt_out=opt_out,
+            custom_args=custom_args,
         )
         outcomes = [RecipientOutcome(r, Status.SENDING) for r in env.accepted] if accepted else []
         return SubmissionRecord(msg, tuple(outcomes + list(env.refused)))

@@ -242,7 +242,8 @@ class App:
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
                 metrics=self.metrics, metrics_public=metrics_public(cfg.http),
-                readiness=Readiness(self.storage, self.spool.tmp_dir).problems, acceptor=services),
+                readiness=Readiness(self.storage, self.spool.tmp_dir).problems, acceptor=services,
+                webhook_allow_private=cfg.webhooks.allow_private_addresses),
                 extend=partial(attach_console, key=await asyncio.to_thread(load_key, cfg.path(CONSOLE_KEY_FILE))))
         notify("READY=1\nSTATUS=accepting mail")
         interval = watchdog_interval()

@@ -188,6 +188,8 @@ class WebhooksConfig:
     retry_max: str = "1h"  # longest back-off
     disable_after: str = "1d"  # an endpoint whose POSTs all failed for this long is disabled
     poll: str = "1s"  # how often an idle sender looks for new events
+    # off: customers cannot point webhooks into the operator's network (relay/webhook_destination.py)
+    allow_private_addresses: bool = False  # let webhooks POST to loopback, private, link-local, multicast addresses
 
 
 @dataclass(frozen=True)

@@ -1,7 +1,7 @@
 """Reading and removing the customer's control headers before spooling; our trace header.
 
-The label and email-type headers are read, then removed from the message, so they are never
-delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
+The label, email-type, opt-out and custom-args headers are read, then removed from the message,
+so they are never delivered. The Subject is read (RFC 2047 decoded) for the status records. Only the header block
 is touched; the body passes through unchanged. :func:`received_header` is the ``Received:`` line
 prepended to every accepted message (RFC 5321 §4.4).
 """
@@ -15,6 +15,7 @@ from datetime import datetime
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 
+from relay import custom_args as cargs
 from storage.records import EmailType
 
 _HEADER_END = re.compile(rb"\r\n\r\n")
@@ -35,6 +36,8 @@ class HeaderFacts:
     email_type: EmailType | None
     type_error: str | None  # the email-type header held something else
     opt_out: tuple[str, ...] = ()  # features turned off by the opt-out headers (see OPT_OUT_HEADERS)
+    custom_args: str | None = None  # X-Mailrelay-Custom-Args, checked (relay/custom_args.py); removed
+    custom_args_error: str | None = None  # that header held something else: the message is refused
 
 
 def find_header_end(buf: bytes | bytearray) -> int:
@@ -97,8 +100,16 @@ def process_headers(
     email_type: EmailType | None = None
     type_error: str | None = None
     opt_out: list[str] = []
+    custom: str | None = None
+    custom_error: str | None = None
     kept: list[bytes] = []
     for name, value, raw in _unfold(lines):
+        if name == cargs.HEADER:
+            try:
+                custom = cargs.from_header(value.decode("utf-8", "replace"))
+            except cargs.CustomArgsError as e:
+                custom_error = str(e)
+            continue
         if name in OPT_OUT_HEADERS:
             if value.strip().lower() in (b"off", b"no", b"false", b"0"):
                 opt_out.extend(f for f in OPT_OUT_HEADERS[name] if f not in opt_out)
@@ -122,7 +133,7 @@ def process_headers(
         message_id = default_message_id
         kept.insert(0, b"Message-ID: " + default_message_id.encode("ascii"))
     out = b"\r\n".join(kept) + b"\r\n\r\n" if kept else b"\r\n"
-    return out, HeaderFacts(subject, message_id, label, email_type, type_error, tuple(opt_out))
+    return out, HeaderFacts(subject, message_id, label, email_type, type_error, tuple(opt_out), custom, custom_error)
 
 
 def with_protocol(*, esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool) -> str:

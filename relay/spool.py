@@ -95,6 +95,7 @@ def encode_envelope(rec: SubmissionRecord) -> bytes:
         "node": m.node,
         "message_id": m.message_id,
         "opt_out": list(m.opt_out),
+        "custom_args": m.custom_args,
         "recipients": [
             [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
             for r in rec.recipients
@@ -121,6 +122,7 @@ def decode_envelope(raw: bytes) -> SubmissionRecord:
         node=doc.get("node", ""),
         message_id=doc.get("message_id"),
         opt_out=tuple(doc.get("opt_out", ())),
+        custom_args=doc.get("custom_args"),
     )
     rcpts = tuple(
         RecipientOutcome(

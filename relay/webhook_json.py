@@ -9,7 +9,8 @@ from datetime import datetime
 from typing import Any
 from urllib.parse import urlsplit
 
-from storage.webhooks import Webhook, WebhookAttempt, WebhookEvent
+from relay.webhook_destination import DestinationRefused, check_host
+from storage.webhooks import SIGNATURES, Webhook, WebhookAttempt, WebhookEvent
 
 MAX_URL = 2000
 MAX_BATCH = 100
@@ -24,17 +25,31 @@ class WebhookInputError(ValueError):
     """A bad URL, event name, batch size or secret; the message says which and why."""
 
 
-def check_url(url: str) -> str:
+def check_url(url: str, allow_private: bool = False) -> str:
+    """An http(s) URL with a host, no user:password, at most MAX_URL characters; unless
+    ``allow_private`` (``[webhooks] allow_private_addresses``), not a loopback, private,
+    link-local or multicast address literal nor localhost (``relay/webhook_destination.py``)."""
     url = url.strip()
-    if not url or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 for c in url):
+    if not url or len(url) > MAX_URL or any(c.isspace() or ord(c) < 32 or ord(c) == 127 for c in url):
         raise WebhookInputError(f"url: an http:// or https:// URL of at most {MAX_URL} characters, no spaces")
-    parts = urlsplit(url)
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise WebhookInputError(f"url: {url[:80]!r} is not an http:// or https:// URL with a host")
+    try:
+        parts = urlsplit(url)
+    except ValueError:  # e.g. an unclosed [IPv6 host
+        raise WebhookInputError(f"url: {url[:80]!r} is not a valid URL") from None
     try:
         _ = parts.port  # a bad port ("x:99999") raises here, not at the first POST
     except ValueError:
         raise WebhookInputError(f"url: {url[:80]!r} has an invalid port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise WebhookInputError(f"url: {url[:80]!r} is not an http:// or https:// URL with a host")
+    if parts.username is not None or parts.password is not None:
+        raise WebhookInputError("url: no user:password@ in the URL (the signature authenticates the POSTs)")
+    if not allow_private:
+        try:
+            check_host(parts.hostname)
+        except DestinationRefused as e:
+            raise WebhookInputError(f"url: {e}: webhooks may only POST to public addresses "
+                                    "(the operator's [webhooks] allow_private_addresses)") from None
     return url
 
 
@@ -64,6 +79,14 @@ def check_batch(batch: int) -> int:
     return batch
 
 
+def check_signature(given: str | None) -> str:
+    mode = "body" if given is None else given.strip().lower()
+    if mode not in SIGNATURES:
+        raise WebhookInputError("signature: body (HMAC-SHA256 of the timestamp and the body, the default) or "
+                                "engagelab (of the timestamp only, as EngageLab's documentation signs)")
+    return mode
+
+
 def new_secret(given: str | None = None) -> str:
     if given is None:
         return secrets.token_urlsafe(32)
@@ -87,7 +110,8 @@ def state(h: Webhook, now: datetime) -> str:
 def webhook_json(h: Webhook, now: datetime) -> dict[str, Any]:
     return {
         "id": h.id, "account": h.account_name, "url": h.url, "events": [e.value for e in h.events],
-        "batch": h.batch, "state": state(h, now), "create_time": _iso(h.created_at), "pending": h.pending,
+        "batch": h.batch, "signature": h.signature, "state": state(h, now), "create_time": _iso(h.created_at),
+        "pending": h.pending,
         "sent": h.sent, "failures": h.failures, "failing_since": _iso(h.failing_since),
         "last_error": h.last_error or None, "last_attempt_time": _iso(h.last_attempt_at),
         "last_success_time": _iso(h.last_success_at), "retry_time": _iso(h.retry_at),

@@ -140,6 +140,7 @@ def message_params(m: MessageRecord) -> dict[str, Any]:
         "request_ip": m.request_ip,
         "node": m.node,
         "message_id": m.message_id,
+        "custom_args": m.custom_args,
     }
 
 

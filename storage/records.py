@@ -219,6 +219,9 @@ class MessageRecord:
     # Features the message turned off for itself (X-Mailrelay-Track / X-Mailrelay-Unsubscribe: off):
     # "opens", "clicks", "list-unsubscribe". Kept in the spool envelope only (delivery reads it).
     opt_out: tuple[str, ...] = ()
+    # the customer's custom_args (compact JSON of an object, relay/custom_args.py): every webhook
+    # event of the message's recipients carries them
+    custom_args: str | None = None
 
 
 @dataclass(frozen=True, slots=True)

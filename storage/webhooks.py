@@ -52,12 +52,13 @@ class Webhook:
     disabled_at: datetime | None
     disabled_reason: str
     pending: int
+    signature: str = "body"  # SIGNATURES: what X-WebHook-Signature signs
 
 
 @dataclass(frozen=True, slots=True)
 class OutboxEvent:
     """One claimed event. ``email_id`` is '' for list events (complaint, unsubscribe); the message
-    fields (api_user, sender, subject, label) are empty when the message has no row. ``tracking``:
+    fields (api_user, sender, subject, label, custom_args) are empty when the message has no row. ``tracking``:
     the ip, user agent and link of an open or click (None for other events)."""
 
     id: int
@@ -75,6 +76,7 @@ class OutboxEvent:
     subject: str = ""
     label: str | None = None
     tracking: RecipientEvent | None = None
+    custom_args: str | None = None  # the message's (JSON text, migration 0016); None: none
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,6 +103,8 @@ class WebhookAttempt:
 
 #: attempts kept per endpoint
 KEEP_ATTEMPTS = 100
+#: what X-WebHook-Signature signs: the timestamp and the body (ours), or the timestamp only (EngageLab's)
+SIGNATURES = ("body", "engagelab")
 
 
 def _span(d: timedelta) -> str:
@@ -124,7 +128,7 @@ def _webhook(r: Row) -> Webhook:
         failures=int(r["failures"]), failing_since=codec.opt_dt(r["failing_since"]), last_error=r["last_error"],
         last_attempt_at=codec.opt_dt(r["last_attempt_at"]), last_success_at=codec.opt_dt(r["last_success_at"]),
         sent=int(r["sent"]), disabled_at=codec.opt_dt(r["disabled_at"]), disabled_reason=r["disabled_reason"],
-        pending=int(r["pending"]),
+        pending=int(r["pending"]), signature=r["signature"],
     )
 
 
@@ -141,11 +145,12 @@ class SqlWebhookRepo:
     # ------------------------------------------------------------ endpoints
 
     async def add(self, account_id: int, url: str, events: Sequence[WebhookEvent], secret: str, batch: int,
-                  at: datetime) -> Webhook:
+                  at: datetime, signature: str = "body") -> Webhook:
+        assert signature in SIGNATURES, signature
         framed = "," + ",".join(WebhookEvent(e).value for e in events) + ","
         new_id = await self._ex.fetchval("webhook.insert", {
             "account_id": account_id, "url": url, "events": framed, "secret": secret, "batch": batch,
-            "created_at": codec.to_ms(at)})
+            "created_at": codec.to_ms(at), "signature": signature})
         hook = await self.get(int(new_id))
         assert hook is not None
         return hook
@@ -201,7 +206,8 @@ class SqlWebhookRepo:
                 at=codec.from_ms(r["at"]), attempts=int(r["attempts"]),
                 api_user=d["api_user"] if d else "", sender=d["sender"] if d else "",
                 subject=d["subject"] if d else "", label=d["label"] if d else None,
-                tracking=codec.event_from_json(d["tracking"]) if d else None))
+                tracking=codec.event_from_json(d["tracking"]) if d else None,
+                custom_args=d["custom_args"] if d else None))
         return out
 
     async def succeeded(self, posts: Sequence[Delivered]) -> None:

@@ -9,12 +9,13 @@ import argparse
 import json
 from collections.abc import Callable
 
-from relay.commands.common import CommandError, account_or_fail, with_storage
+from relay.commands.common import CommandError, account_or_fail, load_home_config, with_storage
 from relay.webhook_json import (
     EVENT_NAMES,
     WebhookInputError,
     attempt_json,
     check_batch,
+    check_signature,
     check_url,
     new_secret,
     parse_events,
@@ -40,6 +41,9 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.add_argument("--batch", type=int, default=1,
                     help="events per POST: 1 (default) one JSON object as EngageLab sends; N > 1 a JSON array")
     sp.add_argument("--secret", help="use this secret (at least 16 characters) instead of a generated one")
+    sp.add_argument("--signature", choices=("body", "engagelab"), default="body",
+                    help="what X-WebHook-Signature signs: body (HMAC-SHA256 of the timestamp and the body, the "
+                         "default) or engagelab (of the timestamp only, as EngageLab's documentation says)")
     sp.set_defaults(func=add)
     sp = with_home(sub.add_parser("list", help="webhooks with their state"))
     sp.add_argument("--account", help="only this account")
@@ -60,14 +64,16 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
 
 def add(args: argparse.Namespace) -> int:
     try:
-        url, events = check_url(args.url), parse_events(args.events)
+        allow_private = load_home_config(args.home).webhooks.allow_private_addresses
+        url, events = check_url(args.url, allow_private), parse_events(args.events)
         batch, secret = check_batch(args.batch), new_secret(args.secret)
+        signature = check_signature(args.signature)
     except WebhookInputError as e:
         raise CommandError(str(e)) from None
 
     async def run(storage: Storage) -> Webhook:
         acct = await account_or_fail(storage, args.account)
-        return await storage.webhooks.add(acct.id, url, events, secret, batch, utcnow())
+        return await storage.webhooks.add(acct.id, url, events, secret, batch, utcnow(), signature)
 
     hook = with_storage(args.home, run)
     print(f"added webhook {hook.id} for account {hook.account_name}: {hook.url} "

@@ -421,19 +421,24 @@ def _send_paths(paths: J) -> None:
         "settings": {"type": "object", "additionalProperties": False, "properties": {
             "send_mode": {"type": "integer", "enum": [0, 1], "default": 0,
                           "description": "0: a message per to recipient; 1: one message to to, cc and bcc"},
-            **flags}, "description": "the tracking flags and sandbox: false or absent (not supported)"}}}
+            **flags}, "description": "open_tracking, click_tracking, unsubscribe_tracking: false turns the "
+                                     "feature off for this mail, true needs it on for the account (else 400); "
+                                     "sandbox: false or absent (not supported); return_email_id: ids are "
+                                     "always answered"}}}
     answer = _obj({
         "email_ids": {"type": "array", "items": _STR, "description": "MESSAGE_ID$recipient, per accepted recipient"},
         "request_id": _NSTR,
         "refused": {"type": "array", "items": _obj({
             "email": _STR, "email_id": _NSTR, "sub_status": _NINT,
             "reason": {"type": "string", "description": "the suppression chain's reason, as over SMTP"}})}})
+    cargs: J = {"type": "object", "description": "your own fields (at most 1 KB of JSON, 5 levels): stored with "
+                                               "the message, carried by its webhook events"}
     errors = ("409", "413", "415", "503")
     paths["/v1/mail/send"] = {"post": {
         "summary": "send mail (EngageLab's body): through the same checks, spool and delivery as SMTP",
         "requestBody": _body({"type": "object", "required": ["from", "to", "body"], "properties": {
             "from": addr, "to": addrs(sb.MAX_TO, "recipients", 1), "body": body,
-            "custom_args": {"type": "object", "description": "at most 1 KB of JSON"}, "request_id": rid}}),
+            "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
     paths["/v1/mail/send_mime"] = {"post": {
         "summary": "send a ready RFC 5322 message to the given envelope (same path as SMTP)",
@@ -442,13 +447,16 @@ def _send_paths(paths: J) -> None:
             "to": addrs(sb.MAX_TO, "the envelope recipients (RCPT TO)", 1),
             "mime": {"type": "string", "minLength": 1, "description": "the message: base64, or text"},
             "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
-            **label, "request_id": rid}}),
+            **label, "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
 _WEBHOOK_EVENTS = ["delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open", "click"]
 _WEBHOOK: J = {
     "id": _INT, "account": _STR, "url": _STR,
     "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
     "batch": {"type": "integer", "description": "events per POST (1: one JSON object, EngageLab's form)"},
+    "signature": {"type": "string", "enum": ["body", "engagelab"],
+                  "description": "X-WebHook-Signature: HMAC-SHA256 of the timestamp and the body (body) or of "
+                                 "the timestamp only (engagelab, as EngageLab documents)"},
     "state": {"type": "string", "enum": ["active", "failing", "backing off", "disabled"]},
     "create_time": _TIME, "pending": {"type": "integer", "description": "events in the outbox"},
     "sent": {"type": "integer", "description": "events acknowledged"},
@@ -470,10 +478,15 @@ def _webhooks(paths: J) -> None:
                    "description": f"{names} (complaint = report); names separated by , or ;; default: all"},
         "batch": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1,
                   "description": "events per POST: 1 one JSON object, N > 1 a JSON array"},
-        "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"}}}
+        "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"},
+        "signature": {"type": "string", "enum": ["body", "engagelab"], "default": "body"}}}
     paths["/v1/webhooks"] = {
         "get": {"summary": "event webhooks: customers their account's, operators every account's (or account=)",
-                "parameters": [_ACCOUNT], "responses": _resp(_list_of(_obj(_WEBHOOK)))},
+                "parameters": [_ACCOUNT, _q("api_user", "the account of this API_USER (EngageLab's name)", _STR),
+                               _q("offset", "start position", {"type": "integer", "minimum": 0, "default": 0}),
+                               _q("limit", "page size (0: only total)",
+                                  {"type": "integer", "minimum": 0, "maximum": 100, "default": 100})],
+                "responses": _resp(_list_of(_obj(_WEBHOOK)))},
         "post": {"summary": "add an event webhook (the secret is answered only here)", "parameters": [_ACCOUNT],
                  "requestBody": {"required": True, "content": {"application/json": {"schema": body}}},
                  "responses": _resp(_obj({**_WEBHOOK, "secret": _STR}), code="201", extra=("404", "415"))}}

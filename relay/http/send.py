@@ -121,6 +121,22 @@ async def _label(request: web.Request, s: Sender, label_id: int | None, label_na
     return label.name
 
 
+_ACCOUNT_SETTING = {"opens": "track_opens", "clicks": "track_clicks", "list-unsubscribe": "list_unsubscribe"}
+_FLAG = {"opens": "open_tracking", "clicks": "click_tracking", "list-unsubscribe": "unsubscribe_tracking"}
+
+
+async def _opt_out(request: web.Request, s: Sender, tracking: dict[str, bool]) -> tuple[str, ...]:
+    """settings' tracking flags: false turns the feature off for this mail (as the header
+    X-Mailrelay-Track: off does); true needs the account to have it on (else a 400, not ignored)."""
+    if any(tracking.values()):
+        st = await request.app[SERVICES_KEY].storage.accounts.get_settings(s.account_id)
+        for feature, on in tracking.items():
+            if on and not getattr(st, _ACCOUNT_SETTING[feature]):
+                raise ApiError(400, f"body.settings.{_FLAG[feature]}: {_ACCOUNT_SETTING[feature]} is off for your "
+                                    "account (turn it on with PUT /v1/account/settings), or send false")
+    return tuple(f for f, on in tracking.items() if not on)
+
+
 async def _idempotent(request: web.Request, s: Sender, request_id: str | None,
                       work: Callable[[], Awaitable[Answer]]) -> web.Response:
     if request_id is None:
@@ -169,7 +185,8 @@ async def _check(s: Sender, email_id: str, sender: str, recipients: list[str],
     return accepted
 
 
-async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Staged:
+async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None, custom_args: str | None,
+                 opt_out: tuple[str, ...] = ()) -> Staged:
     """Our Received line and the header processing SMTP does, then the spool (not committed)."""
     a = s.acceptor
     end = find_header_end(raw)
@@ -177,6 +194,8 @@ async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Sta
     filtered, facts = a.process_headers(head, env.email_id)
     if facts.type_error is not None:
         raise ApiError(400, f"email type header: {facts.type_error[:40]!r} is neither transactional nor marketing")
+    if facts.custom_args_error is not None:
+        raise ApiError(400, f"X-Mailrelay-Custom-Args header: {facts.custom_args_error}")
     data = a.received(env, helo=None, protocol=s.protocol) + filtered + rest
     if a.max_message_size and len(data) > a.max_message_size:
         raise ApiError(400, f"the message is {len(data)} bytes: over the size limit of {a.max_message_size} bytes")
@@ -188,7 +207,8 @@ async def _stage(s: Sender, env: Envelope, raw: bytes, label: str | None) -> Sta
         raise ApiError(503, "not enough free space to accept mail now; try again later", {"Retry-After": "30"}) \
             from None
     record = a.record(env, subject=facts.subject, label=label or facts.label, email_type=facts.email_type,
-                      opt_out=facts.opt_out,
+                      opt_out=tuple(dict.fromkeys((*facts.opt_out, *opt_out))),
+                      custom_args=custom_args or facts.custom_args,
                       size=writer.size, accepted=True, message_id=facts.message_id)
     return Staged(writer, record, len(env.refused))
 
@@ -227,7 +247,8 @@ async def _finish(s: Sender, staged: list[Staged], intercepted: list[SubmissionR
 
 
 async def _send_all(s: Sender, sender: str, plans: list[tuple[list[str], Callable[[], bytes]]],
-                    label: str | None, request_id: str | None, size_hint: int) -> Answer:
+                    label: str | None, request_id: str | None, size_hint: int,
+                    custom_args: str | None = None, opt_out: tuple[str, ...] = ()) -> Answer:
     """``plans``: per message, its envelope recipients and how to build its content."""
     a = s.acceptor
     if not a.rate_limiter.allow(s.api_user, len(plans)):
@@ -247,9 +268,10 @@ async def _send_all(s: Sender, sender: str, plans: list[tuple[list[str], Callabl
             env = Envelope(email_id, s.account_id, s.api_user, sender, now, s.client_ip, tuple(accepted),
                            tuple(refused))
             if not accepted:
-                intercepted.append(a.record(env, subject="", label=label, email_type=None, size=0, accepted=False))
+                intercepted.append(a.record(env, subject="", label=label, email_type=None, size=0, accepted=False,
+                                            custom_args=custom_args))
                 continue
-            staged.append(await _stage(s, env, await _run(inline, content), label))
+            staged.append(await _stage(s, env, await _run(inline, content), label, custom_args, opt_out))
     except BaseException:
         for x in staged:
             await x.writer.discard()
@@ -262,13 +284,15 @@ async def send(request: web.Request) -> web.Response:
     body, size = await _read_json(request, _limit(s.acceptor))
     req: SendRequest = await _run(size <= INLINE_BYTES, parse_send, body)
     label = await _label(request, s, req.label_id, req.label_name, "body.")
+    opt_out = await _opt_out(request, s, req.tracking)
     if req.send_mode == 0:
         plans = [([m.address], _builder(req, i)) for i, m in enumerate(req.to)]
     else:
         plans = [([m.address for m in (*req.to, *req.cc, *req.bcc)], _builder(req, 0))]
     hint = sum(len(x.data) for x in req.attachments) + len(req.html or "") + len(req.text or "")
     return await _idempotent(request, s, req.request_id,
-                             lambda: _send_all(s, req.sender.address, plans, label, req.request_id, hint))
+                             lambda: _send_all(s, req.sender.address, plans, label, req.request_id, hint,
+                                               req.custom_args, opt_out))
 
 
 def _builder(req: SendRequest, index: int) -> Callable[[], bytes]:
@@ -288,7 +312,7 @@ async def send_mime(request: web.Request) -> web.Response:
     mime = req.mime
     return await _idempotent(request, s, req.request_id,
                              lambda: _send_all(s, req.sender, [(list(req.to), lambda: mime)], label,
-                                               req.request_id, len(mime)))
+                                               req.request_id, len(mime), req.custom_args))
 
 
 async def purge_expired(app: web.Application) -> AsyncIterator[None]:

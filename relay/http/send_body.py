@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from policies import FormatError, parse_address
+from relay import custom_args as cargs
 from relay.http.envelope import ApiError
 
 MAX_TO = 100
@@ -31,7 +32,7 @@ MAX_COPIES = 100  # cc, bcc
 MAX_REPLY_TO = 3
 MAX_SUBJECT = 256
 MAX_HEADERS = 1024  # bytes of names and values
-MAX_CUSTOM_ARGS = 1024  # bytes of its JSON
+MAX_CUSTOM_ARGS = cargs.MAX_BYTES  # bytes of its JSON
 MAX_REQUEST_ID = 128
 MAX_ATTACHMENTS = 10 * 1024 * 1024  # decoded bytes, all attachments together
 MAX_VARS = 1024 * 1024  # bytes of its JSON
@@ -42,6 +43,8 @@ CONTENT_KEYS = frozenset({"html", "text", "preview_text"})
 ATTACHMENT_KEYS = frozenset({"content", "filename", "type", "disposition", "content_id"})
 SETTINGS_KEYS = frozenset({"send_mode", "return_email_id", "sandbox", "open_tracking", "click_tracking",
                            "unsubscribe_tracking"})
+# settings flag -> (the message's opt-out feature, the account setting that must be on for true)
+TRACKING_FLAGS = {"open_tracking": "opens", "click_tracking": "clicks", "unsubscribe_tracking": "list-unsubscribe"}
 # Headers the body sets through its own fields, and MIME structure we build: not in body.headers.
 RESERVED_HEADERS = frozenset({"from", "to", "cc", "bcc", "subject", "reply-to", "mime-version", "date",
                               "content-type", "content-transfer-encoding", "content-disposition", "received"})
@@ -88,7 +91,10 @@ class SendRequest:
     attachments: tuple[Attachment, ...]
     send_mode: int  # 0: one message per `to` recipient; 1: one message to every to/cc/bcc
     request_id: str | None
-    custom_args: dict[str, Any] | None = field(default=None)
+    custom_args: str | None = field(default=None)  # compact JSON (relay/custom_args.py)
+    # settings' tracking flags as given: feature ("opens", "clicks", "list-unsubscribe") -> on;
+    # false turns the feature off for this mail, true asks for it (the account must have it on)
+    tracking: dict[str, bool] = field(default_factory=dict)
 
     @property
     def messages(self) -> int:
@@ -105,6 +111,7 @@ class MimeRequest:
     label_id: int | None
     label_name: str | None
     request_id: str | None
+    custom_args: str | None = None
 
 
 def _bad(name: str, what: str) -> ApiError:
@@ -268,30 +275,31 @@ def _vars(v: Any, recipients: int) -> dict[str, list[str]]:
     return out
 
 
-def _settings(v: Any) -> int:
+def _settings(v: Any) -> tuple[int, dict[str, bool]]:
+    """send_mode, and the tracking flags given: {feature (TRACKING_FLAGS' values): on}."""
     if v is None:
-        return 0
+        return 0, {}
     s = _obj(v, "body.settings", SETTINGS_KEYS)
     mode = s.get("send_mode", 0)
     if mode not in (0, 1) or isinstance(mode, bool):
         raise _bad("body.settings.send_mode", "0 (a message per to recipient) or 1 (one message, with cc/bcc)")
-    for flag in ("return_email_id", "sandbox", "open_tracking", "click_tracking", "unsubscribe_tracking"):
+    tracking: dict[str, bool] = {}
+    for flag in ("return_email_id", "sandbox", *TRACKING_FLAGS):
         value = s.get(flag)
         if value is not None and not isinstance(value, bool):
             raise _bad(f"body.settings.{flag}", "expected true or false")
-        if value and flag != "return_email_id":
-            raise _bad(f"body.settings.{flag}", "not supported by this server (false or absent)")
-    return int(mode)
+        if value and flag == "sandbox":
+            raise _bad("body.settings.sandbox", "not supported by this server (false or absent)")
+        if value is not None and flag in TRACKING_FLAGS:
+            tracking[TRACKING_FLAGS[flag]] = value
+    return int(mode), tracking
 
 
-def _custom_args(v: Any) -> dict[str, Any] | None:
-    if v is None:
-        return None
-    if not isinstance(v, dict):
-        raise _bad("custom_args", "expected an object")
-    if len(json.dumps(v, ensure_ascii=False).encode()) > MAX_CUSTOM_ARGS:
-        raise _bad("custom_args", f"larger than {MAX_CUSTOM_ARGS} bytes")
-    return v
+def _custom_args(v: Any) -> str | None:
+    try:
+        return cargs.encode(v)
+    except cargs.CustomArgsError as e:
+        raise _bad("custom_args", str(e)) from None
 
 
 def request_id(body: dict[str, Any]) -> str | None:
@@ -307,8 +315,11 @@ def parse_send(body: dict[str, Any]) -> SendRequest:
     to = _mailboxes(body.get("to"), "to", MAX_TO, required=True)
     if "body" not in body:
         raise _bad("body", "required")
+    if isinstance(body["body"], dict) and "dynamic_vars" in body["body"]:  # EngageLab's dynamic templates
+        raise _bad("body.dynamic_vars", "dynamic templates are not supported by this server; use vars "
+                                        "(%name% in subject and content is replaced)")
     b = _obj(body["body"], "body", BODY_KEYS)
-    mode = _settings(b.get("settings"))
+    mode, tracking = _settings(b.get("settings"))
     cc = _mailboxes(b.get("cc"), "body.cc", MAX_COPIES)
     bcc = _mailboxes(b.get("bcc"), "body.bcc", MAX_COPIES)
     if (cc or bcc) and mode != 1:
@@ -336,7 +347,7 @@ def parse_send(body: dict[str, Any]) -> SendRequest:
         sender=sender, to=to, cc=cc, bcc=bcc, reply_to=reply_to, subject=subject, html=html, text=text,
         preview_text=preview, vars=variables, label_id=label_id, label_name=label_name,
         headers=_headers(b.get("headers")), attachments=_attachments(b.get("attachments")), send_mode=mode,
-        request_id=request_id(body), custom_args=_custom_args(body.get("custom_args")),
+        request_id=request_id(body), custom_args=_custom_args(body.get("custom_args")), tracking=tracking,
     )
 
 
@@ -362,7 +373,8 @@ def parse_send_mime(body: dict[str, Any], max_size: int) -> MimeRequest:
     if head_end <= 0 or b":" not in data[:head_end].split(b"\r\n", 1)[0]:
         raise _bad("mime", "not an RFC 5322 message (a header block, a blank line, then the body)")
     label_id, label_name = _label(body, "")
-    return MimeRequest(sender, to, data, label_id, label_name, request_id(body))
+    return MimeRequest(sender, to, data, label_id, label_name, request_id(body),
+                       _custom_args(body.get("custom_args")))
 
 
 def normalise_lines(data: bytes) -> bytes:

@@ -12,13 +12,14 @@ from aiohttp import web
 
 from relay.http.auth import SERVICES_KEY, scope_account
 from relay.http.envelope import ApiError, json_body, ok, page
-from relay.http.params import body_int, body_text, integer
+from relay.http.params import body_int, body_text, integer, text
 from relay.webhook_json import (
     MAX_BATCH,
     MAX_URL,
     WebhookInputError,
     attempt_json,
     check_batch,
+    check_signature,
     check_url,
     new_secret,
     parse_events,
@@ -44,10 +45,23 @@ async def _hook(request: web.Request) -> Webhook:
 
 
 async def list_webhooks(request: web.Request) -> web.Response:
+    """EngageLab's parameters (docs/email/rest-api/WebHooks): ``offset`` (0), ``limit`` (0–100,
+    default 100) and ``api_user``: webhooks are an account's, so it names the account (one of the
+    caller's own API_USERs for a customer; any for an operator, like ``account=``)."""
     services = request.app[SERVICES_KEY]
-    hooks = await services.storage.webhooks.list(await scope_account(request, required=False))
+    q = request.query
+    offset = integer(q, "offset", 0, 0, 1_000_000)
+    limit = integer(q, "limit", 100, 0, 100)
+    account_id = await scope_account(request, required=False)
+    name = text(q, "api_user", max_len=128)
+    if name:
+        user = await services.storage.accounts.get_api_user(name)
+        if user is None or (account_id is not None and user.account_id != account_id):
+            raise ApiError(400, f"api_user: {name[:80]!r} is not an API user of this account")
+        account_id = user.account_id
+    hooks = await services.storage.webhooks.list(account_id)
     now = services.clock()
-    return page([webhook_json(h, now) for h in hooks], len(hooks))
+    return page([webhook_json(h, now) for h in hooks[offset:offset + limit]], len(hooks))
 
 
 async def create_webhook(request: web.Request) -> web.Response:
@@ -58,14 +72,16 @@ async def create_webhook(request: web.Request) -> web.Response:
     if events is not None and not isinstance(events, str | list):
         raise ApiError(400, "events: a list of event names, or one string of names separated by , or ;")
     try:
-        url = check_url(body_text(body, "url", max_len=MAX_URL) or "")
+        services = request.app[SERVICES_KEY]
+        url = check_url(body_text(body, "url", max_len=MAX_URL) or "", services.webhook_allow_private)
         parsed = parse_events(events)
         batch = check_batch(body_int(body, "batch", 1, 1, MAX_BATCH))
         secret = new_secret(body_text(body, "secret", max_len=200))
+        signature = check_signature(body_text(body, "signature", max_len=20))
     except WebhookInputError as e:
         raise ApiError(400, str(e)) from None
-    services = request.app[SERVICES_KEY]
-    hook = await services.storage.webhooks.add(account_id, url, parsed, secret, batch, services.clock())
+    hook = await services.storage.webhooks.add(account_id, url, parsed, secret, batch, services.clock(),
+                                               signature)
     return ok({**webhook_json(hook, services.clock()), "secret": secret}, status=201)
 
 

@@ -93,6 +93,7 @@ class HttpServices:
     readiness: Callable[[], Awaitable[list[str]]] | None = None  # /readyz: the problems, empty when ready
     acceptor: Acceptor | None = None  # the accept sequence SMTP uses: POST /v1/mail/send*; None: 503
     send_request_keep: timedelta = timedelta(hours=24)  # a request_id's retry answers the first answer
+    webhook_allow_private: bool = False  # [webhooks] allow_private_addresses (relay/webhook_destination.py)
 
 
 H = TypeVar("H")

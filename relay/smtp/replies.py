@@ -21,6 +21,7 @@ LOOKUP_FAILED = "451 4.3.0 Temporary failure checking recipient, try again later
 STORE_FAILED = "451 4.3.0 Temporary failure storing message, try again later"
 INSUFFICIENT_STORAGE = "452 4.3.1 Insufficient system storage"  # below the free-space reserve, or disk full
 BAD_EMAIL_TYPE = "550 5.6.0 Email type header must be transactional or marketing"
+BAD_CUSTOM_ARGS = "550 5.6.0 X-Mailrelay-Custom-Args must be a JSON object of at most 1 KB: "
 SENDER_SYNTAX = "553 5.1.7 Format Error: "
 
 

@@ -166,10 +166,11 @@ class SubmissionHandler:
     def _record(
         self, session: SessionInfo, user: ApiUser, tx: Transaction, *, subject: str,
         label: str | None, email_type: EmailType | None, size: int, accepted: bool,
-        message_id: str | None = None, opt_out: tuple[str, ...] = (),
+        message_id: str | None = None, opt_out: tuple[str, ...] = (), custom_args: str | None = None,
     ) -> SubmissionRecord:
         return self.s.record(_envelope(session, user, tx), subject=subject, label=label, email_type=email_type,
-                             size=size, accepted=accepted, message_id=message_id, opt_out=opt_out)
+                             size=size, accepted=accepted, message_id=message_id, opt_out=opt_out,
+                             custom_args=custom_args)
 
     def _finished(self) -> None:
         self.tx = None
@@ -200,6 +201,8 @@ class IntakeSink:
         self.email_type: EmailType | None = None
         self.type_error: str | None = None
         self.opt_out: tuple[str, ...] = ()
+        self.custom_args: str | None = None
+        self.custom_args_error: str | None = None
         self.no_space = False  # the message would cross the free-space reserve, or the disk was full
 
     def _received(self) -> bytes:
@@ -217,6 +220,7 @@ class IntakeSink:
         self.subject, self.label, self.message_id = facts.subject, facts.label, facts.message_id
         self.email_type, self.type_error = facts.email_type, facts.type_error
         self.opt_out = facts.opt_out
+        self.custom_args, self.custom_args_error = facts.custom_args, facts.custom_args_error
         await self.writer.write(self._received() + filtered)
         if rest:
             await self.writer.write(rest)
@@ -261,10 +265,14 @@ class IntakeSink:
             await self.writer.discard()
             await self.h.on_reset(self.session)  # records the refused recipients, ends the transaction
             return replies.BAD_EMAIL_TYPE
+        if self.custom_args_error is not None:
+            await self.writer.discard()
+            await self.h.on_reset(self.session)
+            return replies.BAD_CUSTOM_ARGS + self.custom_args_error
         record = self.h._record(
             self.session, self.user, self.tx, subject=self.subject, label=self.label,
             email_type=self.email_type, size=self.writer.size, accepted=True, message_id=self.message_id,
-            opt_out=self.opt_out,
+            opt_out=self.opt_out, custom_args=self.custom_args,
         )
         s = self.h.s
         committed = await s.commit(self.writer, record, len(self.tx.refused))

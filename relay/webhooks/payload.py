@@ -1,13 +1,16 @@
 """The body and headers of a webhook POST, in EngageLab's shape (README "Webhooks").
 
 One event is one JSON object: ``server``, ``message_id``, ``from``, ``subject``, ``to``, ``itime``
-(the event's time, epoch milliseconds), ``custom_args`` and ``status`` {``message_status`` (the
+(the event's time, epoch milliseconds), ``custom_args`` (the message's, ``{}`` for none and for
+list events) and ``status`` {``message_status`` (the
 event name), ``status_data`` {...}}; ours add ``event_id`` (the same on a resend: the key to drop
 duplicates) and ``webhook_id``. An endpoint with ``batch`` > 1 gets a JSON array of such objects.
 
 Signature: ``X-WebHook-Signature`` = hex HMAC-SHA256, keyed with the webhook's secret, of the
 ``X-WebHook-Timestamp`` value followed by the raw body. EngageLab's documentation signs the
-timestamp only; signing the body too authenticates the event itself, not only the sender.
+timestamp only; signing the body too authenticates the event itself, not only the sender. A
+webhook added with signature ``engagelab`` is signed EngageLab's way, for receivers written
+against that documentation.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import json
 from collections.abc import Sequence
 from typing import Any
 
+from relay import custom_args
 from relay.status_json import STATUS_DESC, SUB_STATUS_DESC, recipient_email_id
 from storage import codec
 from storage.records import Status, SubStatus
@@ -45,7 +49,7 @@ def event_json(e: OutboxEvent) -> dict[str, Any]:
                     machine=e.tracking.machine)
     return {
         "server": "email", "message_id": e.email_id, "from": e.sender, "subject": e.subject, "to": e.recipient,
-        "itime": codec.to_ms(e.at), "custom_args": {},
+        "itime": codec.to_ms(e.at), "custom_args": custom_args.decode(e.custom_args),
         "status": {"message_status": e.event, "status_data": data},
         "event_id": e.id, "webhook_id": e.webhook_id,
     }
@@ -56,11 +60,13 @@ def body(events: Sequence[OutboxEvent], batch: int) -> bytes:
     return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
-def signature(secret: str, timestamp: str, raw_body: bytes) -> str:
-    return hmac.new(secret.encode("utf-8"), timestamp.encode("ascii") + raw_body, hashlib.sha256).hexdigest()
+def signature(secret: str, timestamp: str, raw_body: bytes, mode: str = "body") -> str:
+    """``mode`` 'body': of the timestamp followed by the body; 'engagelab': of the timestamp only."""
+    signed = timestamp.encode("ascii") + (raw_body if mode != "engagelab" else b"")
+    return hmac.new(secret.encode("utf-8"), signed, hashlib.sha256).hexdigest()
 
 
-def headers(secret: str, timestamp: str, raw_body: bytes, webhook_id: int) -> dict[str, str]:
+def headers(secret: str, timestamp: str, raw_body: bytes, webhook_id: int, mode: str = "body") -> dict[str, str]:
     return {"Content-Type": "application/json; charset=utf-8", "X-WebHook-Timestamp": timestamp,
-            "X-WebHook-AppKey": APP_KEY, "X-WebHook-Signature": signature(secret, timestamp, raw_body),
+            "X-WebHook-AppKey": APP_KEY, "X-WebHook-Signature": signature(secret, timestamp, raw_body, mode),
             "X-WebHook-Id": str(webhook_id)}

@@ -20,10 +20,12 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
+from urllib.parse import urlsplit
 
 import aiohttp
 
 from relay.config import WebhooksConfig, parse_duration
+from relay.webhook_destination import PublicOnlyResolver, check_host
 from relay.webhooks import payload
 from storage.errors import StorageError
 from storage.protocols import Storage
@@ -47,6 +49,7 @@ class SenderSettings:
     retry_max: float = 3600.0
     disable_after: float = 86400.0
     poll: float = 1.0
+    allow_private: bool = False  # [webhooks] allow_private_addresses: else only public destinations
 
 
 def backoff(attempts: int, initial: float, maximum: float, rnd: Callable[[], float] = random.random) -> float:
@@ -78,7 +81,8 @@ class WebhookSender:
         with contextlib.suppress(StorageError):
             await self.storage.webhooks.release_node(self.node)
         # the connection pool is shared by every endpoint; limits are ours (semaphores), not the pool's
-        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0)
+        resolver = None if self.settings.allow_private else PublicOnlyResolver()
+        connector = aiohttp.TCPConnector(limit=0, limit_per_host=0, resolver=resolver)
         async with aiohttp.ClientSession(connector=connector) as session:
             try:
                 while True:
@@ -162,11 +166,13 @@ class WebhookSender:
                 await self._release([e.id for e in events])
                 return
             raw = payload.body(events, hook.batch)
-            headers = payload.headers(hook.secret, str(int(time.time())), raw, hook.id)
+            headers = payload.headers(hook.secret, str(int(time.time())), raw, hook.id, hook.signature)
             t0 = time.monotonic()
             status: int | None = None
             error = ""
             try:
+                if not self.settings.allow_private:  # names go through the resolver; literals are not resolved
+                    check_host(urlsplit(hook.url).hostname or "")
                 timeout = aiohttp.ClientTimeout(total=self.settings.timeout)
                 async with session.post(hook.url, data=raw, headers=headers, timeout=timeout,
                                         allow_redirects=False) as resp:
@@ -223,4 +229,5 @@ class WebhookSender:
 def settings_from(cfg: WebhooksConfig) -> SenderSettings:
     return SenderSettings(timeout=parse_duration(cfg.timeout), concurrency=cfg.concurrency,
                           retry_initial=parse_duration(cfg.retry_initial), retry_max=parse_duration(cfg.retry_max),
-                          disable_after=parse_duration(cfg.disable_after), poll=parse_duration(cfg.poll))
+                          disable_after=parse_duration(cfg.disable_after), poll=parse_duration(cfg.poll),
+                          allow_private=cfg.allow_private_addresses)

@@ -34,11 +34,11 @@ WHERE account_id = :account_id AND kind = :kind AND value = ANY(:values::text[])
 -- mode: columnar
 INSERT INTO messages
     (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
-     request_ip, node, message_id)
+     request_ip, node, message_id, custom_args)
 SELECT * FROM unnest(
     :email_id::text[], :account_id::bigint[], :api_user::text[], :sender::text[], :subject::text[],
     :label::text[], :email_type::text[], :size::bigint[], :request_time::bigint[],
-    :request_ip::text[], :node::text[], :message_id::text[])
+    :request_ip::text[], :node::text[], :message_id::text[], :custom_args::text[])
 ON CONFLICT (email_id) DO NOTHING
 
 -- name: recipient.insert
@@ -173,6 +173,7 @@ RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason
 
 -- name: webhook.event_details
 SELECT o.id, r.api_user, r.sender, r.subject, r.label,
+       (SELECT m.custom_args FROM messages m WHERE m.email_id = o.email_id) AS custom_args,
        -- an open's or click's send-log line (0013): the ip, user agent and link of the body
        (SELECT l.event FROM send_log l
         WHERE o.event IN ('open', 'click') AND l.email_id = o.email_id AND l.recipient = o.recipient

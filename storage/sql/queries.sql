@@ -226,10 +226,10 @@ WHERE account_id = :account_id AND value = :value AND kind = :kind
 -- name: message.insert
 INSERT INTO messages
     (email_id, account_id, api_user, sender, subject, label, email_type, size, request_time,
-     request_ip, node, message_id)
+     request_ip, node, message_id, custom_args)
 VALUES
     (:email_id, :account_id, :api_user, :sender, :subject, :label, :email_type, :size, :request_time,
-     :request_ip, :node, :message_id)
+     :request_ip, :node, :message_id, :custom_args)
 ON CONFLICT (email_id) DO NOTHING
 
 -- name: message.by_message_id
@@ -548,14 +548,15 @@ ON CONFLICT (account_id) DO UPDATE SET list_unsubscribe = excluded.list_unsubscr
 -- ---------------------------------------------------------------- event webhooks (storage/webhooks.py)
 
 -- name: webhook.insert
-INSERT INTO webhooks (account_id, url, events, secret, batch, created_at)
-VALUES (:account_id, :url, :events, :secret, :batch, :created_at)
+INSERT INTO webhooks (account_id, url, events, secret, batch, created_at, signature)
+VALUES (:account_id, :url, :events, :secret, :batch, :created_at, :signature)
 RETURNING id
 
 -- name: webhook.get
 SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
        w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
-       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+       w.disabled_reason, w.signature,
+       (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
 FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
 WHERE w.id = :id
 
@@ -563,7 +564,8 @@ WHERE w.id = :id
 -- :account_id NULL: every account (operators)
 SELECT w.id, w.account_id, a.name AS account_name, w.url, w.events, w.secret, w.batch, w.created_at, w.retry_at,
        w.failures, w.failing_since, w.last_error, w.last_attempt_at, w.last_success_at, w.sent, w.disabled_at,
-       w.disabled_reason, (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
+       w.disabled_reason, w.signature,
+       (SELECT count(*) FROM webhook_outbox o WHERE o.webhook_id = w.id) AS pending
 FROM webhooks w LEFT JOIN accounts a ON a.id = w.account_id
 WHERE CAST(:account_id AS BIGINT) IS NULL OR w.account_id = :account_id
 ORDER BY w.id
@@ -607,6 +609,7 @@ RETURNING id, webhook_id, event, email_id, recipient, status, sub_status, reason
 -- name: webhook.event_details
 -- what the body says of the message (events of list entries have no message: no row)
 SELECT o.id, r.api_user, r.sender, r.subject, r.label,
+       (SELECT m.custom_args FROM messages m WHERE m.email_id = o.email_id) AS custom_args,
        -- an open's or click's send-log line (0013): the ip, user agent and link of the body
        (SELECT l.event FROM send_log l
         WHERE o.event IN ('open', 'click') AND l.email_id = o.email_id AND l.recipient = o.recipient

@@ -20,6 +20,7 @@ from aiohttp import web
 @dataclass
 class Receiver:
     secrets: dict[int, str] = field(default_factory=dict)  # webhook id -> secret (to verify)
+    timestamp_only: set[int] = field(default_factory=set)  # webhooks signed EngageLab's way (signature engagelab)
     status: int = 200  # the answer while not hanging
     delay: float = 0.0  # seconds before answering (a hang: longer than the sender's timeout)
     events: list[dict[str, Any]] = field(default_factory=list)  # accepted (2xx) events, in order
@@ -39,7 +40,8 @@ class Receiver:
         try:
             hook_id = int(request.headers["X-WebHook-Id"])
             ts = request.headers["X-WebHook-Timestamp"]
-            expected = hmac.new(self.secrets.get(hook_id, "").encode(), ts.encode() + raw, hashlib.sha256).hexdigest()
+            signed = ts.encode() + (b"" if hook_id in self.timestamp_only else raw)
+            expected = hmac.new(self.secrets.get(hook_id, "").encode(), signed, hashlib.sha256).hexdigest()
             if (not hmac.compare_digest(expected, request.headers["X-WebHook-Signature"])
                     or request.headers["X-WebHook-AppKey"] != "email" or abs(time.time() - int(ts)) > 300):
                 self.bad_signatures += 1

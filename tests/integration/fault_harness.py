@@ -80,8 +80,9 @@ class ServeProcess:
 
     @classmethod
     def create(cls, home: Path, *, relayhost: str, storage_url: str | None = None,
-               overrides: dict[str, Any] | None = None) -> ServeProcess:
-        """`mailrelay init` + :data:`FAST_DELIVERY` and ``overrides`` + `mailrelay users add`."""
+               overrides: dict[str, Any] | None = None, add_user: bool = True) -> ServeProcess:
+        """`mailrelay init` + :data:`FAST_DELIVERY` and ``overrides`` + `mailrelay users add` (not
+        with ``add_user`` False: a second node on a database that has the user already)."""
         port = free_port("127.0.0.1")
         sp = cls(home, port)
         args = ["init", "--smtp", f"127.0.0.1:{port}", "--relayhost", relayhost]
@@ -94,7 +95,8 @@ class ServeProcess:
         settings.update(overrides or {})
         cfg.write_text(render_config(settings))
         sp.cli("config", "check")  # the relay accepts what we wrote
-        sp.cli("users", "add", API_USER, "--account", "acme", "--key", KEY)
+        if add_user:
+            sp.cli("users", "add", API_USER, "--account", "acme", "--key", KEY)
         return sp
 
     def cli(self, *args: str) -> str:
@@ -200,6 +202,7 @@ class Load:
     limit: int | None = None  # stop once this many messages were answered 250 (soak: N messages)
     body_bytes: int = 600
     pace: float = 0.0  # seconds each client waits between its messages (0: as fast as it can)
+    prefix: str = "w"  # of the tokens (w0-1, ...): loads that must not share recipients differ in it
     acked: dict[str, str] = field(default_factory=dict)  # token -> email_id of every 250
     ack_times: list[float] = field(default_factory=list)  # monotonic time of each 250
     temp: Counter[str] = field(default_factory=Counter)  # "RCPT 451 4.3.0", "MAIL 452 4.3.1", "AUTH 454", ...
@@ -250,7 +253,7 @@ class Load:
             try:
                 while self._more():
                     self.started += 1
-                    token = f"w{n}-{next(self._seq)}"
+                    token = f"{self.prefix}{n}-{next(self._seq)}"
                     body = (f"Message-ID: <{token}@{TOKEN_DOMAIN}>\r\nSubject: fault {token}\r\n"
                             f"From: {SENDER}\r\nTo: {token}@example.com\r\n\r\n" + "x" * self.body_bytes + "\r\n")
                     self._in_flight += 1

@@ -57,6 +57,7 @@ STATUS_RECORD: Spec = {
 # region /v1/email_status
 
 async def test_email_status_record_fields(api: Api) -> None:
+    # Source: docs/email/rest-api/delivery-response (the record's fields)
     body = await get(api, "/v1/email_status", send_date=(NOW - timedelta(hours=1)).date().isoformat())
     rows = {r["email"]: r for r in body["result"]}
     assert body["total"] >= 2 and {"one@example.com", "two@example.org"} <= set(rows)
@@ -73,6 +74,8 @@ async def test_email_status_record_fields(api: Api) -> None:
 
 
 async def test_email_status_documented_parameters(api: Api) -> None:
+    # Source: docs/email/rest-api/delivery-response (offset, limit 0-100 default 100, send_date, email, email_ids
+    #   'a;b;c', api_user, domain_name, label_id, status, sub_status 'a;b;c' overriding status)
     body = await get(api, "/v1/email_status")
     everything = body["total"]
     assert everything == 3 and body["count"] == 3  # default limit 100 (ours was 10)
@@ -111,6 +114,7 @@ async def test_email_status_documented_parameters(api: Api) -> None:
 
 
 async def test_message_by_per_recipient_id(api: Api) -> None:
+    # Source: docs/email/webhook/webhook (email_ids are MESSAGE_ID$recipient in its example)
     status, body = await api.call("GET", "/v1/messages/01AAA$two@example.org", api.a)
     assert status == 200 and [r["email_id"] for r in body["result"]] == ["01AAA$two@example.org"]
     check(body["result"][0], STATUS_RECORD)
@@ -124,6 +128,7 @@ async def test_message_by_per_recipient_id(api: Api) -> None:
 # region the five lists
 
 async def test_complaints(api: Api) -> None:
+    # Source: docs/email/rest-api/Complaints
     body = await get(api, "/v1/complaints", start_date=TODAY.isoformat(), end_date=TODAY.isoformat(),
                      email="c@example.com", offset="0", limit="90")
     assert body["total"] == 1
@@ -137,6 +142,7 @@ async def test_complaints(api: Api) -> None:
 
 
 async def test_bounces(api: Api) -> None:
+    # Source: docs/email/rest-api/Bounces
     body = await get(api, "/v1/bounces", email="gone@example.com")
     row = body["result"][0]
     check(row, {"email": str, "reason": str, "bounce_time": ZONED, "expire_time": ZONED})
@@ -144,6 +150,7 @@ async def test_bounces(api: Api) -> None:
 
 
 async def test_blocks(api: Api) -> None:
+    # Source: docs/email/rest-api/Blocks
     status, body = await api.call("POST", "/v1/blocks", api.a, json={
         "email_or_domain": ["11@gmail.example", "hotmail.example"], "api_user": "app1"})
     assert status == 200 and body == {"count": 2}
@@ -171,6 +178,7 @@ async def test_blocks(api: Api) -> None:
 
 
 async def test_unsubscribes(api: Api) -> None:
+    # Source: docs/email/rest-api/Unsubscribes
     status, body = await api.call("POST", "/v1/unsubscribes", api.a, json={"email": "bye@example.com",
                                                                           "api_user": "app1", "type": 3})
     assert status == 200 and body == {"count": 1}
@@ -193,6 +201,7 @@ async def test_unsubscribes(api: Api) -> None:
 
 
 async def test_no_interceptions(api: Api) -> None:
+    # Source: docs/email/rest-api/No_interceptions
     status, _ = await api.call("POST", "/v1/no_interceptions", api.a, json={"email_or_domain": "wbw@hotmail.example"})
     assert status == 200
     body = await get(api, "/v1/no_interceptions", start_date=TODAY.isoformat(), end_date=TODAY.isoformat())
@@ -207,6 +216,7 @@ async def test_no_interceptions(api: Api) -> None:
 @pytest.mark.parametrize("path", ["/v1/complaints", "/v1/blocks", "/v1/bounces", "/v1/unsubscribes",
                                   "/v1/no_interceptions"])
 async def test_list_defaults_and_bad_dates(api: Api, path: str) -> None:
+    # Source: the five list pages (limit default 100, start_date/end_date yyyy-MM-dd)
     body = await get(api, path)  # EngageLab's default limit is 100
     assert body["count"] == body["total"] == 1
     body = await get(api, path, limit="0")
@@ -223,6 +233,7 @@ async def test_list_defaults_and_bad_dates(api: Api, path: str) -> None:
 # region labels
 
 async def test_labels(api: Api) -> None:
+    # Source: docs/email/rest-api/email-label
     created = []
     for name in ("promo", "edm-news", "EDM-spring"):
         status, body = await api.call("POST", "/v1/labels", api.a, json={"label_name": name})
@@ -257,6 +268,7 @@ STATS_ROW: Spec = {"send_date": re.compile(r"^\d{4}-\d\d-\d\d$"), "api_user": (s
 
 
 async def test_stats_day(api: Api) -> None:
+    # Source: docs/email/rest-api/statistics
     hour_ago = (NOW - timedelta(hours=1))
     day, three = hour_ago.date().isoformat(), (NOW - timedelta(days=3)).date().isoformat()
     _, label = await api.call("POST", "/v1/labels", api.a, json={"label_name": "promo"})
@@ -302,6 +314,7 @@ async def test_stats_day(api: Api) -> None:
 # region errors and unknown names
 
 async def test_unknown_parameters_and_fields_are_named(api: Api) -> None:
+    # Source: issue #11 §1 (every documented name, nothing silently ignored)
     status, body = await api.call("GET", "/v1/email_status", api.a, params={"emial": "x@example.com"})
     assert status == 400 and body["message"].startswith("emial: unknown parameter")
     status, body = await api.call("GET", "/v1/blocks", api.a, params={"start": "2026-01-01"})
@@ -320,6 +333,7 @@ async def test_unknown_parameters_and_fields_are_named(api: Api) -> None:
 
 
 async def test_authentication_failure_is_code_30000(api: Api) -> None:
+    # Source: docs/email/rest-api/delivery-response and the list pages' error example (401, code 30000)
     for headers in ({}, basic("app1", "wrong-key")):
         status, body = await api.call("GET", "/v1/email_status", headers)
         assert status == 401 and body["code"] == 30000 and body["message"].startswith("Authentication failed.")
@@ -330,9 +344,101 @@ async def test_authentication_failure_is_code_30000(api: Api) -> None:
 
 
 async def test_api_users_of_the_own_account(api: Api) -> None:
+    # Source: docs/email/rest-api (API_USER list)
     status, body = await api.call("GET", "/v1/api_users", api.a)
     assert status == 200 and [u["api_user"] for u in body["result"]] == ["app1"]
     check(body["result"][0], {"api_user": str, "account": str, "active": bool})
     _, body = await api.call("GET", "/v1/api_users", ADMIN)
     assert {"app1", "b1"} <= {u["api_user"] for u in body["result"]}  # operators: every account
+# endregion
+
+
+# region sending and event callbacks
+
+SEND_ANSWER: Spec = {"email_ids": list, "request_id": (str, NULL), "refused": list}
+CALLBACK: Spec = {"server": str, "message_id": str, "from": str, "subject": str, "to": str, "itime": int,
+                  "custom_args": dict, "status": dict, "event_id": int, "webhook_id": int}
+
+
+async def test_mail_send_takes_the_documented_body(api: Api) -> None:
+    # Source: docs/email/rest-api/deliverlies (request parameters, Body, attachments; custom_args <= 1KB,
+    #   request_id <= 128 characters, cc/bcc only with send_mode 1, dynamic_vars)
+    body = {"from": "support<news@acme.example>", "to": ["xjm@example.com", "xjm2@example.com"],
+            "body": {"reply_to": ["help@acme.example"], "subject": "Hi %name%",
+                     "content": {"html": "<p>Hi %name%</p>", "text": "Hi %name%", "preview_text": "preview"},
+                     "vars": {"name": ["Ann", "Bob"]}, "label_name": "promo", "headers": {"X-Campaign": "spring"},
+                     "attachments": [{"content": "JVBERi0xLjQK", "filename": "a.pdf"}],
+                     "settings": {"send_mode": 0, "return_email_id": True, "sandbox": False}},
+            "custom_args": {"order": "1042"}, "request_id": "req-compat-1"}
+    status, answer = await api.call("POST", "/v1/mail/send", api.a, json=body)
+    assert status == 200, answer
+    check(answer, SEND_ANSWER, exact=True)
+    assert [i.split("$")[1] for i in answer["email_ids"]] == ["xjm@example.com", "xjm2@example.com"]
+    assert answer["request_id"] == "req-compat-1" and answer["refused"] == []
+    one = {**body, "request_id": "req-compat-2",
+           "body": {**body["body"], "cc": ["c@example.com"], "bcc": ["d@example.com"], "vars": {"name": "All"},
+                    "settings": {"send_mode": 1}}}
+    status, answer = await api.call("POST", "/v1/mail/send", api.a, json=one)
+    assert status == 200 and len({i.split("$")[0] for i in answer["email_ids"]}) == 1, answer  # one message
+    for change, message in (
+            ({"dynamic_vars": {"name": "x"}}, "body.dynamic_vars: dynamic templates are not supported"),
+            ({"cc": ["c@example.com"]}, "body.cc: only with settings.send_mode 1"),
+            ({"settings": {"send_mode": 2}}, "body.settings.send_mode: 0 (a message per to recipient)")):
+        status, answer = await api.call("POST", "/v1/mail/send", api.a, json={**body, "request_id": None,
+                                                                            "body": {**body["body"], **change}})
+        assert status == 400 and answer["message"].startswith(message), answer
+    status, answer = await api.call("POST", "/v1/mail/send", api.a, json={**body, "request_id": "r" * 129})
+    assert status == 400 and answer["message"] == "request_id: longer than 128 characters"
+    status, answer = await api.call("POST", "/v1/mail/send", api.a, json={**body, "custom_args": {"k": "v" * 1100}})
+    assert status == 400 and answer["message"].startswith("custom_args: ")
+
+
+async def test_event_callbacks_carry_the_documented_fields(api: Api) -> None:
+    # Source: docs/email/webhook/webhook (request headers X-WebHook-Timestamp, X-WebHook-AppKey "email",
+    #   X-WebHook-Signature = hex HmacSHA256 of the timestamp keyed with the key; request body message_id,
+    #   from, subject, to, server, itime, custom_args, status {message_status, status_data})
+    from tests.helpers.webhook_receiver import Receiver
+
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        secret = "compat-secret-0123456789"
+        status, hook = await api.call("POST", "/v1/webhooks", api.a, json={
+            "url": receiver.url, "events": ["invalid"], "secret": secret, "signature": "engagelab"})
+        assert status == 201
+        receiver.secrets[hook["id"]] = secret
+        receiver.timestamp_only.add(hook["id"])  # verified exactly as the page says
+        from storage.records import ListKind, SuppressionEntry
+        await api.relay.storage.suppressions.add([SuppressionEntry(account_id=api.relay.account_id,
+                                                                   kind=ListKind.BLOCK, value="cb@example.com")])
+        status, answer = await api.call("POST", "/v1/mail/send", api.a, json={
+            "from": "news@acme.example", "to": ["cb@example.com"], "custom_args": {"order": "7"},
+            "body": {"subject": "S", "content": {"text": "t"}}})
+        assert status == 200 and answer["email_ids"] == [], answer
+        await receiver.wait_for(1, 30)
+        assert receiver.bad_signatures == 0
+        event = receiver.events[0]
+        check(event, CALLBACK, exact=True)
+        assert event["server"] == "email" and event["to"] == "cb@example.com" and event["from"] == "news@acme.example"
+        assert event["custom_args"] == {"order": "7"} and event["itime"] > 1_600_000_000_000  # milliseconds
+        assert event["status"]["message_status"] == "invalid"
+        data = event["status"]["status_data"]
+        assert data["email_id"] == answer["refused"][0]["email_id"] == f"{event['message_id']}$cb@example.com"
+        assert data["api_user"] == "app1" and data["status"] == int(Status.INVALID)
+    finally:
+        await receiver.stop()
+
+
+async def test_webhooks_api_parameters(api: Api) -> None:
+    # Source: docs/email/rest-api/WebHooks (GET /v1/webhooks: api_user, offset, limit [0-100] default 100;
+    #   {"result": [...], "count", "total"})
+    for n in range(3):
+        status, _ = await api.call("POST", "/v1/webhooks", api.a, json={"url": f"https://hooks.example.com/{n}"})
+        assert status == 201
+    body = await get(api, "/v1/webhooks", api_user="app1", offset="1", limit="1")
+    assert body["total"] == 3 and [h["url"] for h in body["result"]] == ["https://hooks.example.com/1"]
+    check(body["result"][0], {"id": int, "url": str, "events": list, "signature": str, "state": str})
+    assert (await get(api, "/v1/webhooks", limit="0"))["result"] == []
+    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"limit": "101"})
+    assert status == 400 and answer["message"].startswith("limit:")
 # endregion

@@ -122,7 +122,8 @@ async def open_api(relay: RelayUnderTest) -> AsyncIterator[Api]:
         yield api
 
 
-HTTP = {"http.listen": "127.0.0.1:0", "http.admin_token": ADMIN_TOKEN}
+# the tests' webhook receivers are on 127.0.0.1: private destinations allowed (off by default)
+HTTP = {"http.listen": "127.0.0.1:0", "http.admin_token": ADMIN_TOKEN, "webhooks.allow_private_addresses": True}
 
 
 

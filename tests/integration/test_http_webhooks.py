@@ -66,8 +66,10 @@ async def test_bad_input_is_a_clear_400(api: Api) -> None:
         assert status == 400 and message in answer["message"], (body, answer)
     status, answer = await api.call("GET", "/v1/webhooks/abc", api.a)
     assert status == 400 and answer["message"] == "webhook_id: expected a webhook id (digits)"
-    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"limit": "5"})
-    assert status == 400 and "limit: unknown parameter" in answer["message"]
+    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"page": "5"})
+    assert status == 400 and "page: unknown parameter" in answer["message"]
+    status, answer = await api.call("GET", "/v1/webhooks", api.a, params={"api_user": "b1"})
+    assert status == 400 and answer["message"] == "api_user: 'b1' is not an API user of this account"
     _, body = await api.call("GET", "/v1/webhooks", api.a)
     assert body["total"] == 0
 
@@ -97,6 +99,30 @@ async def test_a_status_change_reaches_the_endpoint(api: Api) -> None:
         assert event["to"] == "three@example.com" and event["message_id"] == "01AAB"
         assert event["status"]["message_status"] == "delivered"
         assert receiver.bad_signatures == 0
+    finally:
+        await receiver.stop()
+
+
+async def test_a_webhook_signed_the_engagelab_way(api: Api) -> None:
+    """docs/email/webhook/webhook: X-WebHook-Signature is the HMAC-SHA256 of the timestamp, keyed
+    with the secret; ``"signature": "engagelab"`` signs so, for receivers written against that page."""
+    receiver = Receiver()
+    await receiver.start()
+    try:
+        status, body = await api.call("POST", "/v1/webhooks", api.a, json={"url": receiver.url, "signature": "md5"})
+        assert status == 400 and body["message"].startswith("signature: body (HMAC-SHA256")
+        status, hook = await api.call("POST", "/v1/webhooks", api.a, json={
+            "url": receiver.url, "events": ["delivered"], "secret": SECRET, "signature": "engagelab"})
+        assert status == 201 and hook["signature"] == "engagelab"
+        receiver.secrets[hook["id"]] = SECRET
+        receiver.timestamp_only.add(hook["id"])  # the receiver verifies EngageLab's way only
+        await api.relay.storage.statuses.update_status("01AAB", "three@example.com", Status.DELIVERED, None,
+                                                       "250 2.0.0 ok", LogEntry(at=NOW, kind=LogKind.ATTEMPT,
+                                                                                text="250 ok", code=250))
+        await receiver.wait_for(1, 20)
+        assert receiver.bad_signatures == 0 and receiver.events[0]["to"] == "three@example.com"
+        _, listed = await api.call("GET", "/v1/webhooks", api.a)
+        assert [h["signature"] for h in listed["result"]] == ["engagelab"]
     finally:
         await receiver.stop()
 

@@ -36,6 +36,7 @@ def recipient_overrides(dns: LoopbackDns, mx_port: int) -> dict[str, Any]:
         "web.listen": f"127.0.0.1:{web_port}", "web.public_url": f"http://127.0.0.1:{web_port}",
         "feedback.listen": "127.0.0.1:0", "feedback.domains": ["fb.example"],
         "http.listen": "127.0.0.1:0", "http.admin_token": ADMIN,
+        "webhooks.allow_private_addresses": True,  # the tests' webhook receivers are on 127.0.0.1
     }
 
 

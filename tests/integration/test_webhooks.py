@@ -28,7 +28,9 @@ from storage.webhooks import WebhookEvent
 from tests.helpers.webhook_receiver import Receiver
 from tests.integration.relay_fixture import wait_until
 
-FAST = SenderSettings(timeout=1.0, concurrency=4, retry_initial=0.05, retry_max=0.2, disable_after=3600, poll=0.02)
+# the receiver is on 127.0.0.1: these senders allow private destinations ([webhooks] allow_private_addresses)
+FAST = SenderSettings(timeout=1.0, concurrency=4, retry_initial=0.05, retry_max=0.2, disable_after=3600, poll=0.02,
+                      allow_private=True)
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 
 
@@ -157,7 +159,7 @@ async def test_endpoint_failing_too_long_is_disabled_with_its_reason(storage: Sq
     await _deliver(st, rcpts)
     r.status = 503
     settings = SenderSettings(timeout=1.0, concurrency=2, retry_initial=0.05, retry_max=0.1, disable_after=0.5,
-                              poll=0.02)
+                              poll=0.02, allow_private=True)
     async with running(WebhookSender(st, "n1", settings)):
         async def disabled() -> bool:
             hook = await st.webhooks.get(hook_id)
@@ -189,7 +191,8 @@ async def test_a_failure_stops_the_posts_waiting_for_the_endpoint(storage: SqlSt
     hook_id, rcpts = await _setup(st, r, 20)
     await _deliver(st, rcpts)
     r.status, r.delay = 500, 0.05
-    one_slot = SenderSettings(timeout=1.0, concurrency=1, retry_initial=30, retry_max=30, poll=0.02)
+    one_slot = SenderSettings(timeout=1.0, concurrency=1, retry_initial=30, retry_max=30, poll=0.02,
+                              allow_private=True)
     async with running(WebhookSender(st, "n1", one_slot)) as sender:
         await wait_until(lambda: sender.failures >= 1)
         await asyncio.sleep(0.5)

@@ -24,8 +24,31 @@ def home(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Path:
     return h
 
 
+def allow_private(home: Path) -> None:
+    conf = home / "mailrelay.toml"
+    conf.write_text(conf.read_text().replace("# allow_private_addresses = false", "allow_private_addresses = true"))
+
+
+def test_private_destinations_are_refused_unless_allowed(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h = ("--home", str(home))
+    for url, why in (("http://127.0.0.1:8080/x", "127.0.0.1 is a loopback address"),
+                     ("http://10.1.2.3/x", "10.1.2.3 is a private address"),
+                     ("http://[::1]/x", "::1 is a loopback address"),
+                     ("http://169.254.169.254/latest/meta-data", "169.254.169.254 is a link-local address"),
+                     ("http://2130706433/x", "127.0.0.1 is a loopback address"),
+                     ("http://localhost:8080/x", "localhost is a loopback name")):
+        rc, _, err = run(capsys, "webhooks", "add", "--account", "acme", url, *h)
+        assert rc != 0 and f"url: {why}: webhooks may only POST to public addresses" in err, (url, err)
+    rc, _, err = run(capsys, "webhooks", "add", "--account", "acme", "https://user:pw@hooks.example/x", *h)
+    assert rc != 0 and "url: no user:password@ in the URL" in err
+    allow_private(home)
+    rc, out, _ = run(capsys, "webhooks", "add", "--account", "acme", "http://127.0.0.1:8080/x", *h)
+    assert rc == 0 and "added webhook" in out
+
+
 def test_add_list_show_remove(home: Path, capsys: pytest.CaptureFixture[str]) -> None:
     h = ("--home", str(home))
+    allow_private(home)  # one of its webhooks is on 127.0.0.1
     rc, out, _ = run(capsys, "webhooks", "add", "--account", "acme", "https://hooks.example/mail",
                      "--events", "delivered,complaint;soft_bounce", *h)
     assert rc == 0, out
@@ -34,7 +57,7 @@ def test_add_list_show_remove(home: Path, capsys: pytest.CaptureFixture[str]) ->
     assert "events: delivered,report,soft_bounce" in lines[0]
     assert lines[1] == "id: 1" and lines[2].startswith("secret: ") and len(lines[2]) > 8 + 32
     rc, out, _ = run(capsys, "webhooks", "add", "--account", "acme", "http://127.0.0.1:8080/all", "--batch", "10",
-                     "--secret", "given-secret-0123456789", *h)
+                     "--secret", "given-secret-0123456789", "--signature", "engagelab", *h)
     assert rc == 0 and out.strip().splitlines()[-1] == "secret: given-secret-0123456789"
 
     rc, out, _ = run(capsys, "webhooks", "list", *h)
@@ -45,6 +68,7 @@ def test_add_list_show_remove(home: Path, capsys: pytest.CaptureFixture[str]) ->
     rc, out, _ = run(capsys, "webhooks", "list", "--account", "acme", "--json", *h)
     docs = [json.loads(x) for x in out.strip().splitlines()]
     assert [d["id"] for d in docs] == [1, 2] and docs[1]["batch"] == 10 and len(docs[1]["events"]) == 8
+    assert [d["signature"] for d in docs] == ["body", "engagelab"]
     assert "secret" not in docs[0] and docs[0]["disabled_reason"] is None
 
     rc, out, _ = run(capsys, "webhooks", "show", "1", *h)

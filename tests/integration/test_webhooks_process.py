@@ -50,7 +50,8 @@ async def test_kill_dash_nine_in_a_burst_loses_no_event(tmp_path: Path, storage_
                                                         receiver: Receiver) -> None:
     relay = ServeProcess.create(tmp_path / "home", relayhost=f"127.0.0.2:{mx.port}", storage_url=storage_url,
                                 overrides={"webhooks.poll": "100ms", "webhooks.retry_initial": "200ms",
-                                           "webhooks.retry_max": "1s"})
+                                           "webhooks.retry_max": "1s",
+                                           "webhooks.allow_private_addresses": True})  # receiver on 127.0.0.1
     out = relay.cli("webhooks", "add", "--account", "acme", receiver.url, "--events", "delivered",
                     "--secret", SECRET)
     hook_id = int(next(line for line in out.splitlines() if line.startswith("id: "))[4:])
@@ -88,7 +89,8 @@ async def test_kill_dash_nine_in_a_burst_loses_no_event(tmp_path: Path, storage_
 
 async def test_two_nodes_share_the_outbox_without_sending_an_event_twice(storage_url: str,
                                                                          receiver: Receiver) -> None:
-    settings = SenderSettings(timeout=5.0, concurrency=4, retry_initial=0.1, retry_max=1.0, poll=0.05)
+    settings = SenderSettings(timeout=5.0, concurrency=4, retry_initial=0.1, retry_max=1.0, poll=0.05,
+                              allow_private=True)
     st1, st2 = await open_storage(storage_url), await open_storage(storage_url)
     tasks: list[asyncio.Task[None]] = []
     try:

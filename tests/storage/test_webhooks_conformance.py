@@ -217,3 +217,25 @@ async def test_opens_and_clicks_enqueue_events_for_webhooks_that_want_them(stora
     assert sorted(tracked, key=lambda x: x[0]) == [
         ("click", click), ("click", click), ("open", RecipientEvent(EventType.OPEN, "198.51.100.7", "Mail/1.0"))]
     assert await st.webhooks.outbox_size() == 0
+
+
+async def test_events_carry_the_messages_custom_args(storage: SqlStorage) -> None:
+    """migration 0016: messages.custom_args, read with each claimed event of the message."""
+    from dataclasses import replace
+
+    st = storage
+    a = await st.accounts.ensure_account("acme")
+    await st.webhooks.add(a.id, "http://127.0.0.1:9/h", ALL, "s", 1, T0)
+    args = '{"order":"1042","名":"値","n":[1,2.5,true,null]}'
+    await st.statuses.record_submissions([SubmissionRecord(
+        replace(_msg("CA1", a.id), custom_args=args),
+        (RecipientOutcome("ok@ex.com", Status.SENDING), RecipientOutcome("no@ex.com", Status.INVALID,
+                                                                         SubStatus.BLACKLIST, "policy")))])
+    await _submit(st, "CA2", a.id, "plain@ex.com")
+    await st.statuses.update_status("CA1", "ok@ex.com", Status.DELIVERED, None, "250 ok", _attempt(T0))
+    await st.statuses.update_status("CA2", "plain@ex.com", Status.DELIVERED, None, "250 ok", _attempt(T0))
+    await st.suppressions.add([SuppressionEntry(account_id=a.id, kind=ListKind.COMPLAINT, value="c@ex.com",
+                                                created_at=T0)])
+    got = {(e.email_id, e.recipient, e.event): e.custom_args for e in await st.webhooks.claim("n1", T0, LEASE, 100)}
+    assert got == {("CA1", "ok@ex.com", "delivered"): args, ("CA1", "no@ex.com", "invalid"): args,
+                   ("CA2", "plain@ex.com", "delivered"): None, ("", "c@ex.com", "report"): None}

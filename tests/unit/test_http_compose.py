@@ -64,8 +64,12 @@ def test_long_non_ascii_subject_is_folded_rfc2047_and_reads_back() -> None:
     (_req(attachments=[{"content": "AAAA", "filename": "x", "type": "no-slash"}]), "is not a MIME type"),
     (_req(reply_to=["a@x.example", "b@x.example", "c@x.example", "d@x.example"]), "4 addresses: at most 3"),
     (_req(settings={"send_mode": 2}), "body.settings.send_mode: 0"),
-    ({**_req(), "custom_args": {"k": "v" * 2000}}, "custom_args: larger than 1024 bytes"),
+    ({**_req(), "custom_args": {"k": "v" * 2000}}, "custom_args: 2008 bytes of JSON: at most 1024"),
     ({**_req(), "request_id": "r" * 129}, "request_id: longer than 128"),
+    # deliverlies documents dynamic_vars (dynamic templates): refused by name, never ignored
+    (_req(dynamic_vars={"name": "Ann"}), "body.dynamic_vars: dynamic templates are not supported"),
+    ({**_req(), "custom_args": {"n": float("nan")}}, "custom_args: numbers must be finite"),
+    (_req(settings={"sandbox": True}), "body.settings.sandbox: not supported by this server"),
 ])
 def test_bad_bodies_name_what_is_wrong(body: dict[str, Any], message: str) -> None:
     with pytest.raises(ApiError) as e:

@@ -21,7 +21,8 @@ from storage.records import (
 
 def _record(email_id: str) -> SubmissionRecord:
     msg = MessageRecord(email_id, 7, "app1", "s@example.com", "Hi ✓", "lbl", EmailType.TRANSACTIONAL, 5,
-                        datetime(2026, 11, 27, 5, 0, tzinfo=UTC), "127.0.0.1", "node1")
+                        datetime(2026, 11, 27, 5, 0, tzinfo=UTC), "127.0.0.1", "node1",
+                        custom_args='{"order":"1042","名":"値"}')  # kept in the envelope: a crash keeps them
     return SubmissionRecord(msg, (RecipientOutcome("a@example.com", Status.SENDING),
                                   RecipientOutcome("b@bad", Status.INVALID, SubStatus.BLACKLIST, "why", "complaint")))
 

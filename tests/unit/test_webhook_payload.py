@@ -57,3 +57,24 @@ def test_the_readme_snippet_verifies_our_signature_and_refuses_tampering() -> No
     assert not verify("the-secret-0123456789", headers, raw.replace(b"invalid", b"delivered"))
     old = payload.headers("the-secret-0123456789", str(int(time.time()) - 3600), raw, 3)
     assert not verify("the-secret-0123456789", old, raw)  # a replay an hour later
+
+
+def test_engagelab_signature_is_of_the_timestamp_only() -> None:
+    """docs/email/webhook/webhook: "use the user app key as the encryption key to perform HmacSHA256
+    operation on the timestamp ... hexadecimal characters" (a webhook added with signature engagelab)."""
+    import hashlib
+    import hmac
+
+    raw = payload.body([EVENT], 1)
+    headers = payload.headers("the-secret-0123456789", "1772323200", raw, 3, "engagelab")
+    assert headers["X-WebHook-Signature"] == hmac.new(b"the-secret-0123456789", b"1772323200",
+                                                      hashlib.sha256).hexdigest()
+    assert headers["X-WebHook-Signature"] != payload.headers("the-secret-0123456789", "1772323200", raw, 3)[
+        "X-WebHook-Signature"]
+
+
+def test_custom_args_are_the_messages() -> None:
+    from dataclasses import replace
+
+    doc = json.loads(payload.body([replace(EVENT, custom_args='{"order":"1042","n":[1,2]}')], 1))
+    assert doc["custom_args"] == {"order": "1042", "n": [1, 2]}
