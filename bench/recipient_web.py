@@ -80,11 +80,11 @@ def submit(port: int, key: str, n: int) -> list[tuple[str, str]]:
 
 
 async def load(port: int, paths: list[str], concurrency: int, warmup: float,
-               seconds: float) -> tuple[list[float], int, int]:
+               seconds: float) -> tuple[list[float], int, int, int]:
     """``concurrency`` keep-alive connections, one request at a time each (no pipelining), with a
     minimal HTTP/1.1 client: aiohttp's client costs more CPU than the server on this VM."""
     lat: list[float] = []
-    counts = {"ok": 0, "bad": 0}
+    counts = {"ok": 0, "bad": 0, "all": 0}
     state = {"measuring": False, "stop": False}
 
     async def worker(i: int) -> None:
@@ -100,6 +100,7 @@ async def load(port: int, paths: list[str], concurrency: int, warmup: float,
                 m = re.search(rb"\r\nContent-Length: (\d+)", head, re.I)
                 if m and int(m.group(1)):
                     await reader.readexactly(int(m.group(1)))
+                counts["all"] += 1
                 if state["measuring"]:
                     lat.append(time.perf_counter() - t0)
                     counts["ok" if head.startswith(b"HTTP/1.1 302") else "bad"] += 1
@@ -113,7 +114,7 @@ async def load(port: int, paths: list[str], concurrency: int, warmup: float,
     state["measuring"] = False
     state["stop"] = True
     await asyncio.gather(*tasks)
-    return lat, counts["ok"], counts["bad"]
+    return lat, counts["ok"], counts["bad"], counts["all"]
 
 
 async def count_clicks(home: Path) -> int:
@@ -145,6 +146,9 @@ def main() -> int:
                     help="PostgreSQL instead of SQLite: a fresh database is created through this DSN "
                          "(e.g. postgresql://postgres@127.0.0.1:5432/test) and dropped at the end")
     ap.add_argument("--keep-home", action="store_true")
+    ap.add_argument("--profile", metavar="FILE",
+                    help="sample the server with py-spy during the measured seconds (pip install py-spy); "
+                         "FILE gets the collapsed stacks (--format raw), for flamegraph.pl or grep")
     args = ap.parse_args()
     try:
         import uvloop
@@ -200,7 +204,16 @@ def run(args: argparse.Namespace, home: Path, init: list[str], smtp: int, web: i
             LinkKind.CLICK, eid, rcpt, "bench", now, f"https://shop.example/p/{i}?utm_source=mail"), secret)
             for i, (eid, rcpt) in enumerate(sent)]
         cpu0 = cpu_seconds(server.pid)
-        lat, ok, bad = asyncio.run(load(web, paths, args.concurrency, args.warmup, args.seconds))
+        spy = None
+        if args.profile:
+            spy = subprocess.Popen([str(BIN.parent / "py-spy"), "record", "-p", str(server.pid), "-o", args.profile,
+                                    "--format", "raw", "-r", "200", "-d", str(int(args.warmup + args.seconds))],
+                                   stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        load0, client0 = os.getloadavg()[0], time.process_time()
+        lat, ok, bad, answered = asyncio.run(load(web, paths, args.concurrency, args.warmup, args.seconds))
+        client = time.process_time() - client0
+        if spy is not None:
+            spy.wait(60)
         cpu = cpu_seconds(server.pid) - cpu0
         print(f"concurrency {args.concurrency}, {args.seconds:.0f} s measured "
               f"({'PostgreSQL' if args.postgres else 'SQLite'})")
@@ -208,7 +221,11 @@ def run(args: argparse.Namespace, home: Path, init: list[str], smtp: int, web: i
         print(f"latency ms  p50 {pct(lat, 0.5):.2f}  p90 {pct(lat, 0.9):.2f}  p99 {pct(lat, 0.99):.2f}  "
               f"max {max(lat) * 1000:.2f}")
         print(f"server CPU  {cpu:.1f} s over the run (warm-up included) = "
-              f"{cpu / (args.seconds + args.warmup) * 100:.0f} % of one core")
+              f"{cpu / (args.seconds + args.warmup) * 100:.0f} % of one core, "
+              f"{cpu / max(answered, 1) * 1e6:.0f} us per request ({answered:,} requests)")
+        print(f"client CPU  {client:.1f} s = {client / (args.seconds + args.warmup) * 100:.0f} % of one core "
+              f"(near 100 %: the load generator, not the server, sets the pace and the latency)")
+        print(f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after (2 vCPUs; other work included)")
         time.sleep(1.5)  # events are flushed every 0.2 s
         recorded = asyncio.run(count_clicks(home))
         print(f"click events recorded {recorded:,} (302s answered, warm-up included, >= {ok:,})")
