@@ -54,6 +54,16 @@ def cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
+def runqueue_seconds(pid: int) -> float:
+    """Time the process's threads spent runnable but waiting for a CPU (/proc/PID/task/*/schedstat,
+    second field): on a shared machine, the part of the latency that is not the server's work."""
+    total = 0
+    for task in Path(f"/proc/{pid}/task").iterdir():
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            total += int((task / "schedstat").read_text().split()[1])
+    return total / 1e9
+
+
 def wait_port(port: int, timeout: float = 20.0) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -209,9 +219,10 @@ def run(args: argparse.Namespace, home: Path, init: list[str], smtp: int, web: i
             spy = subprocess.Popen([str(BIN.parent / "py-spy"), "record", "-p", str(server.pid), "-o", args.profile,
                                     "--format", "raw", "-r", "200", "-d", str(int(args.warmup + args.seconds))],
                                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        load0, client0 = os.getloadavg()[0], time.process_time()
+        load0, client0, wait0 = os.getloadavg()[0], time.process_time(), runqueue_seconds(server.pid)
         lat, ok, bad, answered = asyncio.run(load(web, paths, args.concurrency, args.warmup, args.seconds))
         client = time.process_time() - client0
+        waited = runqueue_seconds(server.pid) - wait0
         if spy is not None:
             spy.wait(60)
         cpu = cpu_seconds(server.pid) - cpu0
@@ -223,6 +234,8 @@ def run(args: argparse.Namespace, home: Path, init: list[str], smtp: int, web: i
         print(f"server CPU  {cpu:.1f} s over the run (warm-up included) = "
               f"{cpu / (args.seconds + args.warmup) * 100:.0f} % of one core, "
               f"{cpu / max(answered, 1) * 1e6:.0f} us per request ({answered:,} requests)")
+        print(f"server waited {waited:.1f} s for a CPU (runnable, not running; all its threads), "
+              f"{waited / max(answered, 1) * 1e6:.0f} us per request")
         print(f"client CPU  {client:.1f} s = {client / (args.seconds + args.warmup) * 100:.0f} % of one core "
               f"(near 100 %: the load generator, not the server, sets the pace and the latency)")
         print(f"load average {load0:.1f} before, {os.getloadavg()[0]:.1f} after (2 vCPUs; other work included)")
