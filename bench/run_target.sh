@@ -15,6 +15,13 @@
 # relay. The shipped per-API_USER limit (1000 msgs/s, burst 2000 when this was written) would
 # otherwise cap a one-user benchmark; BENCH_RATE_LIMIT=default keeps the shipped values.
 # MAILRELAY overrides the executable (default: the repo's .venv/bin/mailrelay next to this script).
+#
+# BENCH_DKIM=1: an RSA 2048 DKIM key for BENCH_FROM_DOMAIN (default relay-bench.test, the harness's
+# From domain), so every delivered message is signed. BENCH_TRACKING=1: a recipient-facing web
+# listener on a free loopback port (init --web/--public-url), which turns List-Unsubscribe on
+# (its default; a per-recipient header, so a per-recipient signature), and open and click tracking
+# on for account `bench` (the harness's text/plain mail has no HTML part: it is parsed, found to
+# have nothing to rewrite, and delivered as it is). Both off by default (the plain relay).
 set -euo pipefail
 
 usage="usage: run_target.sh PORT WORKDIR [SINK_HOST:PORT]"
@@ -26,13 +33,19 @@ mailrelay=${MAILRELAY:-$here/../.venv/bin/mailrelay}
 mailrelay=$(realpath "$mailrelay")
 home=$workdir/mailrelay-home
 rate=${BENCH_RATE_LIMIT:-1000000}
+web=()
+if [ "${BENCH_TRACKING:-0}" = 1 ]; then
+    web_port=$("$(dirname "$mailrelay")/python" -c \
+        'import socket; s = socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+    web=(--web "127.0.0.1:$web_port" --public-url "http://127.0.0.1:$web_port")
+fi
 
 # Delivery goes to the harness's sink as the relay host (an IP literal: no DNS). Without a sink the
 # relay only accepts (--no-delivery): it must never look up MX records outside loopback.
 if [ -n "$sink" ]; then
-    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --relayhost "$sink" >&2
+    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --relayhost "$sink" ${web[@]+"${web[@]}"} >&2
 else
-    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --no-delivery >&2
+    "$mailrelay" init --home "$home" --smtp "127.0.0.1:$port" --no-delivery ${web[@]+"${web[@]}"} >&2
 fi
 
 if [ "$rate" != default ]; then
@@ -54,5 +67,11 @@ if [ "$rate" != default ]; then
 fi
 
 "$mailrelay" users add bench --account bench --key secret-key --home "$home" >&2
+if [ "${BENCH_DKIM:-0}" = 1 ]; then
+    "$mailrelay" dkim add "${BENCH_FROM_DOMAIN:-relay-bench.test}" --selector bench --home "$home" >&2
+fi
+if [ "${BENCH_TRACKING:-0}" = 1 ]; then
+    "$mailrelay" accounts set bench --track-opens on --track-clicks on --home "$home" >&2
+fi
 
 exec "$mailrelay" serve --home "$home"

@@ -136,7 +136,7 @@ class DeliveryConfig:
     shutdown_grace: str = "20s"  # SIGTERM: attempts in flight may finish within this
     verp_secret_file: str = "verp.key"  # HMAC key of the signed return path (created by init)
     dkim_cache_ttl: str = "5s"  # DKIM keys are re-read from the database this often (`mailrelay dkim add` elsewhere)
-    dkim_processes: int = 2  # worker processes that compute DKIM signatures; 0 = a thread (blocks more)
+    dkim_processes: int = 2  # processes that DKIM-sign messages of 64 KiB+ (smaller: a thread); 0 = all in a thread
     feedback_id: bool = True  # add "Feedback-ID: LABEL:API_USER:ACCOUNT:mailrelay" when the message has none
 
 

@@ -8,8 +8,10 @@
   headers of :data:`SIGNED_HEADERS` that are present (each instance), and From and Subject listed
   once more than present (over-signing: nobody can add another one without breaking the signature).
 
-Everything here is synchronous and CPU-bound: callers run :func:`sign` off the event loop (the
-delivery stage uses a process pool, see ``relay/delivery/outgoing.py``).
+dkimpy does the canonicalisation, the header hash and the field; its RSA step (pure Python, 10-20 ms
+per RSA 2048 signature) is done by OpenSSL instead (``relay/dkim_openssl.py``, installed on import:
+the same bytes). Everything here is synchronous and CPU-bound: callers run :func:`sign` off the
+event loop (``relay/delivery/outgoing.py``).
 """
 
 from __future__ import annotations
@@ -23,7 +25,10 @@ import dkim
 from cryptography.hazmat.primitives import serialization
 from cryptography.hazmat.primitives.asymmetric import ed25519, rsa
 
+from relay import dkim_openssl
 from storage.records import DkimAlgorithm
+
+dkim_openssl.install()
 
 RSA_BITS = 2048
 

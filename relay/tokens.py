@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import hmac
 import json
@@ -71,8 +72,16 @@ def _unb64(text: str) -> bytes:
     return base64.urlsafe_b64decode(text + "=" * (-len(text) % 4))
 
 
+@functools.lru_cache(maxsize=16)
+def _keyed(secret: bytes) -> hmac.HMAC:
+    # HMAC state after the key and the context: each token copies it (no key schedule per request)
+    return hmac.new(secret, _LINK_CONTEXT, hashlib.sha256)
+
+
 def _mac(secret: bytes, payload: bytes) -> bytes:
-    return hmac.new(secret, _LINK_CONTEXT + payload, hashlib.sha256).digest()[:_MAC_BYTES]
+    h = _keyed(secret).copy()
+    h.update(payload)
+    return h.digest()[:_MAC_BYTES]
 
 
 def encode(tok: LinkToken, secret: bytes) -> str:

@@ -18,6 +18,7 @@ from storage.records import (
     Account,
     AccountSettings,
     ApiUser,
+    ApiUserSettings,
     DkimAlgorithm,
     DkimKey,
     EmailType,
@@ -203,6 +204,25 @@ def settings_params(account_id: int, st: AccountSettings, at: datetime) -> Param
 
 def settings_from_row(row: Row) -> AccountSettings:
     return AccountSettings(bool(row["list_unsubscribe"]), bool(row["track_opens"]), bool(row["track_clicks"]))
+
+
+def _opt_int(v: bool | None) -> int | None:
+    return None if v is None else int(v)
+
+
+def _opt_bool(v: Any) -> bool | None:
+    return None if v is None else bool(v)
+
+
+def user_settings_params(api_user: str, st: ApiUserSettings, at: datetime) -> Params:
+    return {"api_user": api_user, "list_unsubscribe": _opt_int(st.list_unsubscribe),
+            "track_opens": _opt_int(st.track_opens), "track_clicks": _opt_int(st.track_clicks),
+            "updated_at": to_ms(at)}
+
+
+def user_settings_from_row(row: Row) -> ApiUserSettings:
+    return ApiUserSettings(_opt_bool(row["list_unsubscribe"]), _opt_bool(row["track_opens"]),
+                           _opt_bool(row["track_clicks"]))
 
 
 def log_from_row(row: Row) -> LogEntry:

@@ -22,6 +22,7 @@ from storage.records import (
     Account,
     AccountSettings,
     ApiUser,
+    ApiUserSettings,
     DkimKey,
     ExportTask,
     FeedbackEffects,
@@ -72,6 +73,13 @@ class AccountRepo(Protocol):
         """The account's recipient-facing settings (the defaults if it never changed them)."""
         ...
     async def set_settings(self, account_id: int, settings: AccountSettings) -> None: ...
+    async def get_user_settings(self, api_user: str) -> ApiUserSettings:
+        """An API_USER's overrides of its account's settings (all None if it has none)."""
+        ...
+    async def set_user_settings(self, api_user: str, settings: ApiUserSettings) -> None: ...
+    async def list_user_settings(self) -> dict[str, ApiUserSettings]:
+        """Every API_USER that has overrides (a row), by name."""
+        ...
     async def add_api_user(self, name: str, account_id: int, key_hash: str) -> ApiUser:
         """Raises ``storage.errors.Conflict`` if the name exists (active or revoked)."""
         ...

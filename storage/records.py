@@ -185,6 +185,23 @@ class AccountSettings:
 
 
 @dataclass(frozen=True, slots=True)
+class ApiUserSettings:
+    """One API_USER's overrides of its account's :class:`AccountSettings` (None: inherit)."""
+
+    list_unsubscribe: bool | None = None
+    track_opens: bool | None = None
+    track_clicks: bool | None = None
+
+    def over(self, account: AccountSettings) -> AccountSettings:
+        """The settings that apply to this API_USER's mail under ``account``'s."""
+        return AccountSettings(
+            account.list_unsubscribe if self.list_unsubscribe is None else self.list_unsubscribe,
+            account.track_opens if self.track_opens is None else self.track_opens,
+            account.track_clicks if self.track_clicks is None else self.track_clicks,
+        )
+
+
+@dataclass(frozen=True, slots=True)
 class LogEntry:
     """One line of a recipient's send log."""
 

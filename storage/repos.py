@@ -24,6 +24,7 @@ from storage.records import (
     Account,
     AccountSettings,
     ApiUser,
+    ApiUserSettings,
     DkimKey,
     ExportTask,
     FeedbackEffects,
@@ -86,6 +87,16 @@ class SqlAccountRepo:
 
     async def set_settings(self, account_id: int, settings: AccountSettings) -> None:
         await self._ex.execute("settings.put", codec.settings_params(account_id, settings, utcnow()))
+
+    async def get_user_settings(self, api_user: str) -> ApiUserSettings:
+        row = await self._ex.fetchrow("user_settings.get", {"api_user": api_user})
+        return ApiUserSettings() if row is None else codec.user_settings_from_row(row)
+
+    async def set_user_settings(self, api_user: str, settings: ApiUserSettings) -> None:
+        await self._ex.execute("user_settings.put", codec.user_settings_params(api_user, settings, utcnow()))
+
+    async def list_user_settings(self) -> dict[str, ApiUserSettings]:
+        return {r["api_user"]: codec.user_settings_from_row(r) for r in await self._ex.fetch("user_settings.list")}
 
     async def add_api_user(self, name: str, account_id: int, key_hash: str) -> ApiUser:
         params = {

@@ -1,4 +1,5 @@
-"""`mailrelay users add|list|revoke|rotate-key`: API users, the credentials for SMTP AUTH and the HTTP API.
+"""`mailrelay users add|list|revoke|rotate-key|set|show`: API users, the credentials for SMTP AUTH and the
+HTTP API (`set`/`show`: their settings, ``relay/commands/user_settings.py``).
 
 A revoke or a new key is written to the database only; every node's authenticator reads the user's
 row at each AUTH, so it applies to the next AUTH everywhere without telling a running server."""
@@ -11,6 +12,7 @@ import json
 import re
 from collections.abc import Callable
 
+from relay.commands import user_settings
 from relay.commands.common import CommandError, account_or_fail, with_storage
 from relay.keys import generate_key, hash_key
 from storage.errors import Conflict
@@ -40,6 +42,7 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp.add_argument("api_user")
     sp.add_argument("--key", help="use this key instead of a generated one")
     sp.set_defaults(func=rotate_key)
+    user_settings.add_parsers(sub, with_home)
 
 
 def _new_key(given: str | None) -> str:
@@ -80,14 +83,17 @@ def _row(u: ApiUser) -> dict[str, object]:
 
 
 def list_users(args: argparse.Namespace) -> int:
-    async def run(storage: Storage) -> list[ApiUser]:
+    async def run(storage: Storage) -> tuple[list[ApiUser], list[dict[str, object]]]:
         acct_id = (await account_or_fail(storage, args.account)).id if args.account else None
-        return await storage.accounts.list_api_users(acct_id)
+        users = await storage.accounts.list_api_users(acct_id)
+        # --json rows also carry the settings that apply and the API_USER's overrides (`users show`)
+        docs = await user_settings.settings_docs(storage, users) if args.json else []
+        return users, docs
 
-    users = with_storage(args.home, run)
+    users, docs = with_storage(args.home, run)
     if args.json:
-        for u in users:
-            print(json.dumps(_row(u)))
+        for u, doc in zip(users, docs, strict=True):
+            print(json.dumps({**_row(u), **doc}))
         return 0
     print(f"{'API_USER':32} {'ACCOUNT':24} {'STATE':8} CREATED")
     for u in users:

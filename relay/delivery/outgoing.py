@@ -19,10 +19,8 @@ key) and the signature reused for its other recipients and retries (a small LRU 
 
 Keys come from the database (every node signs with the same keys): :class:`DkimKeys` holds a
 snapshot of the whole table and reloads it when it is older than ``delivery.dkim_cache_ttl``, so a
-`mailrelay dkim add` on any node applies everywhere within that time. Signing runs in a process
-pool (``delivery.dkim_processes``): dkimpy's RSA is pure Python big-integer arithmetic that holds
-the GIL (~10-17 ms per signature on the 2-vCPU test VM), so a thread would still stall the event
-loop; ed25519 (~0.4 ms) is signed in a thread.
+`mailrelay dkim add` on any node applies everywhere within that time. Where a signature is
+computed: see :class:`Signer`.
 """
 
 from __future__ import annotations
@@ -45,7 +43,7 @@ from relay.delivery.state import DeliveryItem
 from relay.delivery.wireformat import to_crlf
 from relay.headers import find_header_end, header_fields
 from storage.protocols import AccountRepo, DkimRepo
-from storage.records import DkimAlgorithm, DkimKey
+from storage.records import DkimKey
 
 log = logging.getLogger("mailrelay.delivery.outgoing")
 
@@ -57,6 +55,9 @@ BodyTransform = Callable[[DeliveryItem, bytes], Awaitable[bytes]]
 FEEDBACK_ID_SENDER = "mailrelay"
 _FBL_FIELD = re.compile(r"[^A-Za-z0-9._@+-]")
 _MESSAGE_CACHE = 4096
+#: Messages at least this large are signed in the worker processes (see :class:`Signer`): below
+#: it, canonicalisation holds the GIL for under ~2 ms.
+POOL_MIN_BYTES = 64 * 1024
 
 
 class OutgoingUnavailable(Exception):
@@ -117,12 +118,21 @@ def choose_key(keys: Sequence[DkimKey], from_domain: str, account_id: int) -> Dk
 
 
 class Signer:
-    """Runs :func:`relay.dkim.sign` for RSA keys in a process pool (``processes`` > 0), else and for
-    ed25519 keys in a thread: an ed25519 signature costs less than the trip to a worker process
-    (``bench/dkim_sign.py``)."""
+    """Runs :func:`relay.dkim.sign` in a thread, or in a process pool (``processes`` > 0) for
+    messages of :data:`POOL_MIN_BYTES` or more.
 
-    def __init__(self, processes: int) -> None:
+    With the RSA step in OpenSSL (``relay/dkim_openssl.py``) a signature of a few-kB message costs
+    ~0.5 ms for either algorithm, less than the trip to a worker process (pickling both ways): a
+    thread signs ~2x faster and the loop's lag at a steady 300 signatures/s is no worse
+    (``bench/dkim_sign.py``). What remains GIL-bound is dkimpy's body canonicalisation: regular
+    expressions over the whole body, each one C call that holds the GIL, ~20-30 ms per MB. In a
+    thread a 1 MB message stalled the event loop 20 ms, a 10 MB one 240 ms; in the pool 7 ms. So the
+    rare large message goes to the pool (started on first use) and the common small one stays in
+    a thread."""
+
+    def __init__(self, processes: int, pool_min_bytes: int = POOL_MIN_BYTES) -> None:
         self._processes = processes
+        self._pool_min_bytes = pool_min_bytes
         self._pool: ProcessPoolExecutor | None = None
 
     def _executor(self) -> Executor:
@@ -133,7 +143,7 @@ class Signer:
 
     async def sign(self, content: bytes, names: list[str], key: DkimKey) -> bytes:
         args = (content, names, key.domain, key.selector, key.algorithm, key.private_key)
-        if self._processes <= 0 or key.algorithm is DkimAlgorithm.ED25519:
+        if self._processes <= 0 or len(content) < self._pool_min_bytes:
             return await asyncio.to_thread(dkim.sign, *args)
         try:
             return await asyncio.get_running_loop().run_in_executor(self._executor(), dkim.sign, *args)

@@ -13,7 +13,7 @@ from relay.delivery.client import ClientOptions
 from relay.delivery.dispatcher import DispatchContext
 from relay.delivery.mx import DnsPermFail, DnsTempFail, MxPlan, MxResolver, NullMx
 from relay.delivery.outgoing import DkimKeys, Outgoing, Signer
-from relay.delivery.recipient_links import AccountSettingsCache, RecipientLinks
+from relay.delivery.recipient_links import RecipientLinks, SettingsCache
 from relay.delivery.recorder import OutcomeRecorder
 from relay.delivery.retry import RetryPolicy
 from relay.delivery.routes import Routes, plan_for
@@ -48,7 +48,7 @@ def site_limits_from(cfg: Config) -> SiteLimits:
     )
 
 
-#: How long an account's settings (`mailrelay accounts set`) are cached by delivery.
+#: How long account and API_USER settings (`mailrelay accounts set`, `users set`) are cached by delivery.
 SETTINGS_TTL = 5.0
 
 
@@ -57,7 +57,7 @@ def outgoing_from(cfg: Config, storage: Storage) -> Outgoing:
     outgoing = Outgoing(DkimKeys(storage.dkim, parse_duration(d.dkim_cache_ttl, "delivery.dkim_cache_ttl")),
                         Signer(d.dkim_processes), storage.accounts, feedback_id=d.feedback_id)
     if cfg.web.public_url:
-        settings = AccountSettingsCache(storage.accounts, SETTINGS_TTL)
+        settings = SettingsCache(storage.accounts, SETTINGS_TTL)
         links = RecipientLinks(cfg.web.public_url, tokens.read_secrets(cfg.path(cfg.web.token_secret_file)),
                                cfg.feedback.domains[0] if cfg.feedback.domains else "", settings)
         outgoing.add_body_transform(Tracker(links, settings, cfg.web.public_url).transform)

@@ -34,7 +34,7 @@ from email.message import Message
 from email.policy import compat32
 from io import BytesIO
 
-from relay.delivery.recipient_links import AccountSettingsCache, RecipientLinks
+from relay.delivery.recipient_links import RecipientLinks, SettingsCache
 from relay.delivery.state import DeliveryItem
 from relay.tokens import MAX_LINK, LinkKind
 
@@ -152,14 +152,14 @@ def rewrite(content: bytes, click: Callable[[str], str | None] | None, pixel: st
 class Tracker:
     """The body transform registered on :class:`relay.delivery.outgoing.Outgoing`."""
 
-    def __init__(self, links: RecipientLinks, settings: AccountSettingsCache, public_url: str) -> None:
+    def __init__(self, links: RecipientLinks, settings: SettingsCache, public_url: str) -> None:
         self._links = links
         self._settings = settings
         self._own = public_url.rstrip("/") + "/"
         self._unmodifiable: OrderedDict[str, None] = OrderedDict()
 
     async def transform(self, item: DeliveryItem, content: bytes) -> bytes:
-        st = await self._settings.get(item.account_id)
+        st = await self._settings.get(item.account_id, item.api_user)
         opens = st.track_opens and "opens" not in item.opt_out
         clicks = st.track_clicks and "clicks" not in item.opt_out
         if not (opens or clicks) or item.email_id in self._unmodifiable:

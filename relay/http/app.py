@@ -80,6 +80,8 @@ def routes() -> list[Route]:
         ("GET", "/v1/api_users", api_users.list_users),
         ("POST", "/v1/api_users", api_users.create_user),
         ("DELETE", "/v1/api_users/{name}", api_users.revoke_user),
+        ("GET", "/v1/api_users/{name}/settings", account_settings.get_user_settings),
+        ("PUT", "/v1/api_users/{name}/settings", account_settings.put_user_settings),
         ("POST", "/v1/exports", exports.create_export),
         ("GET", "/v1/exports", exports.list_exports),
         ("GET", "/v1/exports/{export_id}", exports.show_export),

@@ -71,6 +71,10 @@ SCHEMAS: J = {
     "Event": _EVENT,
     "AccountSettings": _obj({"account": _STR, "list_unsubscribe": {"type": "boolean"},
                              "track_opens": {"type": "boolean"}, "track_clicks": {"type": "boolean"}}),
+    "ApiUserSettings": _obj({"api_user": _STR, "account": _STR, "list_unsubscribe": {"type": "boolean"},
+                             "track_opens": {"type": "boolean"}, "track_clicks": {"type": "boolean"},
+                             "overrides": _obj({f: {"type": ["boolean", "null"], "description": "null: inherit"}
+                                                for f in ("list_unsubscribe", "track_opens", "track_clicks")})}),
     "StatusRecord": _obj({
         "email": _STR,
         "email_id": {"type": "string", "description": "per recipient: MESSAGE_ID$recipient"},
@@ -300,6 +304,15 @@ def document() -> J:
                 "parameters": [_ACCOUNT],
                 "requestBody": _body({**_obj(flags, []), "additionalProperties": False}),
                 "responses": _resp(_ref("AccountSettings"))}}
+    nflags = {f: {"type": ["boolean", "null"]} for f in flags}
+    paths["/v1/api_users/{name}/settings"] = {
+        "get": {"summary": "what applies to one API_USER's mail, and its overrides of the account's settings",
+                "parameters": [_p("name")], "responses": _resp(_ref("ApiUserSettings"), extra=("404",))},
+        "put": {"summary": "override List-Unsubscribe, open or click tracking for one API_USER (true/false), "
+                           "or inherit the account's again (null); fields not given stay",
+                "parameters": [_p("name")],
+                "requestBody": _body({**_obj(nflags, []), "additionalProperties": False}),
+                "responses": _resp(_ref("ApiUserSettings"), extra=("404",))}}
     _send_paths(paths)
     _webhooks(paths)
     _rules(paths)

@@ -33,6 +33,7 @@ GIF = (b"GIF89a\x01\x00\x01\x00\x80\x00\x00\x00\x00\x00\xff\xff\xff!\xf9\x04\x01
        b",\x00\x00\x00\x00\x01\x00\x01\x00\x00\x02\x02D\x01\x00;")
 _NO_CACHE = {"Cache-Control": "no-store, no-cache, must-revalidate, max-age=0", "Pragma": "no-cache",
              "Expires": "0"}
+_REDIRECT = {**_NO_CACHE, "Referrer-Policy": "no-referrer"}
 _HTML = "text/html; charset=utf-8"
 _MAX_BODY = 4096
 _MAX_UA = 512
@@ -120,7 +121,7 @@ async def click(request: web.Request) -> web.Response:
     ip, ua = _client(request)
     request.app[SERVICES].engagement.record(tok.email_id, tok.recipient, RecipientEvent(
         EventType.CLICK, ip, ua, link=tok.link))
-    return web.Response(status=302, headers={**_NO_CACHE, "Location": tok.link, "Referrer-Policy": "no-referrer"})
+    return web.Response(status=302, headers={**_REDIRECT, "Location": tok.link})
 
 
 def create_app(services: WebServices) -> web.Application:

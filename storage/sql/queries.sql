@@ -545,6 +545,18 @@ VALUES (:account_id, :list_unsubscribe, :track_opens, :track_clicks, :updated_at
 ON CONFLICT (account_id) DO UPDATE SET list_unsubscribe = excluded.list_unsubscribe,
     track_opens = excluded.track_opens, track_clicks = excluded.track_clicks, updated_at = excluded.updated_at
 
+-- name: user_settings.get
+SELECT list_unsubscribe, track_opens, track_clicks FROM api_user_settings WHERE api_user = :api_user
+
+-- name: user_settings.list
+SELECT api_user, list_unsubscribe, track_opens, track_clicks FROM api_user_settings ORDER BY api_user
+
+-- name: user_settings.put
+INSERT INTO api_user_settings (api_user, list_unsubscribe, track_opens, track_clicks, updated_at)
+VALUES (:api_user, :list_unsubscribe, :track_opens, :track_clicks, :updated_at)
+ON CONFLICT (api_user) DO UPDATE SET list_unsubscribe = excluded.list_unsubscribe,
+    track_opens = excluded.track_opens, track_clicks = excluded.track_clicks, updated_at = excluded.updated_at
+
 -- ---------------------------------------------------------------- event webhooks (storage/webhooks.py)
 
 -- name: webhook.insert

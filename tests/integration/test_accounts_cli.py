@@ -47,3 +47,33 @@ def test_accounts_set_and_show(tmp_path: Path, capsys: pytest.CaptureFixture[str
     assert rc != 0 and "no such account" in err
     with pytest.raises(SystemExit):
         run(capsys, "accounts", "set", "acme", "--track-opens", "maybe", "--home", h)
+
+
+def test_users_set_show_and_list(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    h = str(tmp_path / "home")
+    assert run(capsys, "init", "--home", h, "--no-delivery")[0] == 0
+    for user in ("app1", "app2"):
+        assert run(capsys, "users", "add", user, "--account", "acme", "--home", h)[0] == 0
+    assert run(capsys, "accounts", "set", "acme", "--track-opens", "on", "--home", h)[0] == 0
+    rc, out, _ = run(capsys, "users", "show", "app1", "--home", h)
+    assert rc == 0 and out.splitlines() == ["list-unsubscribe   on   (account)", "track-opens        on   (account)",
+                                            "track-clicks       off  (account)"]
+    rc, out, _ = run(capsys, "users", "set", "app1", "--track-opens", "off", "--list-unsubscribe", "off",
+                     "--home", h)
+    assert rc == 0 and "track-opens        off  (API_USER)" in out and "list-unsubscribe   off  (API_USER)" in out
+    rc, out, _ = run(capsys, "users", "show", "app1", "--json", "--home", h)
+    assert json.loads(out) == {"api_user": "app1", "account": "acme", "list_unsubscribe": False, "track_opens": False,
+                               "track_clicks": False, "overrides": {"list_unsubscribe": False, "track_opens": False,
+                                                                    "track_clicks": None}}
+    assert run(capsys, "users", "set", "app1", "--track-opens", "inherit", "--home", h)[0] == 0
+    rc, out, _ = run(capsys, "users", "list", "--json", "--home", h)
+    rows = {r["api_user"]: r for r in map(json.loads, out.splitlines())}
+    assert rows["app1"]["track_opens"] is True and rows["app1"]["overrides"]["track_opens"] is None
+    assert rows["app1"]["list_unsubscribe"] is False and rows["app1"]["active"] is True
+    assert rows["app2"]["overrides"] == {"list_unsubscribe": None, "track_opens": None, "track_clicks": None}
+    rc, _, err = run(capsys, "users", "set", "app1", "--home", h)
+    assert rc != 0 and "nothing to set" in err
+    rc, _, err = run(capsys, "users", "show", "nobody", "--home", h)
+    assert rc != 0 and "no such API_USER" in err
+    with pytest.raises(SystemExit):
+        run(capsys, "users", "set", "app1", "--track-opens", "maybe", "--home", h)

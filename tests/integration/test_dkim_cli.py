@@ -20,6 +20,7 @@ import aiosmtplib
 import pytest
 
 from relay.cli import main
+from relay.delivery.outgoing import POOL_MIN_BYTES
 from storage import open_storage
 from storage.records import DkimAlgorithm
 from tests.helpers.dns_server import LoopbackDns
@@ -172,8 +173,9 @@ def _alive(pid: int) -> bool:
 @pytest.mark.slow
 async def test_served_relay_signs_in_worker_processes_and_stops_them(
         tmp_path: Path, sink: ScriptedMx, capsys: pytest.CaptureFixture[str]) -> None:
-    """`mailrelay serve` as a process: RSA signatures come from its worker processes (spawned from
-    `python -m relay`), and SIGTERM leaves none of them behind."""
+    """`mailrelay serve` as a process: a small message is signed in a thread (no worker process is
+    started), a large one (>= POOL_MIN_BYTES) by its worker processes (spawned from `python -m
+    relay`), and SIGTERM leaves none of them behind."""
     home = tmp_path / "served"
     port = _free_port()
     assert (await arun(capsys, "init", "--home", str(home), "--smtp", f"127.0.0.1:{port}",
@@ -202,14 +204,20 @@ async def test_served_relay_signs_in_worker_processes_and_stops_them(
                     assert time.monotonic() < deadline and proc.returncode is None, log.read_text()
                     await asyncio.sleep(0.1)
             await c.login("app1", "serve-key-123456")
-            await c.sendmail("app@acme.example", ["someone@example.com"],
-                             b"From: app@acme.example\r\nTo: someone@example.com\r\nSubject: proc\r\n\r\nhi\r\n")
-            await c.quit()
+            head = b"From: app@acme.example\r\nTo: someone@example.com\r\nSubject: proc\r\n\r\n"
+            await c.sendmail("app@acme.example", ["someone@example.com"], head + b"hi\r\n")
             await wait_until(lambda: len(sink.messages) == 1, timeout=30)
             assert signature_tags(sink.messages[0].content)["s"] == "proc"
             assert await verify(dns, sink.messages[0].content)
+            assert not _children(proc.pid), "a small message is signed in a thread"
+            await c.sendmail("app@acme.example", ["someone@example.com"], head + (b"x" * 76 + b"\r\n") * 1000)
+            await c.quit()
+            await wait_until(lambda: len(sink.messages) == 2, timeout=30)
+            assert len(sink.messages[1].content) > POOL_MIN_BYTES
+            assert signature_tags(sink.messages[1].content)["s"] == "proc"
+            assert await verify(dns, sink.messages[1].content)
         workers = _children(proc.pid)
-        assert workers, "RSA signing runs in worker processes"
+        assert workers, "a large message is signed in worker processes"
         proc.send_signal(signal.SIGTERM)
         assert await asyncio.wait_for(proc.wait(), 30) == 0, log.read_text()
         await wait_until(lambda: not any(_alive(w) for w in workers), timeout=10)

@@ -17,7 +17,7 @@ import dns.resolver
 import pytest
 
 from relay import dkim
-from relay.delivery.outgoing import Outgoing
+from relay.delivery.outgoing import POOL_MIN_BYTES, Outgoing
 from relay.delivery.state import DeliveryItem
 from storage.errors import StorageError
 from storage.protocols import Storage
@@ -158,6 +158,26 @@ async def test_ed25519_key_signs(h: DeliveryHarness, mx: ScriptedMx, dns: Loopba
     assert (tags["a"], tags["s"]) == ("ed25519-sha256", "ed1")
     assert await verify(dns, mx.messages[0].content)
     assert not await verify(dns, tamper(mx.messages[0].content, b"ships today", b"ships later"))
+
+
+@pytest.mark.parametrize("algorithm", list(DkimAlgorithm))
+async def test_large_message_is_signed_in_a_worker_process_and_verifies(h: DeliveryHarness, mx: ScriptedMx,
+                                                                       dns: LoopbackDns,
+                                                                       algorithm: DkimAlgorithm) -> None:
+    # from POOL_MIN_BYTES on, dkimpy's canonicalisation would hold the event loop: a worker signs
+    await publish(h.storage, dns, "acme.example", "big", algorithm)
+    msg = EmailMessage()
+    msg["From"], msg["To"], msg["Subject"] = "App <app@acme.example>", "user@example.test", "Your invoice"
+    msg.set_content("Your invoice is attached.\n")
+    msg.add_attachment(bytes(range(256)) * 800, maintype="application", subtype="pdf", filename="invoice.pdf")
+    body = msg.as_bytes(policy=SMTP)
+    assert len(body) > POOL_MIN_BYTES
+    await h.submit("user@example.test", body=body)
+    await h.step()
+    assert outgoing(h)._signer._pool is not None  # the pool signed it (started on first use)
+    content = mx.messages[0].content
+    assert signature_tags(content)["s"] == "big" and await verify(dns, content)
+    assert not await verify(dns, tamper(content, b"invoice is attached", b"invoice is attacked"))
 
 
 async def test_unsigned_without_key_and_subdomain_signed_with_the_parent(h: DeliveryHarness, mx: ScriptedMx,

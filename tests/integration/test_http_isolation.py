@@ -316,6 +316,24 @@ async def _settings_put(api: Api) -> None:
     assert body == {"account": "beta", "list_unsubscribe": True, "track_opens": False, "track_clicks": False}
 
 
+async def _user_settings_get(api: Api) -> None:
+    status, body = await api.call("GET", "/v1/api_users/b1/settings", api.a)
+    assert status == 404 and "beta" not in str(body)  # B's API_USER does not exist for A
+    status, body = await api.call("GET", "/v1/api_users/app1/settings", api.a)
+    assert status == 200 and body["account"] == "acme"
+
+
+async def _user_settings_put(api: Api) -> None:
+    flip = {"track_clicks": True, "list_unsubscribe": False}
+    assert (await api.call("PUT", "/v1/api_users/b1/settings", api.a, json=flip))[0] == 404
+    # no account= here: the API_USER names its account (an undocumented parameter is a 400)
+    assert (await api.call("PUT", "/v1/api_users/b1/settings", api.a, params={"account": "beta"}, json=flip))[0] == 400
+    _, body = await api.call("GET", "/v1/api_users/b1/settings", api.b)
+    assert body["overrides"] == {"list_unsubscribe": None, "track_opens": None, "track_clicks": None}
+    status, body = await api.call("PUT", "/v1/api_users/app1/settings", api.a, json=flip)
+    assert status == 200 and body["track_clicks"] is True and body["overrides"]["list_unsubscribe"] is False
+
+
 def _send(path: str) -> Check:
     """A's key sends as A only: B's label is unknown to it, B's lists do not refuse A's mail, B's
     request_id is not A's, and what A sent is A's to see."""
@@ -352,6 +370,8 @@ def _send(path: str) -> Check:
 CASES: dict[tuple[str, str], Check] = {
     ("GET", "/v1/account/settings"): _settings_get,
     ("PUT", "/v1/account/settings"): _settings_put,
+    ("GET", "/v1/api_users/{name}/settings"): _user_settings_get,
+    ("PUT", "/v1/api_users/{name}/settings"): _user_settings_put,
     ("GET", "/openapi.json"): _openapi,
     ("GET", "/healthz"): _health,
     ("GET", "/readyz"): _health,

@@ -1,12 +1,13 @@
 """Storage conformance for the recipient-facing features (both backends): account settings with
-their defaults, and unsubscribe/open/click events appended in one batch to recipients' send logs."""
+their defaults, per-API_USER overrides (None = inherit), and unsubscribe/open/click events appended
+in one batch to recipients' send logs."""
 
 from __future__ import annotations
 
 from datetime import timedelta
 
 from storage import SqlStorage
-from storage.records import AccountSettings, EventType, LogEntry, LogKind, RecipientEvent, StatusFilter
+from storage.records import AccountSettings, ApiUserSettings, EventType, LogEntry, LogKind, RecipientEvent, StatusFilter
 from tests.storage.test_conformance import T0, _message, _sub
 
 
@@ -19,6 +20,24 @@ async def test_account_settings_defaults_and_upsert(storage: SqlStorage) -> None
     await storage.accounts.set_settings(acme.id, AccountSettings(True, True, True))
     assert await storage.accounts.get_settings(acme.id) == AccountSettings(True, True, True)
     assert await storage.accounts.get_settings(other.id) == AccountSettings()  # untouched
+
+
+async def test_api_user_settings_override_and_inherit(storage: SqlStorage) -> None:
+    acme = await storage.accounts.ensure_account("acme")
+    await storage.accounts.add_api_user("app1", acme.id, "h1")
+    await storage.accounts.add_api_user("app2", acme.id, "h2")
+    assert await storage.accounts.get_user_settings("app1") == ApiUserSettings(None, None, None)
+    assert await storage.accounts.list_user_settings() == {}
+    await storage.accounts.set_user_settings("app1", ApiUserSettings(None, False, True))
+    assert await storage.accounts.get_user_settings("app1") == ApiUserSettings(None, False, True)
+    await storage.accounts.set_user_settings("app1", ApiUserSettings(False, None, True))  # back to inherit
+    assert await storage.accounts.get_user_settings("app1") == ApiUserSettings(False, None, True)
+    assert await storage.accounts.get_user_settings("app2") == ApiUserSettings()  # untouched
+    assert await storage.accounts.list_user_settings() == {"app1": ApiUserSettings(False, None, True)}
+    # what applies: the override where set, else the account's value
+    await storage.accounts.set_settings(acme.id, AccountSettings(True, True, False))
+    st = (await storage.accounts.get_user_settings("app1")).over(await storage.accounts.get_settings(acme.id))
+    assert st == AccountSettings(False, True, True)
 
 
 async def test_events_are_batched_onto_send_logs(storage: SqlStorage) -> None:

@@ -1,5 +1,6 @@
 """DKIM pieces without I/O: key generation and the DNS record, the signed header list (over-signing),
-key choice, the From domain, and dkimpy's verdict on what :func:`relay.dkim.sign` produces."""
+key choice, the From domain, dkimpy's verdict on what :func:`relay.dkim.sign` produces, and the
+RSA step done by OpenSSL giving dkimpy's own bytes (``relay/dkim_openssl.py``)."""
 
 from __future__ import annotations
 
@@ -7,11 +8,14 @@ import base64
 import re
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from types import SimpleNamespace
 
 import dkim as dkimpy
 import pytest
+from cryptography.hazmat.primitives import serialization
+from cryptography.hazmat.primitives.asymmetric import rsa
 
-from relay import dkim
+from relay import dkim, dkim_openssl
 from relay.config import ConfigError, config_from_dict
 from relay.delivery.outgoing import choose_key, from_domain
 from storage.records import DkimAlgorithm, DkimKey
@@ -112,3 +116,65 @@ def test_from_domain() -> None:
 def test_dkim_settings_are_validated(delivery: dict[str, object], message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         config_from_dict({"delivery": delivery}, Path("."))
+
+
+def _rsa_pem(bits: int, pkcs8: bool = False) -> bytes:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=bits)
+    fmt = serialization.PrivateFormat.PKCS8 if pkcs8 else serialization.PrivateFormat.TraditionalOpenSSL
+    return key.private_bytes(serialization.Encoding.PEM, fmt, serialization.NoEncryption())
+
+
+def _signed_both_ways(monkeypatch: pytest.MonkeyPatch, message: bytes, pem: bytes,
+                      algorithm: bytes = b"rsa-sha256") -> tuple[bytes, bytes]:
+    """dkimpy's whole DKIM-Signature field for ``message``, with its own pure-Python RSA step and
+    with OpenSSL's (t= frozen so that only the RSA step can differ)."""
+    monkeypatch.setattr(dkimpy, "time", SimpleNamespace(time=lambda: 1764748800))
+    out = []
+    for rsa_step in (dkim_openssl.pure_python_sign, dkim_openssl.rsa_sign):
+        monkeypatch.setattr(dkimpy, "RSASSA_PKCS1_v1_5_sign", rsa_step)
+        out.append(bytes(dkimpy.sign(message, b"s1", b"acme.example", pem, canonicalize=(b"relaxed", b"relaxed"),
+                                     signature_algorithm=algorithm, include_headers=[b"from", b"to", b"subject"])))
+    return out[0], out[1]
+
+
+@pytest.mark.parametrize(("bits", "pkcs8", "algorithm"), [
+    (2048, False, b"rsa-sha256"), (1024, False, b"rsa-sha256"), (3072, True, b"rsa-sha256"),
+    (2048, False, b"rsa-sha1"),
+])
+def test_openssl_rsa_step_gives_dkimpys_bytes(monkeypatch: pytest.MonkeyPatch, bits: int, pkcs8: bool,
+                                             algorithm: bytes) -> None:
+    pem = _rsa_pem(bits, pkcs8)
+    bodies = [MSG, MSG.replace(b"hello", "Grüße aus Köln".encode() * 300),
+              MSG.replace(b"Subject: hi", b"Subject: =?utf-8?q?Gr=C3=BC=C3=9Fe?=\r\n\tfolded")]
+    for message in bodies:
+        pure, openssl = _signed_both_ways(monkeypatch, message, pem, algorithm)
+        assert pure == openssl and b"b=" in pure
+        # and a verifier agrees (the record from the same key)
+        public = serialization.load_pem_private_key(pem, None).public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo)
+        dns = _dns({"s1._domainkey.acme.example": "v=DKIM1; k=rsa; p=" + base64.b64encode(public).decode()})
+        assert dkimpy.verify(openssl + message, dnsfunc=dns)
+
+
+def test_relay_signs_with_openssl_and_gives_dkimpys_bytes(monkeypatch: pytest.MonkeyPatch) -> None:
+    # relay.dkim installed the OpenSSL step on import; the field is what dkimpy alone would make
+    assert dkimpy.RSASSA_PKCS1_v1_5_sign is dkim_openssl.rsa_sign
+    private, _ = dkim.generate(DkimAlgorithm.RSA)
+    monkeypatch.setattr(dkimpy, "time", SimpleNamespace(time=lambda: 1764748800))
+    ours = dkim.sign(MSG, ["From", "To", "Subject"], "acme.example", "s1", DkimAlgorithm.RSA, private)
+    monkeypatch.setattr(dkimpy, "RSASSA_PKCS1_v1_5_sign", dkim_openssl.pure_python_sign)
+    monkeypatch.setattr(dkimpy, "parse_pem_private_key", dkimpy.crypto.parse_pem_private_key)
+    assert dkim.sign(MSG, ["From", "To", "Subject"], "acme.example", "s1", DkimAlgorithm.RSA, private) == ours
+
+
+def test_a_key_openssl_refuses_is_signed_by_dkimpy(monkeypatch: pytest.MonkeyPatch) -> None:
+    pem = _rsa_pem(2048)
+    pure, _ = _signed_both_ways(monkeypatch, MSG, pem)
+
+    def refuse(*numbers: int) -> None:
+        raise ValueError("not a key OpenSSL takes")
+
+    monkeypatch.setattr(dkim_openssl, "_openssl_key", refuse)
+    assert _signed_both_ways(monkeypatch, MSG, pem) == (pure, pure)
+    with pytest.raises(dkim.DkimError):  # a broken key is still dkimpy's KeyFormatError
+        dkim.sign(MSG, ["From"], "acme.example", "s1", DkimAlgorithm.RSA, "-----BEGIN RSA PRIVATE KEY-----\nAAAA\n--")
