@@ -129,11 +129,14 @@ async def _opt_out(request: web.Request, s: Sender, tracking: dict[str, bool]) -
     """settings' tracking flags: false turns the feature off for this mail (as the header
     X-Mailrelay-Track: off does); true needs the account to have it on (else a 400, not ignored)."""
     if any(tracking.values()):
-        st = await request.app[SERVICES_KEY].storage.accounts.get_settings(s.account_id)
+        accounts = request.app[SERVICES_KEY].storage.accounts
+        # what delivery applies: the account's settings under this API_USER's own overrides
+        st = (await accounts.get_user_settings(s.api_user)).over(await accounts.get_settings(s.account_id))
         for feature, on in tracking.items():
             if on and not getattr(st, _ACCOUNT_SETTING[feature]):
-                raise ApiError(400, f"body.settings.{_FLAG[feature]}: {_ACCOUNT_SETTING[feature]} is off for your "
-                                    "account (turn it on with PUT /v1/account/settings), or send false")
+                raise ApiError(400, f"body.settings.{_FLAG[feature]}: {_ACCOUNT_SETTING[feature]} is off for "
+                                    f"API_USER {s.api_user} (turn it on with PUT /v1/account/settings or "
+                                    f"PUT /v1/api_users/{s.api_user}/settings), or send false")
     return tuple(f for f, on in tracking.items() if not on)
 
 

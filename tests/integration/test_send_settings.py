@@ -16,7 +16,7 @@ from typing import Any
 import aiohttp
 import pytest
 
-from storage.records import AccountSettings
+from storage.records import AccountSettings, ApiUserSettings
 from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
 from tests.integration.conftest import RelayFactory
@@ -80,8 +80,8 @@ async def test_flags_the_account_cannot_honour_are_a_400(relay: RelayUnderTest, 
     await relay.storage.accounts.set_settings(relay.account_id, AccountSettings(True, False, False))
     status, answer = await post({"click_tracking": True})
     assert status == 400 and answer["message"] == (
-        "body.settings.click_tracking: track_clicks is off for your account (turn it on with PUT "
-        "/v1/account/settings), or send false")
+        f"body.settings.click_tracking: track_clicks is off for API_USER {relay.api_user} (turn it on with PUT "
+        f"/v1/account/settings or PUT /v1/api_users/{relay.api_user}/settings), or send false")
     status, answer = await post({"sandbox": True})
     assert status == 400
     assert answer["message"] == "body.settings.sandbox: not supported by this server (false or absent)"
@@ -90,4 +90,18 @@ async def test_flags_the_account_cannot_honour_are_a_400(relay: RelayUnderTest, 
     status, answer = await post({"open_tracking": False})  # off already: fine
     assert status == 200
     assert _features(await delivered(mx, 1)) == {"opens": False, "clicks": False, "list-unsubscribe": True}
+    assert len(mx.messages) == 1
+
+
+async def test_flags_follow_the_api_users_own_settings(relay: RelayUnderTest, mx: ScriptedMx, post: Any) -> None:
+    """The check uses what delivery applies: the account's settings under the API_USER's overrides."""
+    await relay.storage.accounts.set_settings(relay.account_id, AccountSettings(True, False, False))
+    await relay.storage.accounts.set_user_settings(relay.api_user, ApiUserSettings(track_clicks=True))
+    status, answer = await post({"click_tracking": True})
+    assert status == 200, answer
+    assert _features(await delivered(mx, 1)) == {"opens": False, "clicks": True, "list-unsubscribe": True}
+    await relay.storage.accounts.set_settings(relay.account_id, AccountSettings(True, True, True))
+    await relay.storage.accounts.set_user_settings(relay.api_user, ApiUserSettings(track_opens=False))
+    status, answer = await post({"open_tracking": True})
+    assert status == 400 and "track_opens is off for API_USER" in answer["message"]
     assert len(mx.messages) == 1
