@@ -10,9 +10,11 @@ own sink). The harness needs root and Debian's ``postfix``. Shapes (``--shapes``
 - ``rcpt10``: 10 recipients per message;
 - ``kb20``: 20 KB messages.
 
-``--shipped-limits`` keeps the relay's shipped per-API_USER rate limit (``BENCH_RATE_LIMIT=default``
-for run_target.sh); without it the limit is raised as run_target.sh documents. The 1-minute load
-average is printed before and after each shape: this machine is shared, read ratios, not rates.
+``MAILRELAY=/path/to/mailrelay`` (passed on to run_target.sh) measures another build, e.g. an
+older commit, against the same Postfix; the output then names it. ``--shipped-limits`` keeps the
+relay's shipped per-API_USER rate limit (``BENCH_RATE_LIMIT=default`` for run_target.sh); without
+it the limit is raised as run_target.sh documents. The 1-minute load average is printed before
+and after each shape: this machine is shared, read ratios, not rates.
 
     python3 bench/side_by_side.py -n 3000 --repeat 2
     python3 bench/side_by_side.py -n 3000 --repeat 2 --shapes base,open --shipped-limits --json out.json
@@ -105,8 +107,9 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="side-by-side-") as tmp:
         for name in shapes:
             results.append(run_shape(name, args, Path(tmp)))
-    print(f"commit={commit} messages={args.messages} repeat={args.repeat} "
-          f"limits={'shipped' if args.shipped_limits else 'raised'}")
+    override = os.environ.get("MAILRELAY")  # run_target.sh runs this executable instead of the repo's
+    print(f"commit={commit}{f' MAILRELAY={override}' if override else ''} messages={args.messages} "
+          f"repeat={args.repeat} limits={'shipped' if args.shipped_limits else 'raised'}")
     print(f"{'shape':8} {'ours acc/s':>10} {'pf acc/s':>9} {'ours dlv/s':>10} {'pf dlv/s':>9} "
           f"{'p99 ours':>8} {'p99 pf':>8} {'msg/CPU-s':>9} {'pf':>6}  ratios acc / dlv / p99 / cpu  load")
     status = 0
