@@ -8,10 +8,14 @@ from __future__ import annotations
 import json
 import logging
 import sys
-from datetime import UTC, datetime
+import time
 from typing import Any
 
-_STD = set(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_STD = frozenset(vars(logging.LogRecord("", 0, "", 0, "", (), None))) | {"message", "asctime", "taskName"}
+_PLAIN_TYPES = (str, int, float, bool, type(None))
+# One encoder for every line: json.dumps(..., ensure_ascii=False) would build a new one per call.
+_ENCODE = json.JSONEncoder(ensure_ascii=False).encode
+
 
 
 def _plain(v: object) -> object:
@@ -22,19 +26,33 @@ def _plain(v: object) -> object:
 
 
 class JsonFormatter(logging.Formatter):
+    """One JSON object per record. Two lines per message are logged at full rate (accepted,
+    delivered), so this is kept cheap: a cached timestamp per second, one shared encoder."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._second = -1
+        self._prefix = ""
+
+    def _ts(self, created: float) -> str:
+        secs = int(created)
+        if secs != self._second:  # strftime once per second, not per line
+            self._second, self._prefix = secs, time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(secs))
+        return f"{self._prefix}.{int((created - secs) * 1000):03d}+00:00"
+
     def format(self, record: logging.LogRecord) -> str:
         doc: dict[str, Any] = {
-            "ts": datetime.fromtimestamp(record.created, UTC).isoformat(timespec="milliseconds"),
+            "ts": self._ts(record.created),
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
         }
-        for k, v in vars(record).items():
-            if k not in _STD and not k.startswith("_"):
-                doc[k] = v if isinstance(v, str | int | float | bool | type(None)) else _plain(v)
+        for k, v in record.__dict__.items():
+            if k not in _STD and k[0] != "_":
+                doc[k] = v if isinstance(v, _PLAIN_TYPES) else _plain(v)
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
-        return json.dumps(doc, ensure_ascii=False)
+        return _ENCODE(doc)
 
 
 class TextFormatter(logging.Formatter):
@@ -55,5 +73,10 @@ def setup_logging(level: str = "info", fmt: str = "json") -> None:
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())
+    # Neither format prints the process, thread or task of a record: skip collecting them
+    # (os.getpid(), threading.current_thread(), asyncio.current_task() on every record).
+    logging.logProcesses = logging.logMultiprocessing = logging.logThreads = False
+    if hasattr(logging, "logAsyncioTasks"):
+        logging.logAsyncioTasks = False
     # aiosmtpd logs every command line at INFO (AUTH payloads included in some paths): keep it quiet.
     logging.getLogger("mail.log").setLevel(logging.WARNING)

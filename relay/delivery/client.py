@@ -155,6 +155,11 @@ class _SmtpProtocol(asyncio.Protocol):
                 raise _Failure("lost")
 
     async def read_reply(self, timeout: float) -> Reply:
+        # Pipelined replies usually arrive in one segment: the 2nd and 3rd are already buffered,
+        # so take them without arming (and cancelling) a timeout each.
+        reply = self._take_reply()
+        if reply is not None:
+            return reply
         try:
             async with asyncio.timeout(timeout):
                 while True:

@@ -10,6 +10,11 @@
   applies to the very next AUTH on every node sharing the database, with no expiry to wait for.
   An authenticated session re-checks its user the same way at each MAIL (:meth:`still_valid`).
   Concurrent misses for the same credentials share one check; at most two scrypts run at once.
+- Those row reads are coalesced per API_USER (:class:`_FreshReads`): callers that arrive while a
+  read of the same user is in flight share the *next* read, which starts after they all arrived,
+  so each still sees the row as it is after its own call began (a revoke committed before an AUTH
+  or MAIL is seen by it). Under load from one API_USER this turns two reads per message
+  (AUTH, MAIL) into one per read round trip.
 - Failures are throttled per connection (then 421 and close), per client IP and per API_USER
   across connections (sliding windows; then 421 before any key check), and each failure is
   answered after a delay.
@@ -79,6 +84,53 @@ class _Window:
         self._events.setdefault(key, deque(maxlen=self.limit * 2)).append(now)
 
 
+class _FreshReads:
+    """``get_api_user`` with reads shared between concurrent callers, never from before a call.
+
+    Per name at most one read is in flight; callers that arrive meanwhile wait for the following
+    read (started once the current one ended, so after they arrived). A caller therefore never
+    gets a row read before its call began: sharing saves round trips, it does not add staleness."""
+
+    def __init__(self, accounts: AccountRepo) -> None:
+        self.accounts = accounts
+        self._waiting: dict[str, list[asyncio.Future[ApiUser | None]]] = {}  # name -> callers of the next read
+        self._tasks: set[asyncio.Task[None]] = set()  # running read rounds (strong references)
+
+    async def get(self, name: str) -> ApiUser | None:
+        fut: asyncio.Future[ApiUser | None] = asyncio.get_running_loop().create_future()
+        waiting = self._waiting.get(name)
+        if waiting is None:  # no read of this name in flight: start the reading loop
+            self._waiting[name] = [fut]
+            task = asyncio.create_task(self._read_rounds(name))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
+        else:
+            waiting.append(fut)
+        return await fut
+
+    async def _read_rounds(self, name: str) -> None:
+        waiters: list[asyncio.Future[ApiUser | None]] = []
+        try:
+            while waiters := self._waiting[name]:
+                self._waiting[name] = []  # whoever comes now waits for the next round
+                try:
+                    user = await self.accounts.get_api_user(name)
+                except Exception as exc:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_exception(exc)
+                else:
+                    for w in waiters:
+                        if not w.done():
+                            w.set_result(user)
+            del self._waiting[name]
+        except BaseException:  # cancelled (shutdown): nobody may wait forever
+            for w in waiters + self._waiting.pop(name, []):
+                if not w.done():
+                    w.cancel()
+            raise
+
+
 class ApiUserAuthenticator:
     """Shared by every SMTP session of the process (per-IP/per-user state lives here)."""
 
@@ -93,6 +145,7 @@ class ApiUserAuthenticator:
         failure_delay: float = 1.0,
     ) -> None:
         self.accounts = accounts
+        self._users = _FreshReads(accounts)
         self.per_connection = per_connection
         self.failure_delay = failure_delay
         self._ip = _Window(per_ip, window)
@@ -108,7 +161,7 @@ class ApiUserAuthenticator:
         The user's row is read at every call (one primary-key lookup): a revoke or a new key is
         seen by the very next AUTH, on every node sharing the database. Only the scrypt is cached,
         and only for the hash it was checked against."""
-        user = await self.accounts.get_api_user(name)
+        user = await self._users.get(name)
         ck = (name, fp)
         if user is None or not user.active:
             self._cache.pop(ck, None)
@@ -147,7 +200,7 @@ class ApiUserAuthenticator:
     async def still_valid(self, user: ApiUser) -> bool:
         """Whether ``user`` (a session's principal) is still active with the key it authenticated
         with: checked at each new transaction of an authenticated session."""
-        current = await self.accounts.get_api_user(user.name)
+        current = await self._users.get(user.name)
         return current is not None and current.active and current.key_hash == user.key_hash
 
     def _fingerprint(self, key: str) -> bytes:

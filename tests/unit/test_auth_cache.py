@@ -61,3 +61,56 @@ async def test_new_key_applies_to_the_next_auth(setup) -> None:  # type: ignore[
     assert new.ok and new.principal is not None and await a.still_valid(new.principal)
     n = len(calls)
     assert (await a.authenticate("127.0.0.1", 0, b"app1", b"k-new-987654321")).ok and len(calls) == n  # cached
+
+
+class _GatedAccounts:
+    """The real account repo; each get_api_user reads the row, then holds the answer until the
+    test opens the gate (a read in flight whose row predates what happens meanwhile)."""
+
+    def __init__(self, real: object) -> None:
+        self.real = real
+        self.reads = 0
+        self.gate = asyncio.Event()
+        self.started = asyncio.Event()
+
+    async def get_api_user(self, name: str):  # type: ignore[no-untyped-def]
+        self.reads += 1
+        row = await self.real.get_api_user(name)  # type: ignore[attr-defined]
+        self.started.set()
+        await self.gate.wait()
+        return row
+
+
+async def test_concurrent_row_reads_are_shared(setup) -> None:  # type: ignore[no-untyped-def]
+    _a, storage, _calls = setup
+    gated = _GatedAccounts(storage.accounts)
+    a = ApiUserAuthenticator(gated, failure_delay=0)  # type: ignore[arg-type]
+    first = asyncio.ensure_future(a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789"))
+    await gated.started.wait()
+    rest = [asyncio.ensure_future(a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")) for _ in range(9)]
+    await asyncio.sleep(0)
+    gated.gate.set()
+    results = await asyncio.gather(first, *rest)
+    assert all(r.ok for r in results)
+    assert gated.reads == 2  # the first read, then one read for the nine that came during it
+
+
+async def test_a_revoke_during_a_shared_read_applies_to_later_callers(setup) -> None:  # type: ignore[no-untyped-def]
+    _a, storage, _calls = setup
+    gated = _GatedAccounts(storage.accounts)
+    a = ApiUserAuthenticator(gated, failure_delay=0)  # type: ignore[arg-type]
+    gated.gate.set()
+    ok = await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")
+    assert ok.ok and ok.principal is not None
+    gated.gate.clear()
+    gated.started.clear()
+    early = asyncio.ensure_future(a.still_valid(ok.principal))  # its read is in flight...
+    await gated.started.wait()
+    await storage.accounts.revoke_api_user("app1", utcnow())  # ...when the revoke commits
+    late = asyncio.ensure_future(a.still_valid(ok.principal))  # called after the revoke
+    await asyncio.sleep(0)
+    gated.gate.set()
+    assert await early is True  # its row was read before the revoke
+    assert await late is False  # must not get the earlier read's row
+    d = await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")
+    assert not d.ok and d.reply.startswith("535 ")
