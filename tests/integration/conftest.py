@@ -13,6 +13,7 @@ import pytest
 
 from tests.helpers.dns_server import LoopbackDns
 from tests.helpers.mx_sink import ScriptedMx
+from tests.helpers.webhook_receiver import Receiver
 from tests.integration.delivery_harness import free_port
 from tests.integration.relay_fixture import RelayUnderTest, start_relay
 
@@ -116,6 +117,15 @@ async def sink() -> AsyncIterator[ScriptedMx]:
     await mx.start()
     yield mx
     await mx.stop()
+
+
+@pytest.fixture
+async def receiver() -> AsyncIterator[Receiver]:
+    """A real aiohttp webhook endpoint on 127.0.0.1 (tests/helpers/webhook_receiver.py)."""
+    r = Receiver()
+    await r.start()
+    yield r
+    await r.stop()
 
 
 # The HTTP API under test, seeded (tests/integration/test_http_api.py builds it): on both backends,

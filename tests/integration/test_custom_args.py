@@ -32,14 +32,6 @@ async def both(request: pytest.FixtureRequest, relay_factory: RelayFactory, sink
         yield s
 
 
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
 def _mail(to: list[str], **top: Any) -> dict[str, Any]:
     return {"from": "news@acme.example", "to": to, "body": {"subject": "Hi", "content": {"text": "hello"}}, **top}
 

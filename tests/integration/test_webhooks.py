@@ -9,8 +9,6 @@ import contextlib
 from collections.abc import AsyncIterator
 from datetime import UTC, datetime, timedelta
 
-import pytest
-
 from relay.webhooks.sender import SenderSettings, WebhookSender, backoff
 from storage import SqlStorage
 from storage.records import (
@@ -32,14 +30,6 @@ from tests.integration.relay_fixture import wait_until
 FAST = SenderSettings(timeout=1.0, concurrency=4, retry_initial=0.05, retry_max=0.2, disable_after=3600, poll=0.02,
                       allow_private=True)
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
 
 
 @contextlib.asynccontextmanager

@@ -27,14 +27,6 @@ PER_NODE = 40
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 async def mx() -> AsyncIterator[ScriptedMx]:
     seen: set[str] = set()
 

@@ -33,14 +33,6 @@ SECRET = "process-test-secret-0123456789"
 
 
 @pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    r = Receiver()
-    await r.start()
-    yield r
-    await r.stop()
-
-
-@pytest.fixture
 async def mx() -> AsyncIterator[ScriptedMx]:
     async with ScriptedMx("127.0.0.2", free_port("127.0.0.2")) as m:
         yield m
