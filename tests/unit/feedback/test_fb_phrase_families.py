@@ -1,0 +1,140 @@
+"""Phrase families of bounce diagnostics, tested with wordings the corpus does not contain.
+
+The label convention is the corpus one (a bounce reason mapped to our soft-bounce category, see
+``tests/fixtures/feedback/README.md``): user unknown / host unknown / moved -> not_exist; blocked,
+bad reputation, missing PTR -> ip_rejection; spam, virus, content -> spam_rejected; filtered,
+sender refused, policy, relaying, not accepting, suspended, SPF/DKIM/DMARC -> rejected; mailbox
+full, too big, limits, system and network errors, expiry -> server_error; our credentials or TLS,
+syntax errors, unknown reasons -> others.
+
+Each line is written here from the way common MTAs and providers word the condition (Postfix,
+Exim, Sendmail, qmail, Exchange / Office 365, Gmail, Yahoo, Outlook.com, SES, SendGrid ...), so a
+rule that only fits the shared samples fails here.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from relay.feedback.classify import BounceClassifier
+from relay.rules.reply import parse_reply
+from relay.rules.types import Category
+
+NE, IP, SP, RJ, SE, OT = (Category.NOT_EXIST, Category.IP_REJECTION, Category.SPAM_REJECTED, Category.REJECTED,
+                          Category.SERVER_ERROR, Category.OTHERS)
+
+# (diagnostic, Status: field, SMTP command the reply answered or None, expected category)
+CASES: list[tuple[str, str | None, str | None, Category]] = [
+    # --- mailbox full (a storage condition of the receiving server) ---------------------------
+    ("552 5.2.2 <ann@example.org>... Mailbox quota exceeded", "5.2.2", "RCPT", SE),
+    ("452 4.2.2 The recipient's inbox is out of storage space", "4.2.2", "RCPT", SE),
+    ("550 Mail box full", None, "RCPT", SE),
+    ("552 Requested mail action aborted: exceeded storage allocation", None, "DATA", SE),
+    ("452 4.2.2 Mailbox would exceed maximum allowed storage", "4.2.2", "RCPT", SE),
+    ("550 user ann is over their storage limit", "5.0.0", None, SE),
+    ("554 Inbox is full, message not delivered", None, None, SE),
+    ("552 5.2.2 Mailbox quota usage exceeded for this user", "5.2.2", "DATA", SE),
+    ("550 Not enough space in the recipient's mailbox", "5.0.0", "RCPT", SE),
+    # --- message too big / over a limit ---------------------------------------------------------
+    ("552 5.3.4 Maximum message size exceeded", "5.3.4", "DATA", SE),
+    ("552 Message exceeds the maximum size allowed by this server", None, "DATA", SE),
+    ("554 5.3.4 Message too large for this system", "5.3.4", None, SE),
+    ("552 5.2.3 Message length exceeds administrative limit", "5.2.3", "DATA", SE),
+    ("550 Your message is larger than the limit of 25 MB", "5.0.0", "DATA", SE),
+    # --- user unknown ---------------------------------------------------------------------------
+    ("550 5.1.1 <bob@example.org>: Recipient address rejected: User unknown in virtual alias table",
+     "5.1.1", "RCPT", NE),
+    ("550 No such person at this address", "5.0.0", "RCPT", NE),
+    ("550 Addressee unknown, relay=mx.example.org", "5.0.0", "RCPT", NE),
+    ("550 5.1.1 The recipient does not exist here", "5.1.1", "RCPT", NE),
+    ("553 5.1.1 <bob@example.org>: unknown email address", "5.1.1", "RCPT", NE),
+    ("550 Recipient rejected: no mailbox by that name", "5.0.0", "RCPT", NE),
+    ("550 5.1.1 bob@example.org: Recipient invalid", "5.1.1", "RCPT", NE),
+    ("550 5.1.1 RESOLVER.ADR.RecipNotFound; recipient not found by SMTP address lookup", "5.1.1", "RCPT", NE),
+    ("550 Requested action not taken: mailbox unavailable (user does not exist)", "5.0.0", "RCPT", NE),
+    ("511 sorry, no mailbox with that name here (#5.1.1)", "5.1.1", "RCPT", NE),
+    ("550 5.1.1 That address is not in use here", "5.1.1", None, NE),
+    # --- host / domain unknown -------------------------------------------------------------------
+    ("Host or domain name not found. Name service error for name=example.invalid type=MX", "5.4.4", None, NE),
+    ("550 5.1.2 Recipient address rejected: unknown domain", "5.1.2", "RCPT", NE),
+    ("554 Recipient domain does not resolve", "5.0.0", "RCPT", NE),
+    ("553 5.1.2 Domain name not found for recipient", "5.1.2", "RCPT", NE),
+    ("Name or service not known (example.invalid)", "5.0.0", None, NE),
+    # --- moved away ------------------------------------------------------------------------------
+    ("551 5.1.6 User has moved; please try bob@example.net", "5.1.6", "RCPT", NE),
+    ("550 5.1.6 Recipient no longer on this server", "5.1.6", "RCPT", NE),
+    # --- suspended / disabled (exists, refuses) --------------------------------------------------
+    ("550 5.2.1 Account is temporarily suspended", "5.2.1", "RCPT", RJ),
+    ("550 This account has been disabled or discontinued", "5.0.0", "RCPT", RJ),
+    ("550 5.2.1 Mailbox inactive, not accepting messages", "5.2.1", "RCPT", RJ),
+    ("554 Recipient account is locked", "5.0.0", "RCPT", RJ),
+    # --- blocked: our IP / host ------------------------------------------------------------------
+    ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using bl.example.net", "5.7.1", "RCPT",
+     IP),
+    ("550 5.7.1 Mail from 192.0.2.9 refused, see http://rbl.example.net/", "5.7.1", "RCPT", IP),
+    ("554 Your IP address is not allowed to send mail to this server", "5.0.0", "RCPT", IP),
+    ("550 Dynamic IP addresses are not accepted here", "5.0.0", "RCPT", IP),
+    ("550 5.7.1 Sending IP 192.0.2.9 is on our denylist", "5.7.1", "RCPT", IP),
+    ("554 5.7.1 Connection rejected: sending host has a poor reputation", "5.7.1", "RCPT", IP),
+    ("550 5.7.25 Sending server has no reverse DNS record", "5.7.25", "RCPT", IP),
+    ("550 Access denied - the host 192.0.2.9 is not welcome here", "5.7.1", "CONN", IP),
+    # --- policy / filtered / sender refused -------------------------------------------------------
+    ("550 5.7.1 Message rejected due to local policy", "5.7.1", "RCPT", RJ),
+    ("554 5.7.9 Email not accepted for policy reasons", "5.7.9", "DATA", RJ),
+    ("550 5.7.1 Delivery denied by recipient's organisation policy", "5.7.1", "RCPT", RJ),
+    ("550 5.7.1 The recipient refuses mail from this sender", "5.7.1", "RCPT", RJ),
+    ("553 5.1.8 <news@example.com>: Sender address rejected: Domain not found", "5.1.8", "MAIL", RJ),
+    ("550 5.7.1 Sender is not on the recipient's allow list", "5.7.1", "RCPT", RJ),
+    ("554 5.7.1 Relay access denied", "5.7.1", "RCPT", RJ),
+    ("550 5.7.1 Unable to relay for bob@example.org", "5.7.1", "RCPT", RJ),
+    ("556 5.1.10 Recipient address has null MX", "5.1.10", "RCPT", RJ),
+    ("550 5.7.26 This message does not pass authentication checks (SPF and DKIM both fail)", "5.7.26",
+     "DATA", RJ),
+    ("550 5.7.23 The message was rejected because of the SPF policy of the sender domain", "5.7.23",
+     "DATA", RJ),
+    ("554 5.6.0 Message contains more than one From address", "5.6.0", "DATA", RJ),
+    # --- spam / virus / content ------------------------------------------------------------------
+    ("554 5.7.1 Message refused: scored too high by the spam filter", "5.7.1", "DATA", SP),
+    ("550 5.7.1 Our filters consider this message to be unsolicited bulk email", "5.7.1", "DATA", SP),
+    ("554 5.7.0 Rejected: the message contains a virus (Eicar-Test-Signature)", "5.7.0", "DATA", SP),
+    ("552 5.7.0 Attachment type not allowed: .exe files are blocked", "5.7.0", "DATA", OT),
+    ("550 Message content rejected by the content filter", "5.0.0", "DATA", SP),
+    # --- security: our credentials / transport (no verdict on the address) -----------------------
+    ("530 5.7.0 Must issue a STARTTLS command first", "5.7.0", "MAIL", OT),
+    ("530 5.7.1 Authentication required to send mail", "5.7.1", "RCPT", OT),
+    ("535 5.7.8 Authentication credentials invalid", "5.7.8", "MAIL", OT),
+    # --- expired in the queue -------------------------------------------------------------------
+    ("Message could not be delivered within 5 days: giving up", "4.4.7", None, SE),
+    ("retry time not reached for any host for a long time, message expired", "4.4.7", None, SE),
+    ("Delivery failed after repeated attempts over 72 hours", "4.4.7", None, SE),
+    ("451 4.4.1 No answer from host (connection timed out)", "4.4.1", None, SE),
+    # --- system / network errors of the receiving side ------------------------------------------
+    ("451 4.3.0 Mail server temporarily rejected message due to an internal problem", "4.3.0", "DATA", SE),
+    ("554 5.3.5 System configuration error on the destination host", "5.3.5", "RCPT", SE),
+    ("550 5.4.6 Routing loop detected: message looped back", "5.4.6", None, SE),
+    ("451 Temporary local problem - please try later", "4.3.0", "RCPT", SE),
+    ("554 5.4.0 Mail system error while delivering the message", "5.4.0", None, SE),
+    ("421 4.3.2 Service shutting down, closing transmission channel", "4.3.2", None, SE),
+    # --- too many connections / rate ---------------------------------------------------------------
+    ("421 4.7.0 Too many concurrent SMTP connections from your IP; please try again later", "4.7.0",
+     "CONN", SE),
+    ("450 4.7.1 You are sending messages too fast; slow down", "4.7.1", "RCPT", SE),
+    # --- syntax / protocol (no verdict) -----------------------------------------------------------
+    ("501 5.1.3 Bad recipient address syntax", "5.1.3", "RCPT", OT),
+    ("500 5.5.1 Command unrecognized", "5.5.1", "DATA", OT),
+]
+
+
+@pytest.fixture(scope="module")
+def classifier() -> BounceClassifier:
+    return BounceClassifier.load()
+
+
+@pytest.mark.parametrize(("text", "status", "command", "category"), CASES,
+                         ids=[f"{c[3].value}:{c[0][:48]}" for c in CASES])
+def test_family_wording(classifier: BounceClassifier, text: str, status: str | None, command: str | None,
+                        category: Category) -> None:
+    code, _ = parse_reply(text)
+    action = "delayed" if (status or "").startswith("4") and command is None else "failed"
+    verdict = classifier.classify(text, code, status, action, command)
+    assert verdict.category is category, verdict.rule
