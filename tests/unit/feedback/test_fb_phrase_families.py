@@ -114,13 +114,13 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("550 5.4.6 Routing loop detected: message looped back", "5.4.6", None, SE),
     ("451 Temporary local problem - please try later", "4.3.0", "RCPT", SE),
     ("554 5.4.0 Mail system error while delivering the message", "5.4.0", None, SE),
-    ("421 4.3.2 Service shutting down, closing transmission channel", "4.3.2", None, SE),
+    ("421 4.3.2 Service shutting down, closing transmission channel", "4.3.2", None, RJ),  # X.3.2: not accepting
     # --- too many connections / rate ---------------------------------------------------------------
     ("421 4.7.0 Too many concurrent SMTP connections from your IP; please try again later", "4.7.0",
      "CONN", SE),
     ("450 4.7.1 You are sending messages too fast; slow down", "4.7.1", "RCPT", SE),
     # --- syntax / protocol (no verdict) -----------------------------------------------------------
-    ("501 5.1.3 Bad recipient address syntax", "5.1.3", "RCPT", OT),
+    ("501 5.1.3 Bad recipient address syntax", "5.1.3", "RCPT", NE),  # X.1.3: cannot receive mail
     ("500 5.5.1 Command unrecognized", "5.5.1", "DATA", OT),
 ]
 
