@@ -106,6 +106,9 @@ def _match_code(code: int | None, status: str | None, action: str | None) -> int
 # rejected: <reason>"): the refusal word belongs to the prefix, the reason is the text after it.
 _RCPT_REJECTED = re.compile(r"recipient address rejected\b:?", re.IGNORECASE)
 _SECURITY_STATUS = re.compile(r"^[45]\.7\.")
+# a status whose subject names a cause: not X.0.x (undefined), X.4.x (routing: Exchange answers
+# 5.4.1 "Access denied" for a recipient its directory lacks) nor X.7.x (security or policy)
+_NAMED_STATUS = re.compile(r"^[45]\.[12356]\.\d{1,3}$")
 # SMTP stages before MAIL FROM: what a server refuses there is the sending host (ours).
 _PRE_TRANSACTION = frozenset({"CONN", "HELO"})
 _TOP_LEVEL = ("rule", "late", "status")
@@ -204,6 +207,12 @@ class BounceClassifier:
             # others, Sisimai's "onhold" — no verdict could be made).
             rule = self._match(_RCPT_REJECTED.sub(" ", diagnostic), _RCPT_REJECTED.sub(" ", context),
                                mcode, status)
+        if rule is not None and rule.role is Role.GENERIC and _NAMED_STATUS.match(status or ""):
+            # A bare refusal word ("denied", "not allowed") next to a status that names the cause
+            # (5.1.1 bad mailbox, 5.2.2 mailbox full, 5.3.4 too big ...): the status says more
+            # than the word, so it decides (Sisimai likewise lets a status it can name win over
+            # its weaker phrase families).
+            rule = self._reply_codes.match_text("", mcode, status) or rule
         if (rule is not None and rule.role is Role.GENERIC and command != "MAIL"
                 and _SECURITY_STATUS.match(status or "")):
             # RFC 3463 X.7.x is "security or policy status": with nothing but a generic "denied" /

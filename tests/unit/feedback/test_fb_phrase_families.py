@@ -119,6 +119,11 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("421 4.7.0 Too many concurrent SMTP connections from your IP; please try again later", "4.7.0",
      "CONN", SE),
     ("450 4.7.1 You are sending messages too fast; slow down", "4.7.1", "RCPT", SE),
+    # --- a bare refusal word says less than a status that names the cause ---------------------------
+    ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
+    ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
+    ("550 5.7.1 Access denied", "5.7.1", "RCPT", OT),
+    ("550 Access denied", "5.0.0", "RCPT", RJ),
     # --- syntax / protocol (no verdict) -----------------------------------------------------------
     ("501 5.1.3 Bad recipient address syntax", "5.1.3", "RCPT", NE),  # X.1.3: cannot receive mail
     ("500 5.5.1 Command unrecognized", "5.5.1", "DATA", OT),
