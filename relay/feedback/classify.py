@@ -18,10 +18,17 @@ ORDER OF PRECEDENCE (the one place it is written; :meth:`BounceClassifier.classi
    greeting or HELO/EHLO refuses the *sending host*, before any address was named -> ip_rejection,
    whatever the wording (a phrase there names the host's problem, not the mailbox's);
 2. the rules above (phrase families that name a cause, then the RFC 3463 enhanced-code rules:
-   class / subject / detail, then the reply code), each with its TOML ``role``;
+   class / subject / detail, then the reply code), each with its TOML ``role``. Within the phrase
+   families the order follows what each names, most specific first: the recipient system's own
+   verdicts, content (virus, spam), authentication, our credentials, PTR, suspended, mailbox
+   full, too big, limits, not accepting, sender refused, our IP refused, recipient filters, host
+   unknown, moved; then the shared reply rules; then the broad bounce wording (network, system
+   error, expiry, user unknown without a matching code, IP, spam, named policy, bare refusal);
 3. structure again, to weigh the verdict: a "generic" refusal word after Postfix's "Recipient
-   address rejected:" prefix is re-judged on the reason after it; a generic refusal with an X.7.x
-   status says no more than "security or policy" (others); "user unknown" answered to MAIL FROM,
+   address rejected:" prefix is re-judged on the reason after it; a generic refusal next to a
+   status that names the cause (subjects 1, 2, 3, 5, 6: bad mailbox, mailbox full, too big ...)
+   yields to that status; a generic refusal with an X.7.x status says no more than "security or
+   policy" (others); "user unknown" answered to MAIL FROM,
    after DATA or with a non-address status is a refusal, not a missing mailbox (rejected),
    unless the rule's role is authoritative or domain-level or the status is X.1.x;
 4. fallbacks: temporary (4.x.x, 4xx or ``Action: delayed``) -> server_error, the rest -> others.
