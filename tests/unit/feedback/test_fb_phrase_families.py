@@ -119,6 +119,24 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("421 4.7.0 Too many concurrent SMTP connections from your IP; please try again later", "4.7.0",
      "CONN", SE),
     ("450 4.7.1 You are sending messages too fast; slow down", "4.7.1", "RCPT", SE),
+    # --- MTA-local notices (Exim, qmail, Sendmail, Postfix, Exchange wording) ----------------------
+    ("all relevant MX records point to non-existent hosts", "5.0.0", None, NE),
+    ("all host address lookups failed permanently", "5.0.0", None, NE),
+    ("The email address you entered couldn't be found. Please check the recipient's address", "5.0.0", None,
+     NE),
+    ("an MX or SRV record indicated no SMTP service", "5.0.0", None, RJ),
+    ("local delivery failed", "5.0.0", None, SE),
+    ("Unable to contact LDAP server (#4.4.3)", "4.4.3", None, SE),
+    ("all hosts for example.org have been failing for a long time and were last tried after this message "
+     "arrived", "4.0.0", None, SE),
+    ("lost connection with mx.example.org[192.0.2.5] while receiving the initial server greeting", "4.4.2",
+     None, SE),
+    ("conversation with mx.example.org[192.0.2.5] timed out while sending end of data", "4.4.2", None, SE),
+    ("Cannot send message for 5 days", "4.4.7", None, SE),
+    ("Although I'm listed as a best-preference MX or A for that host, it isn't in my control/locals file, "
+     "so I don't treat it as local", "5.4.6", None, SE),
+    ("Connected to 192.0.2.5 but sender was rejected. Remote host said: 553 sorry, your envelope sender "
+     "is not allowed", "5.0.0", "MAIL", RJ),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
