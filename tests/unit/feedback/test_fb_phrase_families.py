@@ -137,6 +137,19 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
      "so I don't treat it as local", "5.4.6", None, SE),
     ("Connected to 192.0.2.5 but sender was rejected. Remote host said: 553 sorry, your envelope sender "
      "is not allowed", "5.0.0", "MAIL", RJ),
+    # --- provider codes (documented by the providers; the wording around them is generic) ----------
+    ("554 5.7.1 Connection refused for policy reasons. AUP#CXBL", "5.7.1", "CONN", IP),
+    ("550 5.7.1 Message rejected. AUP#URLBL1001", "5.7.1", "DATA", SP),
+    ("550 5.7.0 Message refused. AUP#CXSNDR", "5.7.0", "MAIL", RJ),
+    ("421 mwinf0000 ME Trop de connexions, veuillez verifier votre configuration. OFR005_104 [104]", "4.0.0",
+     "CONN", SE),
+    ("550 5.1.1 Adresse d au moins un destinataire invalide. Invalid recipient. OFR_416 [416]", "5.1.1", "RCPT",
+     NE),
+    ("552 5.1.1 Boite du destinataire pleine. Recipient overquota. OFR_417 [417]", "5.1.1", "RCPT", SE),
+    ("550 5.5.0 Le compte du destinataire est archive. LPN007_420", "5.5.0", "RCPT", RJ),
+    ("554 Connection refused. This IP has a poor reputation. IB103", "5.0.0", "CONN", IP),
+    ("550 This IP has sent too many messages this hour. IB504", "5.0.0", "MAIL", SE),
+    ("552 Message rejected for content judged to be spam. IB212", "5.0.0", "DATA", SP),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
