@@ -150,6 +150,16 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("554 Connection refused. This IP has a poor reputation. IB103", "5.0.0", "CONN", IP),
     ("550 This IP has sent too many messages this hour. IB504", "5.0.0", "MAIL", SE),
     ("552 Message rejected for content judged to be spam. IB212", "5.0.0", "DATA", SP),
+    # --- more wording families ---------------------------------------------------------------------
+    ("550 5.2.1 The mailbox you are trying to reach is no longer active", "5.2.1", "RCPT", RJ),
+    ("550 Recipient rejected: temporarily inactive", "5.0.0", "RCPT", RJ),
+    ("550 This domain does not accept any mail", "5.0.0", "RCPT", RJ),
+    ("550 5.7.1 Relaying not allowed for this destination", "5.7.1", "RCPT", RJ),
+    ("550 We do not relay for example.org", "5.0.0", "RCPT", RJ),
+    ("Command died with status 1: \"/usr/bin/deliver-filter\"", "5.3.0", None, SE),
+    ("554 5.7.1 Message contains a blocked URL", "5.7.1", "DATA", SP),
+    ("Amazon SES did not send the message to this address because it is on the suppression list for "
+     "your account", "5.1.1", None, OT),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
