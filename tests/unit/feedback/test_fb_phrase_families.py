@@ -17,8 +17,8 @@ from __future__ import annotations
 import pytest
 
 from relay.feedback.classify import BounceClassifier
-from relay.rules.reply import parse_reply
-from relay.rules.types import Category
+from relay.rules.reply import ReplyRules, parse_reply
+from relay.rules.types import AttemptResult, Category, Outcome, Stage
 
 NE, IP, SP, RJ, SE, OT = (Category.NOT_EXIST, Category.IP_REJECTION, Category.SPAM_REJECTED, Category.REJECTED,
                           Category.SERVER_ERROR, Category.OTHERS)
@@ -184,3 +184,16 @@ def test_family_wording(classifier: BounceClassifier, text: str, status: str | N
     action = "delayed" if (status or "").startswith("4") and command is None else "failed"
     verdict = classifier.classify(text, code, status, action, command)
     assert verdict.category is category, verdict.rule
+
+
+@pytest.mark.parametrize("text", [
+    "No such person at this address",
+    "Addressee unknown",
+    "<bob@example.org>: unknown email address",
+    "Recipient rejected: no mailbox by that name",
+])
+def test_live_reply_user_unknown_wording_enters_the_bounce_list(text: str) -> None:
+    # The same wording answered live to RCPT TO (the shared reply rules): a permanent not_exist
+    # that puts the address on the bounce list.
+    verdict = ReplyRules.load().classify(AttemptResult(Stage.RCPT, 550, None, text))
+    assert (verdict.outcome, verdict.category, verdict.adds_bounce) == (Outcome.PERMFAIL, Category.NOT_EXIST, True)
