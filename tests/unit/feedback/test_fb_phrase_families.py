@@ -160,6 +160,23 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("554 5.7.1 Message contains a blocked URL", "5.7.1", "DATA", SP),
     ("Amazon SES did not send the message to this address because it is on the suppression list for "
      "your account", "5.1.1", None, OT),
+    # --- Exchange / Office 365 wording (Microsoft's NDR reference) ---------------------------------
+    ("550 5.7.1 Delivery not authorized, message refused", "5.7.1", "RCPT", RJ),
+    ("550 5.7.133 RESOLVER.RST.SenderNotAuthenticatedForGroup; sender not authenticated for group",
+     "5.7.133", "RCPT", RJ),
+    ("550 5.7.124 Sender not in allowed-senders list", "5.7.124", "RCPT", RJ),
+    ("550 5.7.506 Access denied, bad HELO", "5.7.506", "RCPT", IP),
+    ("550 5.7.507 Access denied, rejected by recipient", "5.7.507", "RCPT", IP),
+    ("550 5.7.510 Access denied, example.org does not accept email over IPv6", "5.7.510", "RCPT", IP),
+    ("550 5.7.513 Service unavailable, Client host [192.0.2.9] blocked by example.org using Customer Block "
+     "list", "5.7.513", "RCPT", IP),
+    ("550 5.7.509 Access denied, sending domain example.com does not pass DMARC verification", "5.7.509",
+     "DATA", RJ),
+    ("550 5.7.23 The message was rejected because of Sender Policy Framework violation", "5.7.23", "DATA", RJ),
+    ("550 5.4.310 DNS domain 'example.invalid' does not exist", "5.4.310", None, NE),
+    ("451 4.4.312 DNS query failed", "4.4.312", None, SE),
+    ("451 4.4.317 Cannot connect to remote server: STARTTLS is required to send mail", "4.4.317", None, OT),
+    ("550 5.7.322 certificate-expired: the destination certificate has expired", "5.7.322", None, OT),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
