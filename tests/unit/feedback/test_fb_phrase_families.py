@@ -177,6 +177,13 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("451 4.4.312 DNS query failed", "4.4.312", None, SE),
     ("451 4.4.317 Cannot connect to remote server: STARTTLS is required to send mail", "4.4.317", None, OT),
     ("550 5.7.322 certificate-expired: the destination certificate has expired", "5.7.322", None, OT),
+    # --- Gmail, AOL and an address status that outranks a filter phrase ---------------------------
+    ("552-5.7.0 Our system detected an illegal attachment on your message", "5.7.0", "DATA", RJ),
+    ("550-5.7.1 The user or domain that you are sending to (or from) has a policy that prohibited the mail "
+     "that you sent", "5.7.1", "DATA", RJ),
+    ("421 4.7.1 : (DYN:T1) http://postmaster.example.com/errors/421dynt1.html", "4.7.1", "CONN", IP),
+    ("550 5.4.5 Daily user sending limit exceeded", "5.4.5", "DATA", SE),
+    ("550 5.1.1 <bob@example.org>: mailbox unavailable, user refuses mail", "5.1.1", "RCPT", NE),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
