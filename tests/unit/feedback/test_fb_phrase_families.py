@@ -184,6 +184,10 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("421 4.7.1 : (DYN:T1) http://postmaster.example.com/errors/421dynt1.html", "4.7.1", "CONN", IP),
     ("550 5.4.5 Daily user sending limit exceeded", "5.4.5", "DATA", SE),
     ("550 5.1.1 <bob@example.org>: mailbox unavailable, user refuses mail", "5.1.1", "RCPT", NE),
+    # --- "service unavailable": the code says which way -------------------------------------------
+    ("554 5.0.0 Service unavailable", "5.0.0", None, OT),
+    ("421 Service unavailable, closing channel", "4.0.0", None, SE),
+    ("554 Service temporarily unavailable", "5.0.0", "RCPT", SE),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
