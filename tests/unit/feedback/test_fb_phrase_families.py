@@ -188,6 +188,15 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("554 5.0.0 Service unavailable", "5.0.0", None, OT),
     ("421 Service unavailable, closing channel", "4.0.0", None, SE),
     ("554 Service temporarily unavailable", "5.0.0", "RCPT", SE),
+    # --- more of the common families --------------------------------------------------------------
+    ("552 Too much mail data in this mailbox", "5.0.0", "DATA", SE),
+    ("550 5.2.1 User account is currently suspended", "5.2.1", "RCPT", RJ),
+    ("Message expired after 48 hours: unable to reach the destination", "4.4.7", None, SE),
+    ("This message has been in the mail queue too long and will be returned", "4.4.7", None, SE),
+    ("550 5.1.1 Sorry, that address does not exist on this system", "5.1.1", "RCPT", NE),
+    ("550 Invalid mailbox: bob@example.org", "5.0.0", "RCPT", NE),
+    ("554 5.7.1 Your message was rejected: it looks like bulk mail", "5.7.1", "DATA", SP),
+    ("550 Rejected: your IP is listed at dnsbl.example.net", "5.7.1", "CONN", IP),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
