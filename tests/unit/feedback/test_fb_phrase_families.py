@@ -132,7 +132,7 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("lost connection with mx.example.org[192.0.2.5] while receiving the initial server greeting", "4.4.2",
      None, SE),
     ("conversation with mx.example.org[192.0.2.5] timed out while sending end of data", "4.4.2", None, SE),
-    ("Cannot send message for 5 days", "4.4.7", None, SE),
+    ("Cannot send message for 3 days", "4.4.7", None, SE),
     ("Although I'm listed as a best-preference MX or A for that host, it isn't in my control/locals file, "
      "so I don't treat it as local", "5.4.6", None, SE),
     ("Connected to 192.0.2.5 but sender was rejected. Remote host said: 553 sorry, your envelope sender "
