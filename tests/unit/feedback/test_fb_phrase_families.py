@@ -197,6 +197,10 @@ CASES: list[tuple[str, str | None, str | None, Category]] = [
     ("550 Invalid mailbox: bob@example.org", "5.0.0", "RCPT", NE),
     ("554 5.7.1 Your message was rejected: it looks like bulk mail", "5.7.1", "DATA", SP),
     ("550 Rejected: your IP is listed at dnsbl.example.net", "5.7.1", "CONN", IP),
+    ("550 5.1.1 bob@example.org: user not known here", "5.1.1", "RCPT", NE),
+    ("550 Nonexistent user <bob@example.org>", "5.0.0", "RCPT", NE),
+    ("550 This address no longer accepts mail", "5.0.0", "RCPT", NE),
+    ("554 5.7.1 Message rejected: suspected phishing", "5.7.1", "DATA", SP),
     # --- a bare refusal word says less than a status that names the cause ---------------------------
     ("550 5.1.1 <bob@example.org>: Recipient address rejected: Access denied", "5.1.1", "RCPT", NE),
     ("552 5.2.2 Delivery not allowed to this mailbox", "5.2.2", "RCPT", SE),
