@@ -238,3 +238,21 @@ def test_live_reply_user_unknown_wording_enters_the_bounce_list(text: str) -> No
     # that puts the address on the bounce list.
     verdict = ReplyRules.load().classify(AttemptResult(Stage.RCPT, 550, None, text))
     assert (verdict.outcome, verdict.category, verdict.adds_bounce) == (Outcome.PERMFAIL, Category.NOT_EXIST, True)
+
+
+@pytest.mark.parametrize(("text", "status", "category"), [
+    ("host mx.antispam.example.net[192.0.2.1] said: 550 5.1.1 <bob@example.org>: Recipient address rejected: "
+     "User unknown (in reply to RCPT TO command)", "5.1.1", NE),
+    ("SMTP error from remote mail server after RCPT TO:<bob@example.org>: host barracuda.example.org "
+     "[192.0.2.1]: 550 No such user here", "5.0.0", NE),
+    ("host virusgw.example.org[192.0.2.1] said: 552 5.2.2 Mailbox full", "5.2.2", SE),
+    ("... while talking to spamfilter.example.org.: >>> RCPT To:<bob@example.org> <<< 550 5.1.1 "
+     "<bob@example.org>... User unknown", "5.1.1", NE),
+    # a list named in the reply is still read
+    ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org", "5.7.1", IP),
+])
+def test_the_remote_hosts_name_is_not_read_as_a_reason(classifier: BounceClassifier, text: str, status: str,
+                                                      category: Category) -> None:
+    # A filter appliance's host name ("antispam", "barracuda", "virusgw") carries the words the spam,
+    # blocklist and virus families look for; the MTA's frame that names it is not a reason.
+    assert classifier.classify(text, None, status, "failed", "RCPT").category is category
