@@ -12,6 +12,9 @@ enhanced status against, in order:
 3. both again on the bounce's whole notice text when the per-recipient diagnostic said nothing;
 4. structural fallbacks: 4.x.x or ``Action: delayed`` -> server_error, the rest -> others.
 
+Before any rule reads them, a multi-line reply is unfolded and the remote host's own name in the
+MTA's frame ("host NAME[IP] said:") is masked: it names the host, not a reason.
+
 ORDER OF PRECEDENCE (the one place it is written; :meth:`BounceClassifier.classify` follows it):
 
 1. structure — the SMTP stage the reply answered (``command``): a permanent refusal at connect,
