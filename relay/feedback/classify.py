@@ -100,8 +100,14 @@ _REMOTE_HOST = re.compile(
     rf"|{_HOSTNAME}(?=\s{{0,5}}\[[0-9A-Fa-f.:]{{1,45}}\])", re.IGNORECASE)
 
 
-def _mask_remote_host(text: str) -> str:
-    return _REMOTE_HOST.sub("remote-host", text)
+# The local part of an address quoted in the reply ("<nospam@example.org>: User unknown"): a name
+# someone chose, not the server's reason. Masked like the host (the domain stays: provider rules
+# read it).
+_LOCAL_PART = re.compile(r"(?<![A-Za-z0-9._%+=/-])[A-Za-z0-9._%+=/-]{1,64}(?=@[A-Za-z0-9-])")
+
+
+def _mask_names(text: str) -> str:
+    return _LOCAL_PART.sub("user", _REMOTE_HOST.sub("remote-host", text))
 
 
 def _fused(rules: Sequence[Rule]) -> ReplyRules:
@@ -218,8 +224,8 @@ class BounceClassifier:
 
     def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
                  action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
-        diagnostic = _mask_remote_host(_unfold_reply(diagnostic[:MAX_DIAGNOSTIC]))
-        context = _mask_remote_host(context[:MAX_CONTEXT])
+        diagnostic = _mask_names(_unfold_reply(diagnostic[:MAX_DIAGNOSTIC]))
+        context = _mask_names(context[:MAX_CONTEXT])
         mcode = _match_code(code, status, action)
         permanent = (mcode or 0) >= 500 or (status or "").startswith("5")
         rule = self._match(diagnostic, context, mcode, status)

@@ -248,10 +248,15 @@ def test_live_reply_user_unknown_wording_enters_the_bounce_list(text: str) -> No
     ("host virusgw.example.org[192.0.2.1] said: 552 5.2.2 Mailbox full", "5.2.2", SE),
     ("... while talking to spamfilter.example.org.: >>> RCPT To:<bob@example.org> <<< 550 5.1.1 "
      "<bob@example.org>... User unknown", "5.1.1", NE),
+    # nor is a recipient's chosen name
+    ("550 5.1.1 <nospam@example.org>: Recipient address rejected: User unknown in local recipient table",
+     "5.1.1", NE),
+    ("550 <virus-reports@example.org>: Recipient address rejected: User unknown", "5.1.1", NE),
+    ("550 5.1.1 <blocked.user@example.org>... User unknown", "5.1.1", NE),
     # a list named in the reply is still read
     ("554 5.7.1 Service unavailable; Client host [192.0.2.9] blocked using zen.spamhaus.org", "5.7.1", IP),
 ])
-def test_the_remote_hosts_name_is_not_read_as_a_reason(classifier: BounceClassifier, text: str, status: str,
+def test_host_and_mailbox_names_are_not_read_as_a_reason(classifier: BounceClassifier, text: str, status: str,
                                                       category: Category) -> None:
     # A filter appliance's host name ("antispam", "barracuda", "virusgw") carries the words the spam,
     # blocklist and virus families look for; the MTA's frame that names it is not a reason.
