@@ -13,7 +13,8 @@ enhanced status against, in order:
 4. structural fallbacks: 4.x.x or ``Action: delayed`` -> server_error, the rest -> others.
 
 Before any rule reads them, a multi-line reply is unfolded and the remote host's own name in the
-MTA's frame ("host NAME[IP] said:") is masked: it names the host, not a reason.
+MTA's frame ("host NAME[IP] said:") and the local part of any quoted address are masked: they
+are names, not reasons.
 
 ORDER OF PRECEDENCE (the one place it is written; :meth:`BounceClassifier.classify` follows it):
 
