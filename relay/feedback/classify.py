@@ -12,16 +12,27 @@ enhanced status against, in order:
 3. both again on the bounce's whole notice text when the per-recipient diagnostic said nothing;
 4. structural fallbacks: 4.x.x or ``Action: delayed`` -> server_error, the rest -> others.
 
+Before any rule reads them, a multi-line reply is unfolded and the remote host's own name in the
+MTA's frame ("host NAME[IP] said:") and the local part of any quoted address are masked: they
+are names, not reasons.
+
 ORDER OF PRECEDENCE (the one place it is written; :meth:`BounceClassifier.classify` follows it):
 
 1. structure — the SMTP stage the reply answered (``command``): a permanent refusal at connect,
    greeting or HELO/EHLO refuses the *sending host*, before any address was named -> ip_rejection,
    whatever the wording (a phrase there names the host's problem, not the mailbox's);
 2. the rules above (phrase families that name a cause, then the RFC 3463 enhanced-code rules:
-   class / subject / detail, then the reply code), each with its TOML ``role``;
+   class / subject / detail, then the reply code), each with its TOML ``role``. Within the phrase
+   families the order follows what each names, most specific first: the recipient system's own
+   verdicts, content (virus, spam), authentication, our credentials, PTR, suspended, mailbox
+   full, too big, limits, not accepting, sender refused, our IP refused, recipient filters, host
+   unknown, moved; then the shared reply rules; then the broad bounce wording (network, system
+   error, expiry, user unknown without a matching code, IP, spam, named policy, bare refusal);
 3. structure again, to weigh the verdict: a "generic" refusal word after Postfix's "Recipient
-   address rejected:" prefix is re-judged on the reason after it; a generic refusal with an X.7.x
-   status says no more than "security or policy" (others); "user unknown" answered to MAIL FROM,
+   address rejected:" prefix is re-judged on the reason after it; a generic refusal next to a
+   status that names the cause (subjects 1, 2, 3, 5, 6: bad mailbox, mailbox full, too big ...)
+   yields to that status; a generic refusal with an X.7.x status says no more than "security or
+   policy" (others); "user unknown" answered to MAIL FROM,
    after DATA or with a non-address status is a refusal, not a missing mailbox (rejected),
    unless the rule's role is authoritative or domain-level or the status is X.1.x;
 4. fallbacks: temporary (4.x.x, 4xx or ``Action: delayed``) -> server_error, the rest -> others.
@@ -77,6 +88,29 @@ def _unfold_reply(text: str) -> str:
     return text[:lead.end()] + re.sub(repeat, " ", rest)
 
 
+# A DNS name (at least one dot) as MTAs print the remote host; it starts where a name can start,
+# so a long run of letters is tried once, not at each of its characters.
+_HOSTNAME = r"(?<![A-Za-z0-9_.-])[A-Za-z0-9_-]{1,63}(?:\.[A-Za-z0-9_-]{1,63}){1,10}\.?"
+# The remote host's own name in an MTA's fixed frame: Postfix "host NAME[IP] said:", Exim
+# "host NAME [IP]:", Sendmail "while talking to NAME.:", "NAME [IP] did not like our RCPT TO",
+# the DSN's Remote-MTA / Reporting-MTA fields. A filter appliance's name ("antispam", "barracuda",
+# "virusgw") says nothing about why it refused, yet it carries the very words the spam, blocklist
+# and virus families look for: it is masked before any rule reads the text.
+_REMOTE_HOST = re.compile(
+    rf"(?:(?<=\bhost )|(?<=\bwhile talking to )|(?<=-mta: dns; )|(?<=-mta: dns;)){_HOSTNAME}"
+    rf"|{_HOSTNAME}(?=\s{{0,5}}\[[0-9A-Fa-f.:]{{1,45}}\])", re.IGNORECASE)
+
+
+# The local part of an address quoted in the reply ("<nospam@example.org>: User unknown"): a name
+# someone chose, not the server's reason. Masked like the host (the domain stays: provider rules
+# read it).
+_LOCAL_PART = re.compile(r"(?<![A-Za-z0-9._%+=/-])[A-Za-z0-9._%+=/-]{1,64}(?=@[A-Za-z0-9-])")
+
+
+def _mask_names(text: str) -> str:
+    return _LOCAL_PART.sub("user", _REMOTE_HOST.sub("remote-host", text))
+
+
 def _fused(rules: Sequence[Rule]) -> ReplyRules:
     """The same rules with each rule's patterns joined into one alternation: one regex search per
     rule instead of one per pattern (same matches: ``search`` of ``a|b`` finds either)."""
@@ -106,6 +140,9 @@ def _match_code(code: int | None, status: str | None, action: str | None) -> int
 # rejected: <reason>"): the refusal word belongs to the prefix, the reason is the text after it.
 _RCPT_REJECTED = re.compile(r"recipient address rejected\b:?", re.IGNORECASE)
 _SECURITY_STATUS = re.compile(r"^[45]\.7\.")
+# a status whose subject names a cause: not X.0.x (undefined), X.4.x (routing: Exchange answers
+# 5.4.1 "Access denied" for a recipient its directory lacks) nor X.7.x (security or policy)
+_NAMED_STATUS = re.compile(r"^[45]\.[12356]\.\d{1,3}$")
 # SMTP stages before MAIL FROM: what a server refuses there is the sending host (ours).
 _PRE_TRANSACTION = frozenset({"CONN", "HELO"})
 _TOP_LEVEL = ("rule", "late", "status")
@@ -188,8 +225,8 @@ class BounceClassifier:
 
     def classify(self, diagnostic: str, code: int | None = None, status: str | None = None,
                  action: str | None = None, command: str | None = None, context: str = "") -> Verdict:
-        diagnostic = _unfold_reply(diagnostic[:MAX_DIAGNOSTIC])
-        context = context[:MAX_CONTEXT]
+        diagnostic = _mask_names(_unfold_reply(diagnostic[:MAX_DIAGNOSTIC]))
+        context = _mask_names(context[:MAX_CONTEXT])
         mcode = _match_code(code, status, action)
         permanent = (mcode or 0) >= 500 or (status or "").startswith("5")
         rule = self._match(diagnostic, context, mcode, status)
@@ -204,6 +241,12 @@ class BounceClassifier:
             # others, Sisimai's "onhold" — no verdict could be made).
             rule = self._match(_RCPT_REJECTED.sub(" ", diagnostic), _RCPT_REJECTED.sub(" ", context),
                                mcode, status)
+        if rule is not None and rule.role is Role.GENERIC and _NAMED_STATUS.match(status or ""):
+            # A bare refusal word ("denied", "not allowed") next to a status that names the cause
+            # (5.1.1 bad mailbox, 5.2.2 mailbox full, 5.3.4 too big ...): the status says more
+            # than the word, so it decides (Sisimai likewise lets a status it can name win over
+            # its weaker phrase families).
+            rule = self._reply_codes.match_text("", mcode, status) or rule
         if (rule is not None and rule.role is Role.GENERIC and command != "MAIL"
                 and _SECURITY_STATUS.match(status or "")):
             # RFC 3463 X.7.x is "security or policy status": with nothing but a generic "denied" /

@@ -84,7 +84,11 @@ def test_helo_stage_from_a_postfix_notice() -> None:
     ("5.2.1", Category.REJECTED), ("5.2.2", Category.SERVER_ERROR), ("4.2.2", Category.SERVER_ERROR),
     ("5.3.4", Category.SERVER_ERROR), ("4.4.7", Category.SERVER_ERROR), ("5.5.2", Category.OTHERS),
     ("4.5.0", Category.SERVER_ERROR), ("5.6.0", Category.SPAM_REJECTED), ("5.0.0", Category.OTHERS),
-    ("4.0.0", Category.SERVER_ERROR), ("5.1.3", Category.OTHERS), ("5.1.8", Category.REJECTED),
+    ("4.0.0", Category.SERVER_ERROR), ("5.1.3", Category.NOT_EXIST), ("5.1.8", Category.REJECTED),
+    ("4.1.1", Category.SERVER_ERROR), ("5.1.4", Category.REJECTED), ("5.2.4", Category.REJECTED),
+    ("5.3.2", Category.REJECTED), ("5.5.3", Category.SERVER_ERROR), ("5.7.13", Category.REJECTED),
+    ("5.7.17", Category.NOT_EXIST), ("5.7.23", Category.REJECTED), ("5.7.25", Category.IP_REJECTION),
+    ("5.7.27", Category.REJECTED), ("5.7.28", Category.SPAM_REJECTED),
 ])
 def test_enhanced_code_alone(classifier: BounceClassifier, status: str, category: Category) -> None:
     assert classifier.classify("no wording any rule knows", None, status, "failed").category is category
