@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import errno
+import os
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
-from relay.spool import MEMORY_CHUNK, Spool
+from relay.spool import MEMORY_CHUNK, Spool, SpoolFull
 from storage.records import (
     EmailType,
     MessageRecord,
@@ -95,3 +97,28 @@ async def test_recent_content_is_served_from_memory_until_removed(spool: Spool) 
     assert not spool.path_of("HOT").exists()
     with pytest.raises(FileNotFoundError):
         await spool.read_content("HOT")
+
+
+async def test_failed_fsync_in_a_batch_fails_only_its_message(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A batch's files are fsync'd together: one refused by the disk (ENOSPC) gets SpoolFull,
+    leaves no file behind, and the others of the same batch are committed."""
+    real_fsync = os.fsync
+
+    def fsync(fd: int) -> None:
+        if "BAD" in os.readlink(f"/proc/self/fd/{fd}"):
+            raise OSError(errno.ENOSPC, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+
+    async def one(name: str) -> None:
+        w = spool.new_writer(name)
+        await w.write(b"body\r\n")
+        await spool.commit(w, _record(name))
+
+    names = [f"OK{i:02d}" for i in range(20)] + ["BAD"]
+    results = await asyncio.gather(*(one(n) for n in names), return_exceptions=True)
+    assert all(r is None for r in results[:-1])
+    assert isinstance(results[-1], SpoolFull)
+    assert sorted(spool.enumerate()) == sorted(names[:-1])
+    assert not list(spool.tmp_dir.iterdir())
