@@ -15,9 +15,9 @@ from pathlib import Path
 
 from storage.errors import StorageError
 from storage.executor import Executor
+from storage.paging import DEFAULT_COUNT_CAP
 from storage.protocols import Storage
 from storage.queries import load_queries
-from storage.repos import DEFAULT_COUNT_CAP
 from storage.store import SqlStorage
 from storage.timing import StorageObserver, TimedExecutor
 

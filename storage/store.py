@@ -5,6 +5,7 @@ from __future__ import annotations
 from storage import migrate as _migrate
 from storage.errors import SchemaBehind
 from storage.executor import Executor
+from storage.paging import DEFAULT_COUNT_CAP
 from storage.protocols import (
     AccountRepo,
     DkimRepo,
@@ -20,17 +21,15 @@ from storage.protocols import (
     WebhookRepo,
 )
 from storage.repos import (
-    DEFAULT_COUNT_CAP,
     SqlAccountRepo,
     SqlDkimRepo,
     SqlExportRepo,
     SqlFeedbackRepo,
     SqlLabelRepo,
     SqlSendRequestRepo,
-    SqlStatsRepo,
-    SqlStatusRepo,
     SqlSuppressionRepo,
 )
+from storage.status_repos import SqlStatsRepo, SqlStatusRepo
 from storage.unclassified import SqlUnclassifiedRepo
 from storage.webhooks import SqlWebhookRepo
 

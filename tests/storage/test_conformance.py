@@ -29,7 +29,8 @@ from storage.records import (
     SubStatus,
     SuppressionEntry,
 )
-from storage.repos import SqlStatusRepo, SqlSuppressionRepo
+from storage.repos import SqlSuppressionRepo
+from storage.status_repos import SqlStatusRepo
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 ms = timedelta(milliseconds=1)
