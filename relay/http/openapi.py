@@ -462,7 +462,8 @@ def _send_paths(paths: J) -> None:
             "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
             **label, "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
-_WEBHOOK_EVENTS = ["target", "delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open", "click"]
+_WEBHOOK_EVENTS = ["target", "delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open",
+                   "click"]
 _WEBHOOK: J = {
     "id": _INT, "account": _STR, "url": _STR,
     "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},

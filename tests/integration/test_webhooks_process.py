@@ -20,7 +20,7 @@ import pytest
 from relay.webhooks.sender import SenderSettings, WebhookSender
 from storage import SqlStorage, open_storage
 from storage.records import LogEntry, LogKind, MessageRecord, RecipientOutcome, Status, SubmissionRecord
-from storage.webhooks import DEFAULT_EVENTS, WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS
 from tests.helpers.mx_sink import ScriptedMx
 from tests.helpers.webhook_receiver import Receiver
 from tests.integration.delivery_harness import free_port
