@@ -44,7 +44,7 @@ import asyncpg
 from relay.webhooks.sender import SenderSettings, WebhookSender
 from storage import SqlStorage, open_storage
 from storage.records import LogEntry, LogKind, MessageRecord, RecipientOutcome, Status, SubmissionRecord
-from storage.webhooks import WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS
 from tests.helpers.mx_sink import ScriptedMx
 from tests.helpers.webhook_receiver import Receiver
 from tests.integration.delivery_harness import free_port
@@ -94,7 +94,7 @@ async def throughput(url: str, events: int, batch: int, concurrency: int) -> dic
     try:
         await st.migrate()
         acct = await st.accounts.ensure_account(f"bench-{uuid.uuid4().hex[:6]}")
-        hook = await st.webhooks.add(acct.id, receiver.url, tuple(WebhookEvent), SECRET, batch, datetime.now(UTC))
+        hook = await st.webhooks.add(acct.id, receiver.url, DEFAULT_EVENTS, SECRET, batch, datetime.now(UTC))
         receiver.secrets[hook.id] = SECRET
         email_id = f"B{uuid.uuid4().hex[:12].upper()}"
         now = datetime.now(UTC)

@@ -10,7 +10,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from relay.webhook_destination import DestinationRefused, check_host
-from storage.webhooks import SIGNATURES, Webhook, WebhookAttempt, WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS, SIGNATURES, Webhook, WebhookAttempt, WebhookEvent
 
 MAX_URL = 2000
 MAX_BATCH = 100
@@ -54,9 +54,10 @@ def check_url(url: str, allow_private: bool = False) -> str:
 
 
 def parse_events(raw: str | list[Any] | None) -> tuple[WebhookEvent, ...]:
-    """Names separated by ``,`` or ``;`` (or a list of names); None or empty: every event."""
+    """Names separated by ``,`` or ``;`` (or a list of names); None or empty: every event but
+    ``target`` (DEFAULT_EVENTS)."""
     if raw is None:
-        return tuple(WebhookEvent)
+        return DEFAULT_EVENTS
     names = raw if isinstance(raw, list) else raw.replace(";", ",").split(",")
     out: list[WebhookEvent] = []
     for name in names:
@@ -70,7 +71,7 @@ def parse_events(raw: str | list[Any] | None) -> tuple[WebhookEvent, ...]:
             raise WebhookInputError(f"events: unknown event {name.strip()[:40]!r} (known: {EVENT_NAMES})")
         if event not in out:
             out.append(event)
-    return tuple(out) or tuple(WebhookEvent)
+    return tuple(out) or DEFAULT_EVENTS
 
 
 def check_batch(batch: int) -> int:

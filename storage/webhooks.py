@@ -1,7 +1,7 @@
 """Event webhooks: an account's endpoints, the durable outbox of their events, their attempts.
 
-Events enter the outbox only through the database triggers of migration 0012 (in the transaction
-of the change they report); this repository reads, claims and settles them. Claims are leases
+Events enter the outbox only through the database triggers of migrations 0012, 0013 and 0017 (in
+the transaction of the change they report); this repository reads, claims and settles them. Claims are leases
 (``claimed_until``): an event whose node died is claimed again once its lease ran out, so every
 event is sent at least once; on PostgreSQL ``FOR UPDATE SKIP LOCKED`` gives each event to one node.
 """
@@ -20,8 +20,10 @@ from storage.records import RecipientEvent
 
 
 class WebhookEvent(StrEnum):
-    """Event names, as EngageLab's ``message_status`` spells them (``report``: a complaint)."""
+    """Event names, as EngageLab's ``message_status`` spells them (``report``: a complaint;
+    ``target``: a recipient accepted, migration 0017)."""
 
+    TARGET = "target"
     DELIVERED = "delivered"
     DEFERRED = "deferred"
     SOFT_BOUNCE = "soft_bounce"
@@ -30,6 +32,11 @@ class WebhookEvent(StrEnum):
     UNSUBSCRIBE = "unsubscribe"
     OPEN = "open"
     CLICK = "click"
+
+
+#: what a webhook added without a list of events wants: every event but ``target``, which is asked for
+#: by name (one more event per accepted recipient: webhooks made before it existed keep their volume)
+DEFAULT_EVENTS: tuple[WebhookEvent, ...] = tuple(e for e in WebhookEvent if e is not WebhookEvent.TARGET)
 
 
 @dataclass(frozen=True, slots=True)

@@ -37,7 +37,7 @@ def add_parser(p: argparse.ArgumentParser, with_home: Callable[[argparse.Argumen
     sp = with_home(sub.add_parser("add", help="add a webhook; prints its id and secret", description=ADD_HELP))
     sp.add_argument("url", metavar="URL")
     sp.add_argument("--account", required=True, help="account name")
-    sp.add_argument("--events", help=f"comma-separated events (default: all): {EVENT_NAMES}")
+    sp.add_argument("--events", help=f"comma-separated events (default: all but target): {EVENT_NAMES}")
     sp.add_argument("--batch", type=int, default=1,
                     help="events per POST: 1 (default) one JSON object as EngageLab sends; N > 1 a JSON array")
     sp.add_argument("--secret", help="use this secret (at least 16 characters) instead of a generated one")

@@ -462,7 +462,8 @@ def _send_paths(paths: J) -> None:
             "mime_encoding": {"type": "string", "enum": ["base64", "text"], "default": "base64"},
             **label, "custom_args": cargs, "request_id": rid}}),
         "responses": _resp(answer, extra=errors)}}
-_WEBHOOK_EVENTS = ["delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open", "click"]
+_WEBHOOK_EVENTS = ["target", "delivered", "deferred", "soft_bounce", "invalid", "report", "unsubscribe", "open",
+                   "click"]
 _WEBHOOK: J = {
     "id": _INT, "account": _STR, "url": _STR,
     "events": {"type": "array", "items": {"type": "string", "enum": _WEBHOOK_EVENTS}},
@@ -488,7 +489,8 @@ def _webhooks(paths: J) -> None:
     body = {"type": "object", "required": ["url"], "properties": {
         "url": {"type": "string", "maxLength": 2000, "description": "http:// or https:// URL the events are POSTed to"},
         "events": {"oneOf": [_STR, {"type": "array", "items": _STR, "maxItems": 20}],
-                   "description": f"{names} (complaint = report); names separated by , or ;; default: all"},
+                   "description": f"{names} (complaint = report; target = a recipient accepted); names "
+                                  "separated by , or ;; default: all but target"},
         "batch": {"type": "integer", "minimum": 1, "maximum": 100, "default": 1,
                   "description": "events per POST: 1 one JSON object, N > 1 a JSON array"},
         "secret": {"type": "string", "minLength": 16, "maxLength": 200, "description": "default: generated"},

@@ -3,8 +3,10 @@
 One event is one JSON object: ``server``, ``message_id``, ``from``, ``subject``, ``to``, ``itime``
 (the event's time, epoch milliseconds), ``custom_args`` (the message's, ``{}`` for none and for
 list events) and ``status`` {``message_status`` (the
-event name), ``status_data`` {...}}; ours add ``event_id`` (the same on a resend: the key to drop
-duplicates) and ``webhook_id``. An endpoint with ``batch`` > 1 gets a JSON array of such objects.
+event name), ``status_data`` {...}}; a ``target`` event (a recipient accepted) adds EngageLab's
+``tos`` and ``email_ids`` (of its one recipient) and says ``successfully request``. Ours add
+``event_id`` (the same on a resend: the key to drop duplicates) and ``webhook_id``. An endpoint
+with ``batch`` > 1 gets a JSON array of such objects.
 
 Signature: ``X-WebHook-Signature`` = hex HMAC-SHA256, keyed with the webhook's secret, of the
 ``X-WebHook-Timestamp`` value followed by the raw body. EngageLab's documentation signs the
@@ -25,7 +27,7 @@ from relay import custom_args
 from relay.status_json import STATUS_DESC, SUB_STATUS_DESC, recipient_email_id
 from storage import codec
 from storage.records import Status, SubStatus
-from storage.webhooks import OutboxEvent
+from storage.webhooks import OutboxEvent, WebhookEvent
 
 APP_KEY = "email"  # EngageLab's fixed X-WebHook-AppKey
 
@@ -44,6 +46,8 @@ def event_json(e: OutboxEvent) -> dict[str, Any]:
         "sub_status_desc": SUB_STATUS_DESC[sub] if sub is not None else None,
         "label": e.label,
     }
+    if e.event == WebhookEvent.TARGET:  # EngageLab's target: its message and its per-request lists (one recipient here)
+        data.update(message=e.reason or "successfully request", tos=[e.recipient], email_ids=[data["email_id"]])
     if e.tracking is not None:  # open, click: who opened or clicked (a person or a privacy proxy), which link
         data.update(url=e.tracking.link, ip=e.tracking.ip, user_agent=e.tracking.user_agent,
                     machine=e.tracking.machine)

@@ -22,7 +22,7 @@ from storage.records import (
     SubStatus,
     SuppressionEntry,
 )
-from storage.webhooks import WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS, WebhookEvent
 from tests.helpers.webhook_receiver import Receiver
 from tests.integration.relay_fixture import wait_until
 
@@ -44,7 +44,7 @@ async def running(sender: WebhookSender) -> AsyncIterator[WebhookSender]:
 
 
 async def _setup(st: SqlStorage, r: Receiver, n: int, *, batch: int = 1,
-                 events: tuple[WebhookEvent, ...] = tuple(WebhookEvent)) -> tuple[int, list[str]]:
+                 events: tuple[WebhookEvent, ...] = DEFAULT_EVENTS) -> tuple[int, list[str]]:
     acct = await st.accounts.ensure_account("acme")
     hook = await st.webhooks.add(acct.id, r.url, events, "s3cret-key", batch, T0)
     r.secrets[hook.id] = "s3cret-key"

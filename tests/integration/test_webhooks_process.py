@@ -20,7 +20,7 @@ import pytest
 from relay.webhooks.sender import SenderSettings, WebhookSender
 from storage import SqlStorage, open_storage
 from storage.records import LogEntry, LogKind, MessageRecord, RecipientOutcome, Status, SubmissionRecord
-from storage.webhooks import WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS
 from tests.helpers.mx_sink import ScriptedMx
 from tests.helpers.webhook_receiver import Receiver
 from tests.integration.delivery_harness import free_port
@@ -88,7 +88,7 @@ async def test_two_nodes_share_the_outbox_without_sending_an_event_twice(storage
     try:
         await st1.migrate()
         acct = await st1.accounts.ensure_account("acme")
-        hook = await st1.webhooks.add(acct.id, receiver.url, tuple(WebhookEvent), SECRET, 1, datetime.now(UTC))
+        hook = await st1.webhooks.add(acct.id, receiver.url, DEFAULT_EVENTS, SECRET, 1, datetime.now(UTC))
         receiver.secrets[hook.id] = SECRET
         receiver.delay = 0.005  # a realistic endpoint: both nodes get work while the other waits
         s1, s2 = WebhookSender(st1, "node-1", settings), WebhookSender(st2, "node-2", settings)

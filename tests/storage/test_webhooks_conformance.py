@@ -21,11 +21,11 @@ from storage.records import (
     SubStatus,
     SuppressionEntry,
 )
-from storage.webhooks import Delivered, WebhookEvent
+from storage.webhooks import DEFAULT_EVENTS, Delivered, WebhookEvent
 
 T0 = datetime(2026, 3, 1, 12, 0, 0, tzinfo=UTC)
 LEASE = timedelta(seconds=60)
-ALL = tuple(WebhookEvent)
+ALL = DEFAULT_EVENTS
 
 
 def _msg(email_id: str, account_id: int) -> MessageRecord:
@@ -239,3 +239,36 @@ async def test_events_carry_the_messages_custom_args(storage: SqlStorage) -> Non
     got = {(e.email_id, e.recipient, e.event): e.custom_args for e in await st.webhooks.claim("n1", T0, LEASE, 100)}
     assert got == {("CA1", "ok@ex.com", "delivered"): args, ("CA1", "no@ex.com", "invalid"): args,
                    ("CA2", "plain@ex.com", "delivered"): None, ("", "c@ex.com", "report"): None}
+
+
+async def test_target_event_for_each_accepted_recipient_of_subscribers(storage: SqlStorage) -> None:
+    """migration 0017: a recipient inserted still sending enqueues `target` for the webhooks that ask
+    for it, before its later events; one refused at submission, a replayed submission and a webhook
+    that did not ask get none."""
+    st = storage
+    a = await st.accounts.ensure_account("acme")
+    b = await st.accounts.ensure_account("other")
+    wants = await st.webhooks.add(a.id, "http://127.0.0.1:9/t", (WebhookEvent.TARGET, WebhookEvent.DELIVERED,
+                                                                 WebhookEvent.INVALID), "s", 1, T0)
+    await st.webhooks.add(a.id, "http://127.0.0.1:9/d", DEFAULT_EVENTS, "s", 1, T0)  # the default: no target
+    await st.webhooks.add(b.id, "http://127.0.0.1:9/b", (WebhookEvent.DELIVERED,), "s", 1, T0)
+    await st.statuses.record_submissions([SubmissionRecord(_msg("M1", a.id), (
+        RecipientOutcome("x@ex.com", Status.SENDING), RecipientOutcome("y@ex.com", Status.SENDING),
+        RecipientOutcome("no@ex.com", Status.INVALID, SubStatus.BLACKLIST, "policy")))])
+    await _submit(st, "M1", a.id, "x@ex.com")  # replayed (spool recovery): no second row, no second event
+    await _submit(st, "M2", b.id, "z@ex.com")  # an account whose webhook does not ask for it
+    t = T0 + timedelta(seconds=1)
+    await st.statuses.update_status("M1", "x@ex.com", Status.DELIVERED, None, "250 ok", _attempt(t))
+
+    first = await st.webhooks.claim("n1", t, LEASE, 100)
+    mine = sorted((e.recipient, e.event) for e in first if e.webhook_id == wants.id)
+    assert mine == [("no@ex.com", "invalid"), ("x@ex.com", "target"), ("y@ex.com", "target")]
+    assert not any(e.event == "target" for e in first if e.webhook_id != wants.id)
+    target = next(e for e in first if e.webhook_id == wants.id and e.recipient == "x@ex.com")
+    assert (target.email_id, target.status, target.sub_status, target.api_user, target.sender) == (
+        "M1", int(Status.SENDING), None, "u1", "news@shop.example")
+    await st.webhooks.succeeded([Delivered(wants.id, tuple(e.id for e in first if e.webhook_id == wants.id),
+                                           t, 200, 5)])
+    nxt = [e for e in await st.webhooks.claim("n1", t, LEASE, 100) if e.webhook_id == wants.id]
+    assert [(e.recipient, e.event) for e in nxt] == [("x@ex.com", "delivered")]
+    assert nxt[0].id > target.id
