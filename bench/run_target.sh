@@ -22,6 +22,7 @@
 # (its default; a per-recipient header, so a per-recipient signature), and open and click tracking
 # on for account `bench` (the harness's text/plain mail has no HTML part: it is parsed, found to
 # have nothing to rewrite, and delivered as it is). Both off by default (the plain relay).
+# BENCH_WORKERS=N: intake.workers (SMTP session processes); unset: the shipped default (auto).
 set -euo pipefail
 
 usage="usage: run_target.sh PORT WORKDIR [SINK_HOST:PORT]"
@@ -64,6 +65,15 @@ if [ "$rate" != default ]; then
         exit 1
     fi
     echo "run_target.sh: bench override limits.messages_per_second = $rate_f, messages_burst = $burst" >&2
+fi
+
+if [ -n "${BENCH_WORKERS:-}" ]; then
+    sed -i -E "/^\[intake\]/,/^\[/s/^#? ?workers = .*/workers = $BENCH_WORKERS/" "$home/mailrelay.toml"
+    if ! "$mailrelay" config check --home "$home" | grep -qx "intake.workers = $BENCH_WORKERS"; then
+        echo "run_target.sh: could not set intake.workers in $home/mailrelay.toml" >&2
+        exit 1
+    fi
+    echo "run_target.sh: bench override intake.workers = $BENCH_WORKERS" >&2
 fi
 
 "$mailrelay" users add bench --account bench --key secret-key --home "$home" >&2

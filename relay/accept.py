@@ -28,9 +28,9 @@ from policies import Decision, PolicyChain, RecipientContext, Verdict
 from relay.config import SubmissionConfig
 from relay.diskspace import DiskGuard
 from relay.headers import HeaderFacts, process_headers, received_header
-from relay.intake import Intake, IntakeError, IntakeFull
+from relay.intake import Accepting, IntakeError, IntakeFull
 from relay.metrics import Metrics
-from relay.rates import MessageRateLimiter
+from relay.rates import RateBudget
 from relay.spool import Spool, SpoolWriter
 from storage.records import (
     EmailType,
@@ -81,9 +81,9 @@ class Acceptor:
     """What every submission shares; built once by the composition root."""
 
     chain: PolicyChain
-    intake: Intake
+    intake: Accepting
     spool: Spool
-    rate_limiter: MessageRateLimiter
+    rate_limiter: RateBudget
     options: SubmissionConfig
     node: str
     hostname: str = ""  # for our Message-IDs and Received lines; empty: the node name

@@ -1,9 +1,11 @@
 """Composition root: builds every service from the Config, starts and stops them in order.
 
 Start: storage (refuse a schema that is behind) → spool (purge unfinished receptions) →
-reconcile spool and status rows → listeners (SMTP, feedback, HTTP) → READY=1.
+reconcile spool and status rows → listeners (SMTP — in this process, or in the intake worker
+processes of ``relay/workers`` on sockets bound here —, feedback, HTTP) → READY=1.
 Stop (SIGTERM/SIGINT): STOPPING=1 → listeners stop accepting; sessions in DATA finish within the
-grace period → spool worker drains → storage closes.
+grace period (intake workers: they stop the same way and hand over what they received, then exit)
+→ spool worker drains → storage closes.
 Reload (SIGHUP): RELOADING=1 → re-read mailrelay.toml → apply what ``relay/reload.py`` allows, name
 what needs a restart; re-read the site rules (``site_rules.toml``) → READY=1. A file that does not
 load changes nothing.
@@ -14,13 +16,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import os
 import signal
 import socket
 import ssl
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 
 from aiohttp import web
 
@@ -29,7 +29,6 @@ from relay.config import (
     CONFIG_NAME,
     Config,
     HttpConfig,
-    ListenerConfig,
     is_loopback,
     load_config,
     parse_duration,
@@ -38,6 +37,7 @@ from relay.config import (
 from relay.console.app import attach as attach_console
 from relay.console.session import CONSOLE_KEY_FILE, load_key
 from relay.control import ControlServer
+from relay.database import open_checked_storage, storage_url
 from relay.delivery.admin import QueueAdmin
 from relay.delivery.scheduler import Scheduler
 from relay.delivery.setup import build_scheduler
@@ -56,41 +56,33 @@ from relay.reload import split_changes
 from relay.rules import RulesError
 from relay.rules.review import ReviewRecorder
 from relay.rules.site import load_reply_rules
-from relay.smtp.auth import ApiUserAuthenticator
+from relay.smtp.auth import ApiUserAuthenticator, FailureThrottle
+from relay.smtp.conngate import ConnectionGate
 from relay.smtp.engine import ListenerOptions
 from relay.smtp.feedback import FeedbackHandler, FeedbackMailboxes, FeedbackServices
 from relay.smtp.listener import Listener, start_listener
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
 from relay.spool import Spool
 from relay.stats_upkeep import compact_stats
+from relay.submission_setup import (
+    authenticator,
+    disk_guard,
+    listener_options,
+    reload_tls,
+    smtp_listeners,
+    submission_services,
+    tls_context,
+)
 from relay.systemd import notify, watchdog, watchdog_interval
-from relay.tls import server_context
 from relay.tokens import decode_mailto, read_secrets
 from relay.web.app import services_from, start_web
 from relay.webhooks.sender import WebhookSender, settings_from
-from storage import StorageObserver, default_sqlite_url, open_storage
-from storage.errors import SchemaBehind
+from relay.workers.owner import SHUTDOWN_GRACE, IntakeWorkers, ListeningSocket, OwnerServices, bind_listening
 from storage.protocols import Storage
 
 log = logging.getLogger("mailrelay.app")
 
-SHUTDOWN_GRACE = 30.0
-
-
-def storage_url(cfg: Config) -> str:
-    return os.environ.get("MAILRELAY_DATABASE_URL") or cfg.storage.url or default_sqlite_url(cfg.home)
-
-
-async def open_checked_storage(cfg: Config, observe: StorageObserver | None = None) -> Storage:
-    storage = await open_storage(storage_url(cfg), observe=observe)
-    state = await storage.schema_state()
-    if state.behind:
-        await storage.close()
-        raise SchemaBehind(
-            f"database schema is at version {state.current}, this program needs {state.latest}: "
-            "run `mailrelay db migrate`"
-        )
-    return storage
+__all__ = ["SHUTDOWN_GRACE", "App", "metrics_public", "open_checked_storage", "storage_url"]
 
 
 def metrics_public(http: HttpConfig) -> bool:
@@ -119,43 +111,12 @@ class App:
     metrics: Metrics = field(default_factory=Metrics)  # this App's own registry (GET /metrics)
     review: ReviewRecorder | None = None  # replies no phrase rule recognised (rules unclassified)
     ingestor: FeedbackIngestor | None = None
+    intake_workers: IntakeWorkers | None = None  # SMTP sessions in worker processes ([intake] workers)
+    bound: dict[str, list[tuple[str, int]]] = field(default_factory=dict)  # SMTP listener -> (host, port)s
     _tasks: list[asyncio.Task[None]] = field(default_factory=list)
     _reloads: set[asyncio.Task[tuple[list[str], list[str]]]] = field(default_factory=set)
     _stopped: bool = False
     _stop: asyncio.Event = field(default_factory=asyncio.Event)
-
-    def _listener_options(self, name: str, lc: ListenerConfig, tls: ssl.SSLContext | None,
-                          implicit: bool) -> ListenerOptions:
-        lim = self.cfg.limits
-        host, _ = parse_hostport(lc.listen, f"{name}.listen")
-        allow_plain_auth = lc.allow_auth_without_tls
-        if allow_plain_auth and not is_loopback(host):
-            log.warning("AUTH without TLS on a non-loopback listener",
-                        extra={"event": "config_insecure_auth", "listener": name})
-        return ListenerOptions(
-            name=name,
-            hostname=lc.hostname or socket.getfqdn(),
-            tls_context=tls,
-            implicit_tls=implicit,
-            auth_enabled=True,
-            auth_requires_tls=not allow_plain_auth,
-            require_auth=True,
-            max_message_size=lim.max_message_size,
-            max_recipients=lim.max_recipients,
-            max_protocol_errors=lim.max_protocol_errors,
-            command_timeout=parse_duration(lim.command_timeout),
-            data_timeout=parse_duration(lim.data_timeout),
-            data_idle_timeout=parse_duration(lim.data_idle_timeout),
-            normalize_bare_lf=lc.normalize_bare_lf,
-            max_connections_per_ip=lc.max_connections_per_ip,
-        )
-
-    def _tls_context(self) -> ssl.SSLContext | None:
-        cert, key = self.cfg.path(self.cfg.tls.cert_file), self.cfg.path(self.cfg.tls.key_file)
-        if cert.exists() and key.exists():
-            return server_context(cert, key)
-        log.warning("no TLS certificate; STARTTLS is off", extra={"event": "tls_missing", "cert": str(cert)})
-        return None
 
     async def start(self) -> None:
         cfg = self.cfg
@@ -186,46 +147,14 @@ class App:
                                      QueueAdmin(self.scheduler) if self.scheduler else None,
                                      exports_wake=self.exports.wake)
         await self.control.start()
-        lim = cfg.limits
         # One authenticator for SMTP AUTH and the HTTP API: same keys, one failure throttle.
-        authenticator = ApiUserAuthenticator(
-            self.storage.accounts,
-            per_connection=lim.auth_failures_per_connection,
-            per_ip=lim.auth_failures_per_ip,
-            per_user=lim.auth_failures_per_user,
-            window=parse_duration(lim.auth_failure_window),
-            failure_delay=parse_duration(lim.auth_failure_delay),
-        )
-        services = SubmissionServices(
-            authenticator=authenticator,
-            chain=chain,
-            intake=intake,
-            spool=self.spool,
-            rate_limiter=MessageRateLimiter(lim.messages_per_second, lim.messages_burst),
-            options=cfg.submission,
-            node=cfg.node_name,
-            hostname=cfg.smtp.hostname or socket.getfqdn(),
-            max_message_size=lim.max_message_size,
-            metrics=self.metrics,
-            disk=self._disk_guard(),
-        )
-        tls = self.tls = self._tls_context()
-
-        def factory() -> SubmissionHandler:
-            return SubmissionHandler(services)
-
-        for name, lc, implicit in (("smtp", cfg.smtp, False), ("submission_tls", cfg.submission_tls, True)):
-            if not lc.listen:
-                continue
-            if implicit and tls is None:
-                raise RuntimeError("submission_tls.listen is set but there is no TLS certificate")
-            host, port = parse_hostport(lc.listen, f"{name}.listen")
-            listener = await start_listener(self._listener_options(name, lc, tls, implicit), factory, host, port)
-            self.listeners.append(listener)
-            for bound_host, bound_port in listener.addresses:
-                addr = f"{bound_host}:{bound_port}"
-                log.info(f"listening ({name}) on {addr}", extra={"event": "listening", "listener": name,
-                                                                 "address": addr})
+        auth = authenticator(cfg, self.storage)
+        lim = cfg.limits
+        rates = MessageRateLimiter(lim.messages_per_second, lim.messages_burst)
+        services = submission_services(cfg, self.storage, intake=intake, spool=spool, rate_limiter=rates,
+                                       authenticator=auth, metrics=self.metrics, disk=self._disk_guard(), chain=chain)
+        tls = self.tls = tls_context(cfg)
+        await self._start_submission(services, auth, rates, tls)
         if cfg.web.public_url:
             engagement = self.engagement = Engagement(self.storage)
             self._tasks.append(asyncio.create_task(engagement.run(), name="engagement"))
@@ -236,13 +165,14 @@ class App:
             await self._start_feedback(tls)
         if cfg.http.listen:
             self.http = await start_http(cfg.http, HttpServices(
-                storage=self.storage, authenticator=authenticator,
+                storage=self.storage, authenticator=auth,
                 queues=QueueAdmin(self.scheduler) if self.scheduler else None,
                 exports=self.exports, admin_token=cfg.http.admin_token,
                 search_per_minute=cfg.http.search_per_minute, exports_per_minute=cfg.http.exports_per_minute,
                 handler_timeout=parse_duration(cfg.http.request_timeout, "http.request_timeout"),
                 metrics=self.metrics, metrics_public=metrics_public(cfg.http),
-                readiness=Readiness(self.storage, self.spool.tmp_dir).problems, acceptor=services,
+                readiness=Readiness(self.storage, self.spool.tmp_dir, workers=self._workers_running).problems,
+                acceptor=services,
                 webhook_allow_private=cfg.webhooks.allow_private_addresses),
                 extend=partial(attach_console, key=await asyncio.to_thread(load_key, cfg.path(CONSOLE_KEY_FILE))))
         notify("READY=1\nSTATUS=accepting mail")
@@ -253,14 +183,55 @@ class App:
     def _disk_guard(self) -> DiskGuard:
         """The free-space reserve over the spool's file system and the SQLite database's (if any)."""
         assert self.spool is not None
-        paths = [self.spool.root]
-        url = storage_url(self.cfg)
-        if url.startswith("sqlite://"):
-            paths.append(Path(url[len("sqlite://"):]).parent)
         scheduler = self.scheduler
-        return DiskGuard(paths, self.cfg.spool.min_free,
-                         (lambda: (len(scheduler.messages), scheduler.pending_recipients))
-                         if scheduler is not None else (lambda: (0, 0)))
+        return disk_guard(self.cfg, self.spool, (lambda: (len(scheduler.messages), scheduler.pending_recipients))
+                          if scheduler is not None else (lambda: (0, 0)))
+
+    async def _start_submission(self, services: SubmissionServices, auth: ApiUserAuthenticator,
+                                rates: MessageRateLimiter, tls: ssl.SSLContext | None) -> None:
+        """The SMTP listeners: sessions in this process, or in intake worker processes on sockets
+        bound here (``relay/workers``; ``[intake] workers``)."""
+        cfg = self.cfg
+        configured = smtp_listeners(cfg)
+        for name, _, implicit in configured:
+            if implicit and tls is None:
+                raise RuntimeError(f"{name}.listen is set but there is no TLS certificate")
+        count = cfg.intake_workers
+        if count <= 0 or not configured:
+            def factory() -> SubmissionHandler:
+                return SubmissionHandler(services)
+
+            for name, lc, implicit in configured:
+                host, port = parse_hostport(lc.listen, f"{name}.listen")
+                listener = await start_listener(listener_options(cfg, name, lc, tls, implicit), factory, host, port)
+                self.listeners.append(listener)
+                self._listening(name, listener.addresses)
+            return
+        sockets: list[ListeningSocket] = []
+        for name, lc, implicit in configured:
+            listener_options(cfg, name, lc, tls, implicit)  # the same checks and warnings as in-process
+            host, port = parse_hostport(lc.listen, f"{name}.listen")
+            for sock in bind_listening(host, port):
+                sockets.append(ListeningSocket(name, sock))
+                self._listening(name, [sock.getsockname()[:2]])
+        assert self.intake is not None and self.spool is not None and services.disk is not None
+        throttle = auth.throttle
+        assert isinstance(throttle, FailureThrottle)
+        gates = {name: ConnectionGate(lc.max_connections_per_ip) for name, lc, _ in configured}
+        self.intake_workers = IntakeWorkers(cfg.home, sockets, OwnerServices(
+            intake=self.intake, spool=self.spool, rate_limiter=rates, throttle=throttle, disk=services.disk,
+            metrics=self.metrics, gates=gates if count > 1 else {}), count, shared_gate=count > 1)
+        await self.intake_workers.start()
+
+    def _workers_running(self) -> tuple[int, int]:
+        w = self.intake_workers
+        return (w.alive, w.count) if w is not None else (0, 0)
+
+    def _listening(self, name: str, addresses: list[tuple[str, int]]) -> None:
+        for host, port in addresses:
+            self.bound.setdefault(name, []).append((str(host), int(port)))
+            addr = f"{host}:{port}"
+            log.info(f"listening ({name}) on {addr}", extra={"event": "listening", "listener": name, "address": addr})
 
     async def _start_feedback(self, tls: ssl.SSLContext | None) -> None:
         from relay.feedback.setup import build_ingestor  # the parser loads its rules at import
@@ -331,6 +302,9 @@ class App:
             self.web = None
         await asyncio.gather(*(lst.stop(grace) for lst in self.listeners))
         self.listeners.clear()
+        if self.intake_workers is not None:  # they hand over what they received, while our queue runs
+            await self.intake_workers.stop(grace)
+            self.intake_workers = None
         if self.intake is not None:
             await self.intake.flush(grace)
         if self.feedback is not None and self.feedback.tasks:
@@ -375,6 +349,8 @@ class App:
                 return [], []
             applied, restart = split_changes(self.cfg, new)
             self._apply(new)
+            if self.intake_workers is not None:
+                self.intake_workers.reload()
             await self._reload_rules()
             log.info("configuration reloaded", extra={"event": "reloaded", "applied": applied,
                                                       "needs_restart": restart})
@@ -411,13 +387,8 @@ class App:
             services.handler_timeout = parse_duration(new.http.request_timeout, "http.request_timeout")
             self.http.app[SEARCH_LIMITER_KEY].limit = new.http.search_per_minute
             self.http.app[EXPORT_LIMITER_KEY].limit = new.http.exports_per_minute
-        if self.tls is not None:
-            cert, key = new.path(new.tls.cert_file), new.path(new.tls.key_file)
-            try:  # in place: the listeners' context serves new handshakes with the new certificate
-                self.tls.load_cert_chain(cert, key)
-            except (OSError, ssl.SSLError) as e:
-                log.error(f"TLS certificate not reloaded, the previous one stays: {e}",
-                          extra={"event": "tls_reload_failed", "cert": str(cert)})
+        if self.tls is not None:  # in place: the listeners' context serves new handshakes with it
+            reload_tls(self.tls, new)
 
     async def run(self) -> None:
         loop = asyncio.get_running_loop()

@@ -9,6 +9,7 @@ Durations are strings like ``"30s"``, ``"5m"``, ``"3d"``; sizes are integers (by
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 import socket
 import tomllib
@@ -82,6 +83,12 @@ class ListenerConfig:
     allow_auth_without_tls: bool = False  # only sensible on loopback listeners
     normalize_bare_lf: bool = False  # DATA: convert bare CR/LF to CRLF instead of rejecting
     max_connections_per_ip: int = 50  # concurrent connections from one client IP; 421 above it
+
+
+@dataclass(frozen=True)
+class IntakeConfig:
+    # The main process keeps the queue, the database writes and delivery (relay/workers).
+    workers: int = -1  # processes running the SMTP sessions; -1 = one per CPU beyond the first (max 4); 0 = none
 
 
 @dataclass(frozen=True)
@@ -205,6 +212,7 @@ class Config:
     tls: TlsConfig = field(default_factory=TlsConfig)
     smtp: ListenerConfig = field(default_factory=ListenerConfig)
     submission_tls: ListenerConfig = field(default_factory=ListenerConfig)
+    intake: IntakeConfig = field(default_factory=IntakeConfig)
     limits: LimitsConfig = field(default_factory=LimitsConfig)
     submission: SubmissionConfig = field(default_factory=SubmissionConfig)
     spool: SpoolConfig = field(default_factory=SpoolConfig)
@@ -221,6 +229,14 @@ class Config:
     def path(self, relative: str) -> Path:
         p = Path(relative)
         return p if p.is_absolute() else self.home / p
+
+    @property
+    def intake_workers(self) -> int:
+        """``intake.workers`` resolved: how many intake worker processes to run."""
+        if self.intake.workers >= 0:
+            return self.intake.workers
+        return min(4, max(0, (len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity")
+                                 else (os.cpu_count() or 1)) - 1))
 
     @property
     def node_name(self) -> str:
@@ -276,6 +292,8 @@ def _validate(cfg: Config) -> None:
             parse_hostport(lc.listen, f"{name}.listen")
         if lc.max_connections_per_ip < 1:
             raise ConfigError(f"{name}.max_connections_per_ip: must be >= 1")
+    if not -1 <= cfg.intake.workers <= 64:
+        raise ConfigError("intake.workers: -1 (auto), 0 (none) or up to 64")
     if cfg.feedback.listen and not cfg.feedback.domains:
         raise ConfigError("feedback.listen is set but feedback.domains is empty (`init --feedback-domain D`)")
     if parse_duration(cfg.feedback.parse_budget, "feedback.parse_budget") <= 0:

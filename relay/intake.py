@@ -26,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable, Coroutine
-from typing import Any
+from typing import Any, Protocol
 
 from relay.spool import Spool, SpoolFull, SpoolWriter
 from storage.protocols import StatusRepo
@@ -45,6 +45,15 @@ class IntakeFull(IntakeError):
     """No space left to spool the message; answer 452 4.3.1."""
 
 
+class Accepting(Protocol):
+    """What the accept sequence (``relay/accept.py``) needs of the intake: :class:`Intake` here,
+    or an intake worker's hand-off to its owner (``relay/workers/remote.py``)."""
+
+    async def accept(self, writer: SpoolWriter, record: SubmissionRecord) -> None: ...
+
+    async def record_intercepted(self, record: SubmissionRecord) -> None: ...
+
+
 class Intake:
     def __init__(self, spool: Spool, statuses: StatusRepo) -> None:
         self.spool = spool
@@ -58,15 +67,27 @@ class Intake:
         self._delivery_hooks.append(hook)
 
     async def accept(self, writer: SpoolWriter, record: SubmissionRecord) -> None:
+        await self._durable(self.spool.commit(writer, record), record)
+
+    async def publish(self, tmp_name: str, record: SubmissionRecord) -> None:
+        """A message an intake worker staged (``relay/workers/``): durable in queue/ when this
+        returns, then recorded and delivered like one accepted here."""
+        await self._durable(self.spool.publish(tmp_name, record.message.email_id), record)
+
+    async def _durable(self, step: Coroutine[Any, Any, None], record: SubmissionRecord) -> None:
         email_id = record.message.email_id
         try:
-            await self.spool.commit(writer, record)
+            await step
         except SpoolFull as e:
             log.error("spool commit failed: no space left", extra={"event": "intake_spool_full", "email_id": email_id})
             raise IntakeFull(str(e)) from e
         except Exception as e:
             log.error("spool commit failed", extra={"event": "intake_spool_failed", "email_id": email_id})
             raise IntakeError(str(e)) from e
+        self.adopt(record)
+
+    def adopt(self, record: SubmissionRecord) -> None:
+        """A message durable in queue/: its rows are written in the next round, then delivery."""
         self._unrecorded.append(record)
         if self._recorder is None:
             self._recorder = self._spawn(self._record_rounds())

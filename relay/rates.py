@@ -10,6 +10,13 @@ from __future__ import annotations
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Protocol
+
+
+class RateBudget(Protocol):
+    """The per-API_USER message budget: this process's limiter, or the owner's for an intake worker."""
+
+    async def acquire(self, api_user: str, messages: int = 1) -> bool: ...
 
 
 @dataclass
@@ -44,3 +51,6 @@ class MessageRateLimiter:
         if b is None:
             b = self._buckets[api_user] = TokenBucket(self.rate, self.burst, self.burst, now)
         return b.take(now, float(messages))
+
+    async def acquire(self, api_user: str, messages: int = 1) -> bool:
+        return self.allow(api_user, messages)

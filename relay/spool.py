@@ -21,6 +21,12 @@ other, each waits for its own journal commit (~1 ms here, more while SQLite comm
 made the spool worker the ceiling of the accept rate and ~80 % of a kept-open transaction's
 latency; issued together, the file system commits them in one journal transaction. Nothing here
 runs on the event loop except bookkeeping; file I/O is on the worker threads.
+
+With intake worker processes (``relay/workers/``) the commit is split in two: the worker
+:meth:`Spool.stage`s the message (written and fsync'd under ``tmp/`` with a name that carries its
+pid) and the owner :meth:`Spool.publish`es it (renamed into ``queue/``, directory fsync'd, batched
+like commits). Only the owner ever writes ``queue/``; a staged file whose worker died before the
+hand-off is removed by the owner (:meth:`Spool.purge_staged`), as unfinished receptions are at start.
 """
 
 from __future__ import annotations
@@ -86,8 +92,13 @@ def _ms(dt: datetime) -> int:
 
 
 def encode_envelope(rec: SubmissionRecord) -> bytes:
+    return json.dumps(envelope_doc(rec), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
+
+
+def envelope_doc(rec: SubmissionRecord) -> dict[str, Any]:
+    """The envelope as JSON-ready values (the spool trailer; the intake workers' hand-off)."""
     m = rec.message
-    doc: dict[str, Any] = {
+    return {
         "v": 1,
         "email_id": m.email_id,
         "account_id": m.account_id,
@@ -108,11 +119,13 @@ def encode_envelope(rec: SubmissionRecord) -> bytes:
             for r in rec.recipients
         ],
     }
-    return json.dumps(doc, ensure_ascii=False, separators=(",", ":")).encode("utf-8")
 
 
 def decode_envelope(raw: bytes) -> SubmissionRecord:
-    doc = json.loads(raw)
+    return record_from_doc(json.loads(raw))
+
+
+def record_from_doc(doc: dict[str, Any]) -> SubmissionRecord:
     if doc.get("v") != 1:
         raise SpoolError(f"unknown envelope version {doc.get('v')!r}")
     msg = MessageRecord(
@@ -149,7 +162,7 @@ def decode_envelope(raw: bytes) -> SubmissionRecord:
 
 @dataclass
 class _Job:
-    kind: str  # "append" | "commit" | "discard"
+    kind: str  # "append" | "commit" | "stage" | "publish" | "discard"
     writer: SpoolWriter
     data: bytes = b""
     done: Callable[[BaseException | None], None] | None = None
@@ -190,8 +203,11 @@ class SpoolWriter:
 class Spool:
     """Node-local message store. Call :meth:`start` before use and :meth:`stop` at shutdown."""
 
-    def __init__(self, root: Path, *, fsync: bool = True, batch_max: int = 256) -> None:
+    def __init__(self, root: Path, *, fsync: bool = True, batch_max: int = 256, stage_tag: str = "") -> None:
         self.root = root
+        # An intake worker's spool: its tmp files are "<email_id>.<tag>.part" (the owner can tell
+        # whose they are), it never purges tmp/ (the owner's) and never writes queue/.
+        self.stage_tag = stage_tag
         self.tmp_dir = root / "tmp"
         self.queue_dir = root / "queue"
         self.meta_dir = root / "meta"
@@ -213,6 +229,8 @@ class Spool:
         self.queue_dir.mkdir(parents=True, exist_ok=True)
         self.meta_dir.mkdir(parents=True, exist_ok=True)
         purged = 0
+        if self.stage_tag:  # a worker: tmp/ belongs to the owner, which purged it before starting us
+            return 0
         for p in self.tmp_dir.iterdir():
             p.unlink(missing_ok=True)
             purged += 1
@@ -240,7 +258,17 @@ class Spool:
     # endregion
 
     def new_writer(self, email_id: str) -> SpoolWriter:
-        return SpoolWriter(self, email_id, self.tmp_dir / f"{email_id}.part")
+        name = f"{email_id}.{self.stage_tag}.part" if self.stage_tag else f"{email_id}.part"
+        return SpoolWriter(self, email_id, self.tmp_dir / name)
+
+    def purge_staged(self, tag: str) -> int:
+        """Remove the tmp files of a dead intake worker (blocking). Messages it staged but did not
+        hand over were never answered 250: like unfinished receptions, they go."""
+        purged = 0
+        for p in self.tmp_dir.glob(f"*.{tag}.part"):
+            p.unlink(missing_ok=True)
+            purged += 1
+        return purged
 
     def path_of(self, email_id: str) -> Path:
         return self.queue_dir / f"{email_id}.msg"
@@ -257,6 +285,25 @@ class Spool:
         await self._submit("commit", writer, data + env + footer)
         if writer.size == len(data) <= RECENT_ITEM_MAX:  # all of it was in memory: keep it for delivery
             self._remember(writer.email_id, data)
+
+    async def stage(self, writer: SpoolWriter, record: SubmissionRecord) -> str:
+        """An intake worker's half of :meth:`commit`: the whole file written and fsync'd in tmp/,
+        not renamed. Returns the tmp file's name for the owner's :meth:`publish`."""
+        if writer.closed:
+            raise SpoolError("writer already closed")
+        writer.closed = True
+        data = b"".join(writer.buffered)
+        writer.buffered.clear()
+        env = encode_envelope(record)
+        await self._submit("stage", writer, data + env + FOOTER_MAGIC + b"%010d" % len(env))
+        return writer.tmp_path.name
+
+    async def publish(self, tmp_name: str, email_id: str) -> None:
+        """The owner's half: rename a staged file into queue/ and fsync the directory (batched with
+        other commits). Returns when the message is durable in the queue."""
+        if "/" in tmp_name or not tmp_name.startswith(email_id + ".") or not tmp_name.endswith(".part"):
+            raise SpoolError(f"not a staged file name: {tmp_name!r}")
+        await self._submit("publish", SpoolWriter(self, email_id, self.tmp_dir / tmp_name, closed=True))
 
     def _remember(self, email_id: str, content: bytes) -> None:
         self._recent[email_id] = content
@@ -406,7 +453,8 @@ class Spool:
 
     def _finish_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Write, fsync (together), close and rename the batch's commits; returns those renamed.
-        A failing job is settled with its error here and its tmp file removed."""
+        A staged job is settled once fsync'd (it is not renamed). A failing job is settled with
+        its error here and its tmp file removed."""
         written: list[tuple[_Job, int]] = []
         for job in jobs:
             try:
@@ -420,6 +468,9 @@ class Spool:
                 os.close(fd)
                 if err is not None:
                     raise err
+                if job.kind == "stage":
+                    self._settle(job, None)
+                    continue
                 os.rename(job.writer.tmp_path, self.path_of(job.writer.email_id))
                 renamed.append(job)
             except BaseException as e:
@@ -455,6 +506,7 @@ class Spool:
                     break
                 batch.append(nxt)
             commits: list[_Job] = []
+            published: list[_Job] = []
             for job in batch:
                 try:
                     if job.kind == "append":
@@ -464,11 +516,14 @@ class Spool:
                         self._close(job.writer)
                         job.writer.tmp_path.unlink(missing_ok=True)
                         self._settle(job, None)
+                    elif job.kind == "publish":
+                        os.rename(job.writer.tmp_path, self.path_of(job.writer.email_id))
+                        published.append(job)
                     else:
                         commits.append(job)
                 except BaseException as e:
                     self._fail(job, e)
-            committed = self._finish_batch(commits) if commits else []
+            committed = (self._finish_batch(commits) if commits else []) + published
             if committed:
                 err: BaseException | None = None
                 try:

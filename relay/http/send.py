@@ -254,7 +254,7 @@ async def _send_all(s: Sender, sender: str, plans: list[tuple[list[str], Callabl
                     custom_args: str | None = None, opt_out: tuple[str, ...] = ()) -> Answer:
     """``plans``: per message, its envelope recipients and how to build its content."""
     a = s.acceptor
-    if not a.rate_limiter.allow(s.api_user, len(plans)):
+    if not await a.rate_limiter.acquire(s.api_user, len(plans)):
         raise ApiError(429, f"rate limit of API_USER {s.api_user}: {len(plans)} messages not accepted now; "
                             "try again shortly", {"Retry-After": "1"})
     if not await a.admits(size_hint * len(plans), sum(len(r) for r, _ in plans)):

@@ -31,6 +31,7 @@ import os
 import time
 from collections import deque
 from dataclasses import dataclass
+from typing import Protocol
 
 from relay.keys import DUMMY_HASH, verify_key
 from storage.protocols import AccountRepo
@@ -82,6 +83,36 @@ class _Window:
             # Shed the oldest-inserted key rather than grow without bound under a spray attack.
             self._events.pop(next(iter(self._events)))
         self._events.setdefault(key, deque(maxlen=self.limit * 2)).append(now)
+
+
+class Throttle(Protocol):
+    """Failed-AUTH counts per client IP and per API_USER (sliding windows). One per node: the
+    SMTP listeners and the HTTP API share it; intake workers reach the owner's (``relay/workers``)."""
+
+    async def blocked(self, ip: str, api_user: str) -> bool: ...
+
+    async def failed(self, ip: str, api_user: str) -> None: ...
+
+
+class FailureThrottle:
+    def __init__(self, per_ip: int, per_user: int, window: float) -> None:
+        self._ip = _Window(per_ip, window)
+        self._user = _Window(per_user, window)
+
+    def blocked_now(self, ip: str, api_user: str) -> bool:
+        now = time.monotonic()
+        return self._ip.blocked(ip, now) or self._user.blocked(api_user, now)
+
+    def failed_now(self, ip: str, api_user: str) -> None:
+        now = time.monotonic()
+        self._ip.add(ip, now)
+        self._user.add(api_user, now)
+
+    async def blocked(self, ip: str, api_user: str) -> bool:
+        return self.blocked_now(ip, api_user)
+
+    async def failed(self, ip: str, api_user: str) -> None:
+        self.failed_now(ip, api_user)
 
 
 class _FreshReads:
@@ -143,13 +174,13 @@ class ApiUserAuthenticator:
         per_user: int = 50,
         window: float = 900.0,
         failure_delay: float = 1.0,
+        throttle: Throttle | None = None,
     ) -> None:
         self.accounts = accounts
         self._users = _FreshReads(accounts)
         self.per_connection = per_connection
         self.failure_delay = failure_delay
-        self._ip = _Window(per_ip, window)
-        self._user = _Window(per_user, window)
+        self.throttle: Throttle = throttle if throttle is not None else FailureThrottle(per_ip, per_user, window)
         self._secret = os.urandom(32)
         self._cache: dict[tuple[str, bytes], str] = {}  # (name, key fingerprint) -> the key_hash it matched
         self._inflight: dict[tuple[str, bytes], asyncio.Future[bool]] = {}  # (key_hash, fingerprint) -> check
@@ -213,10 +244,14 @@ class ApiUserAuthenticator:
             del self._cache[k]
 
     async def authenticate(self, peer_ip: str, failures_so_far: int, login: bytes, password: bytes) -> AuthDecision:
-        now = time.monotonic()
         name = login.decode("utf-8", "replace")
         key = password.decode("utf-8", "surrogateescape")
-        if self._ip.blocked(peer_ip, now) or self._user.blocked(name, now):
+        try:
+            blocked = await self.throttle.blocked(peer_ip, name)
+        except Exception:  # an intake worker whose owner is going away
+            log.exception("auth throttle unavailable", extra={"event": "auth_storage_error", "api_user": name})
+            return AuthDecision(False, REPLY_TEMP)
+        if blocked:
             log.warning("auth throttled", extra={"event": "auth_throttled", "api_user": name, "ip": peer_ip})
             return AuthDecision(False, REPLY_BLOCKED, close=True)
         fp = self._fingerprint(key)
@@ -227,8 +262,10 @@ class ApiUserAuthenticator:
             return AuthDecision(False, REPLY_TEMP)
         if user is not None:
             return AuthDecision(True, REPLY_OK, user)
-        self._ip.add(peer_ip, now)
-        self._user.add(name, now)
+        try:
+            await self.throttle.failed(peer_ip, name)
+        except Exception:
+            log.exception("auth failure not counted", extra={"event": "auth_storage_error", "api_user": name})
         log.warning("auth failed", extra={"event": "auth_failed", "api_user": name, "ip": peer_ip})
         if self.failure_delay:
             await asyncio.sleep(self.failure_delay)

@@ -12,6 +12,7 @@ import logging
 import socket
 from collections.abc import Callable
 from types import TracebackType
+from typing import Any
 
 from relay.smtp.conngate import ConnectionGate
 from relay.smtp.engine import HardenedSMTP, ListenerOptions, SmtpHandler
@@ -108,12 +109,14 @@ async def start_listener(
     port: int,
     *,
     backlog: int = 1024,
+    sock: socket.socket | None = None,
 ) -> Listener:
     """Listen on ``host:port`` (port 0: an ephemeral port, see :attr:`Listener.addresses`).
 
     ``handler_factory`` is called once per admitted connection (after the per-IP gate).
     With ``options.implicit_tls`` the socket speaks TLS from the first byte (``tls_context``
-    required); otherwise a ``tls_context`` enables STARTTLS.
+    required); otherwise a ``tls_context`` enables STARTTLS. ``sock``: serve this listening socket
+    (an intake worker's, inherited from the owner) instead of binding ``host:port``.
     """
     check_options(options)
     loop = asyncio.get_running_loop()
@@ -123,13 +126,14 @@ async def start_listener(
     def factory() -> HardenedSMTP:
         return HardenedSMTP(options, handler_factory, gate=gate, sessions=sessions)
 
+    where: dict[str, Any] = {"sock": sock} if sock is not None else {"host": host, "port": port, "reuse_address": True}
     if options.implicit_tls:
         server = await loop.create_server(
-            factory, host, port, backlog=backlog, reuse_address=True,
-            ssl=options.tls_context, ssl_handshake_timeout=min(options.command_timeout, 60.0),
+            factory, backlog=backlog, ssl=options.tls_context,
+            ssl_handshake_timeout=min(options.command_timeout, 60.0), **where,
         )
     else:
-        server = await loop.create_server(factory, host, port, backlog=backlog, reuse_address=True)
+        server = await loop.create_server(factory, backlog=backlog, **where)
     listener = Listener(options, server, sessions, gate)
     log.info("%s: listening on %s", options.name, listener.addresses)
     return listener

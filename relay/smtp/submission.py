@@ -22,6 +22,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from datetime import datetime
+from typing import Protocol
 
 from policies import FormatError, RecipientContext, parse_address
 from relay.accept import Acceptor, Committed, Envelope, LookupFailed
@@ -29,7 +30,7 @@ from relay.headers import find_header_end, with_protocol
 from relay.ids import new_email_id
 from relay.smtp import replies
 from relay.smtp.auth import ApiUserAuthenticator
-from relay.smtp.engine import AuthReply, DataSink, SessionInfo
+from relay.smtp.engine import R_TOO_MANY_CONN, AuthReply, DataSink, SessionInfo
 from relay.spool import SpoolFull, SpoolWriter
 from storage.records import (
     ApiUser,
@@ -42,12 +43,22 @@ from storage.records import (
 log = logging.getLogger("mailrelay.submission")
 
 
+class NodeConnections(Protocol):
+    """Connections per client IP counted across every intake process of the node (the owner's
+    count, ``relay/workers``); without it each listener's own gate counts (one process)."""
+
+    async def acquire(self, listener: str, ip: str) -> bool: ...
+
+    def release(self, listener: str, ip: str) -> None: ...
+
+
 @dataclass(kw_only=True)
 class SubmissionServices(Acceptor):
     """What every session shares (the accept sequence of ``relay/accept.py`` plus SMTP AUTH);
     built once by the composition root."""
 
     authenticator: ApiUserAuthenticator
+    connections: NodeConnections | None = None
 
 
 @dataclass
@@ -67,9 +78,15 @@ class SubmissionHandler:
         self.s = services
         self.tx: Transaction | None = None
         self.auth_failures = 0
+        self.counted = False  # this connection is counted by the node's connection gate
 
     # region session
     async def on_connect(self, session: SessionInfo) -> str | None:
+        connections = self.s.connections
+        if connections is not None:
+            if not await connections.acquire(session.listener, session.peer_ip):
+                return R_TOO_MANY_CONN
+            self.counted = True
         return None
 
     async def authenticate(self, session: SessionInfo, mechanism: str, login: bytes, password: bytes) -> AuthReply:
@@ -79,7 +96,9 @@ class SubmissionHandler:
         return AuthReply(ok=d.ok, reply=d.reply, principal=d.principal, close=d.close)
 
     async def on_disconnect(self, session: SessionInfo) -> None:
-        return None
+        if self.counted and self.s.connections is not None:
+            self.counted = False
+            self.s.connections.release(session.listener, session.peer_ip)
 
     # endregion
 
@@ -108,7 +127,7 @@ class SubmissionHandler:
             log.warning("session credentials revoked or replaced", extra={
                 "event": "auth_revoked_session", "api_user": user.name, "ip": session.peer_ip})
             return replies.CREDENTIALS_GONE
-        if not self.s.rate_limiter.allow(user.name):
+        if not await self.s.rate_limiter.acquire(user.name):
             return replies.RATE_LIMITED
         size = params.get("SIZE")
         if not await self.admits(int(size) if isinstance(size, str) and size.isdigit() else 0, 0):

@@ -83,6 +83,9 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
         "limits.auth_failure_delay": "0s",
         "log.format": "text",
         "delivery.enabled": False,  # tests never query the system resolver (network: loopback only)
+        # Sessions in this process, so tests can look inside the App; the worker processes are
+        # tested in test_intake_workers.py and by every test that runs `mailrelay serve`.
+        "intake.workers": 0,
     }
     if implicit_tls:
         settings["submission_tls.listen"] = "127.0.0.1:0"
@@ -105,6 +108,7 @@ async def start_relay(home: Path, storage_url: str, *, overrides: dict[str, Any]
     if create_user:  # False: another node on the same database made it already
         await app.storage.accounts.add_api_user("app1", acct.id, hash_key(key, n=2**10))
     ports = {lst.options.name: lst.port for lst in app.listeners}
+    ports.update({name: addresses[0][1] for name, addresses in app.bound.items()})
     port = ports["smtp"]
     tls_port = ports.get("submission_tls")
     return RelayUnderTest(app, cfg, home, app.storage, acct.id, "app1", key, port, tls_port, ports.get("feedback"))

@@ -151,13 +151,15 @@ async def test_key_added_with_the_cli_signs_mail_submitted_over_smtp(
 
 
 def _children(pid: int) -> list[int]:
+    """Child processes of ``pid`` other than its SMTP intake workers ([intake] workers)."""
     found = []
     for stat_file in Path("/proc").glob("[0-9]*/stat"):
         try:
             fields = stat_file.read_text().rsplit(")", 1)[1].split()
+            cmdline = (stat_file.parent / "cmdline").read_bytes()
         except OSError:
             continue
-        if int(fields[1]) == pid:
+        if int(fields[1]) == pid and b"relay.workers.worker" not in cmdline:
             found.append(int(stat_file.parent.name))
     return found
 

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from relay.spool import MEMORY_CHUNK, Spool, SpoolFull
+from relay.spool import MEMORY_CHUNK, Spool, SpoolError, SpoolFull
 from storage.records import (
     EmailType,
     MessageRecord,
@@ -122,3 +122,30 @@ async def test_failed_fsync_in_a_batch_fails_only_its_message(spool: Spool, monk
     assert isinstance(results[-1], SpoolFull)
     assert sorted(spool.enumerate()) == sorted(names[:-1])
     assert not list(spool.tmp_dir.iterdir())
+
+
+async def test_a_worker_stages_and_the_owner_publishes(tmp_path: Path) -> None:
+    owner = Spool(tmp_path / "spool")
+    await owner.start()
+    worker = Spool(tmp_path / "spool", stage_tag="w4242")
+    (tmp_path / "spool" / "tmp" / "OTHER.w1.part").write_bytes(b"another worker's")
+    await worker.start()  # a worker never purges tmp/: the owner's
+    try:
+        assert (tmp_path / "spool" / "tmp" / "OTHER.w1.part").exists()
+        w = worker.new_writer("ID7")
+        await w.write(b"Subject: staged\r\n\r\nbody\r\n")
+        name = await worker.stage(w, _record("ID7"))
+        assert name == "ID7.w4242.part" and (owner.tmp_dir / name).exists()
+        assert list(owner.enumerate()) == []  # staged is not queued
+        await owner.publish(name, "ID7")
+        assert list(owner.enumerate()) == ["ID7"] and not (owner.tmp_dir / name).exists()
+        assert await owner.read_envelope("ID7") == _record("ID7")
+        assert await owner.read_content("ID7") == b"Subject: staged\r\n\r\nbody\r\n"
+        with pytest.raises(SpoolError):  # only a staged file of that message, inside tmp/
+            await owner.publish("../queue/ID7.msg", "ID7")
+        with pytest.raises(SpoolError):  # gone (its worker died and it was purged): no 250
+            await owner.publish("ID8.w4242.part", "ID8")
+        assert owner.purge_staged("w1") == 1 and not list(owner.tmp_dir.iterdir())
+    finally:
+        await worker.stop()
+        await owner.stop()
