@@ -69,7 +69,8 @@ fi
 
 if [ -n "${BENCH_WORKERS:-}" ]; then
     sed -i -E "/^\[intake\]/,/^\[/s/^#? ?workers = .*/workers = $BENCH_WORKERS/" "$home/mailrelay.toml"
-    if ! "$mailrelay" config check --home "$home" | grep -qx "intake.workers = $BENCH_WORKERS"; then
+    effective=$("$mailrelay" config check --home "$home")
+    if ! grep -qx "intake.workers = $BENCH_WORKERS" <<<"$effective"; then
         echo "run_target.sh: could not set intake.workers in $home/mailrelay.toml" >&2
         exit 1
     fi

@@ -69,10 +69,11 @@ class Intake:
     async def accept(self, writer: SpoolWriter, record: SubmissionRecord) -> None:
         await self._durable(self.spool.commit(writer, record), record)
 
-    async def publish(self, tmp_name: str, record: SubmissionRecord) -> None:
+    async def publish(self, tmp_name: str, record: SubmissionRecord, content: bytes | None = None) -> None:
         """A message an intake worker staged (``relay/workers/``): durable in queue/ when this
-        returns, then recorded and delivered like one accepted here."""
-        await self._durable(self.spool.publish(tmp_name, record.message.email_id), record)
+        returns, then recorded and delivered like one accepted here (``content``, when the worker
+        sent it, spares delivery a file read)."""
+        await self._durable(self.spool.publish(tmp_name, record.message.email_id, content), record)
 
     async def _durable(self, step: Coroutine[Any, Any, None], record: SubmissionRecord) -> None:
         email_id = record.message.email_id

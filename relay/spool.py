@@ -286,9 +286,10 @@ class Spool:
         if writer.size == len(data) <= RECENT_ITEM_MAX:  # all of it was in memory: keep it for delivery
             self._remember(writer.email_id, data)
 
-    async def stage(self, writer: SpoolWriter, record: SubmissionRecord) -> str:
+    async def stage(self, writer: SpoolWriter, record: SubmissionRecord) -> tuple[str, bytes | None]:
         """An intake worker's half of :meth:`commit`: the whole file written and fsync'd in tmp/,
-        not renamed. Returns the tmp file's name for the owner's :meth:`publish`."""
+        not renamed. Returns the tmp file's name for the owner's :meth:`publish`, and the content
+        when it was all in memory and small (the owner keeps it for the first delivery attempt)."""
         if writer.closed:
             raise SpoolError("writer already closed")
         writer.closed = True
@@ -296,14 +297,16 @@ class Spool:
         writer.buffered.clear()
         env = encode_envelope(record)
         await self._submit("stage", writer, data + env + FOOTER_MAGIC + b"%010d" % len(env))
-        return writer.tmp_path.name
+        return writer.tmp_path.name, data if writer.size == len(data) <= RECENT_ITEM_MAX else None
 
-    async def publish(self, tmp_name: str, email_id: str) -> None:
+    async def publish(self, tmp_name: str, email_id: str, content: bytes | None = None) -> None:
         """The owner's half: rename a staged file into queue/ and fsync the directory (batched with
         other commits). Returns when the message is durable in the queue."""
         if "/" in tmp_name or not tmp_name.startswith(email_id + ".") or not tmp_name.endswith(".part"):
             raise SpoolError(f"not a staged file name: {tmp_name!r}")
         await self._submit("publish", SpoolWriter(self, email_id, self.tmp_dir / tmp_name, closed=True))
+        if content is not None and len(content) <= RECENT_ITEM_MAX:
+            self._remember(email_id, content)
 
     def _remember(self, email_id: str, content: bytes) -> None:
         self._recent[email_id] = content

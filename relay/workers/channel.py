@@ -1,7 +1,9 @@
 """The owner ⇄ intake worker channel: length-prefixed JSON frames over a Unix socketpair.
 
-A frame is a 4-byte big-endian length and a JSON object. A request carries ``op`` and, when it
-wants an answer, an id ``i``; the answer is ``{"i": id, "r": result}`` or ``{"i": id, "e": text}``.
+A frame is two 4-byte big-endian lengths, a JSON object and that many raw bytes (a message's
+content travels as bytes, not escaped in JSON; it arrives as ``doc["blob"]``). A request carries
+``op`` and, when it wants an answer, an id ``i``; the answer is ``{"i": id, "r": result}`` or
+``{"i": id, "e": text}``.
 Either side may ask (the owner pings workers; workers ask for budgets and hand over messages).
 Frames written in one turn of the event loop leave in one write.
 
@@ -20,7 +22,7 @@ from typing import Any
 
 log = logging.getLogger("mailrelay.workers")
 
-_LEN = struct.Struct("!I")
+_LEN = struct.Struct("!II")
 MAX_FRAME = 64 * 1024 * 1024  # an envelope of 100 000 recipients fits; more is a bug
 _ENCODE = json.JSONEncoder(ensure_ascii=False, separators=(",", ":")).encode
 
@@ -48,12 +50,14 @@ class Channel:
         self.closed = asyncio.Event()
 
     # region sending
-    def _queue(self, doc: dict[str, Any]) -> None:
+    def _queue(self, doc: dict[str, Any], blob: bytes = b"") -> None:
         if self.closed.is_set():
             raise ChannelClosed("channel closed")
         data = _ENCODE(doc).encode("utf-8")
-        self._out.append(_LEN.pack(len(data)))
+        self._out.append(_LEN.pack(len(data), len(blob)))
         self._out.append(data)
+        if blob:
+            self._out.append(blob)
         if not self._flush_scheduled:  # everything queued in this turn of the loop leaves together
             self._flush_scheduled = True
             asyncio.get_running_loop().call_soon(self._flush)
@@ -64,14 +68,14 @@ class Channel:
             out, self._out = self._out, []
             self._writer.write(b"".join(out))
 
-    async def call(self, op: str, **args: Any) -> Any:
+    async def call(self, op: str, blob: bytes = b"", **args: Any) -> Any:
         """Ask the other side; raises :class:`ChannelClosed` when it goes away before answering."""
         self._next_id += 1
         i = self._next_id
         fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
         self._waiting[i] = fut
         try:
-            self._queue({"op": op, "i": i, **args})
+            self._queue({"op": op, "i": i, **args}, blob)
             return await fut
         finally:
             self._waiting.pop(i, None)
@@ -88,10 +92,12 @@ class Channel:
         try:
             while True:
                 head = await self._reader.readexactly(_LEN.size)
-                (n,) = _LEN.unpack(head)
-                if n > MAX_FRAME:
-                    raise ValueError(f"frame of {n} bytes")
+                n, blob_len = _LEN.unpack(head)
+                if n + blob_len > MAX_FRAME:
+                    raise ValueError(f"frame of {n + blob_len} bytes")
                 doc = json.loads(await self._reader.readexactly(n))
+                if blob_len:
+                    doc["blob"] = await self._reader.readexactly(blob_len)
                 i = doc.get("i")
                 op = doc.get("op")
                 if op is None:  # an answer

@@ -315,7 +315,8 @@ class IntakeWorkers:
     async def _publish(self, worker: _Worker, doc: dict[str, Any]) -> dict[str, Any]:
         record = record_from_doc(doc["env"])
         try:
-            await self.s.intake.publish(str(doc["tmp"]), record)
+            content = doc.get("blob", b"") if doc.get("content") else None
+            await self.s.intake.publish(str(doc["tmp"]), record, content)
         except IntakeFull:
             return {"result": "full", "waiting": list(self.s.disk.waiting())}
         except IntakeError as e:

@@ -39,13 +39,14 @@ class RemoteIntake:
 
     async def accept(self, writer: SpoolWriter, record: SubmissionRecord) -> None:
         try:
-            tmp_name = await self.spool.stage(writer, record)
+            tmp_name, content = await self.spool.stage(writer, record)
         except SpoolFull as e:
             raise IntakeFull(str(e)) from e
         except Exception as e:
             raise IntakeError(str(e)) from e
         try:
-            answer = await self.owner.call("publish", tmp=tmp_name, env=envelope_doc(record))
+            answer = await self.owner.call("publish", blob=content or b"", tmp=tmp_name, env=envelope_doc(record),
+                                           content=content is not None)
         except Exception as e:  # the owner is going away: no 250; the staged file is its to purge
             raise IntakeError(str(e)) from e
         waiting = answer.get("waiting")

@@ -134,8 +134,9 @@ async def test_a_worker_stages_and_the_owner_publishes(tmp_path: Path) -> None:
         assert (tmp_path / "spool" / "tmp" / "OTHER.w1.part").exists()
         w = worker.new_writer("ID7")
         await w.write(b"Subject: staged\r\n\r\nbody\r\n")
-        name = await worker.stage(w, _record("ID7"))
+        name, content = await worker.stage(w, _record("ID7"))
         assert name == "ID7.w4242.part" and (owner.tmp_dir / name).exists()
+        assert content == b"Subject: staged\r\n\r\nbody\r\n"
         assert list(owner.enumerate()) == []  # staged is not queued
         await owner.publish(name, "ID7")
         assert list(owner.enumerate()) == ["ID7"] and not (owner.tmp_dir / name).exists()

@@ -18,6 +18,8 @@ async def _pair() -> tuple[Channel, Channel, list[asyncio.Task[None]]]:
     async def owner(op: str, doc: dict[str, Any]) -> Any:
         if op == "add":
             return doc["x"] + doc["y"]
+        if op == "size":
+            return len(doc["blob"])
         if op == "note":
             notes.append(doc["text"])
             return None
@@ -40,6 +42,7 @@ async def test_requests_both_ways_and_notes() -> None:
     results = await asyncio.gather(*(worker.call("add", x=i, y=1) for i in range(50)))
     assert results == list(range(1, 51))  # every answer finds its caller
     assert await owner.call("ping") == "pong"
+    assert await worker.call("size", blob=bytes(range(256)) * 1000) == 256_000  # raw bytes, not JSON
     worker.send("note", text="ünïcode")
     await asyncio.sleep(0.05)
     assert notes == ["ünïcode"]
@@ -54,7 +57,7 @@ async def test_requests_both_ways_and_notes() -> None:
 
 
 async def test_a_malformed_or_oversized_frame_closes_the_channel() -> None:
-    for bad in (struct.pack("!I", 3) + b"{x}", struct.pack("!I", 2**31)):
+    for bad in (struct.pack("!II", 3, 0) + b"{x}", struct.pack("!II", 2**31, 0), struct.pack("!II", 2, 2**30)):
         a_sock, b_sock = socket.socketpair()
 
         async def handler(op: str, doc: dict[str, Any]) -> Any:
