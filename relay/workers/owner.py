@@ -28,9 +28,10 @@ import signal
 import socket
 import sys
 from collections import Counter
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -72,7 +73,7 @@ class OwnerServices:
 class _Worker:
     index: int
     proc: asyncio.subprocess.Process
-    channel: Channel
+    channel: Channel = field(init=False)  # set once open: frames may arrive at once
     ready: asyncio.Event = field(default_factory=asyncio.Event)
     counted: Counter[tuple[str, str]] = field(default_factory=Counter)  # (listener, ip) connections open
     serving: asyncio.Task[None] | None = None
@@ -149,11 +150,9 @@ class IntakeWorkers:
             proc = await asyncio.create_subprocess_exec(*args, pass_fds=fds, env=env, stdin=asyncio.subprocess.DEVNULL)
         finally:
             theirs.close()
-        holder: list[_Worker] = []
-        channel = await open_channel(mine, lambda op, doc: self._handle(holder[0], op, doc))
-        worker = _Worker(index, proc, channel)
-        holder.append(worker)
-        worker.serving = asyncio.create_task(channel.serve(), name=f"intake-channel-{index}")
+        worker = _Worker(index, proc)
+        worker.channel = await open_channel(mine, partial(self._handle, worker))
+        worker.serving = asyncio.create_task(worker.channel.serve(), name=f"intake-channel-{index}")
         self.workers[index] = worker
         log.info("intake worker started", extra={"event": "worker_started", "worker": index, "pid": proc.pid})
         return worker
@@ -270,25 +269,26 @@ class IntakeWorkers:
     # endregion
 
     # region requests
-    async def _handle(self, worker: _Worker, op: str, doc: dict[str, Any]) -> Any:
+    def _handle(self, worker: _Worker, op: str, doc: dict[str, Any]) -> Any:
+        """A budget is answered at once; a hand-off returns an awaitable (``channel.py``)."""
         handler = self._ops.get(op)
         if handler is None:
             raise ValueError(f"unknown request {op!r}")
-        return await handler(self, worker, doc)
+        return handler(self, worker, doc)
 
-    async def _ready(self, worker: _Worker, doc: dict[str, Any]) -> None:
+    def _ready(self, worker: _Worker, doc: dict[str, Any]) -> None:
         worker.ready.set()
 
-    async def _rate(self, worker: _Worker, doc: dict[str, Any]) -> bool:
+    def _rate(self, worker: _Worker, doc: dict[str, Any]) -> bool:
         return self.s.rate_limiter.allow(str(doc["u"]), int(doc.get("n", 1)))
 
-    async def _auth_blocked(self, worker: _Worker, doc: dict[str, Any]) -> bool:
+    def _auth_blocked(self, worker: _Worker, doc: dict[str, Any]) -> bool:
         return self.s.throttle.blocked_now(str(doc["ip"]), str(doc["u"]))
 
-    async def _auth_failed(self, worker: _Worker, doc: dict[str, Any]) -> None:
+    def _auth_failed(self, worker: _Worker, doc: dict[str, Any]) -> None:
         self.s.throttle.failed_now(str(doc["ip"]), str(doc["u"]))
 
-    async def _conn_open(self, worker: _Worker, doc: dict[str, Any]) -> bool:
+    def _conn_open(self, worker: _Worker, doc: dict[str, Any]) -> bool:
         listener, ip = str(doc["l"]), str(doc["ip"])
         gate = self.s.gates.get(listener)
         if gate is None:
@@ -298,7 +298,7 @@ class IntakeWorkers:
         worker.counted[(listener, ip)] += 1
         return True
 
-    async def _conn_close(self, worker: _Worker, doc: dict[str, Any]) -> None:
+    def _conn_close(self, worker: _Worker, doc: dict[str, Any]) -> None:
         key = (str(doc["l"]), str(doc["ip"]))
         gate = self.s.gates.get(key[0])
         if gate is not None and worker.counted[key] > 0:
@@ -334,7 +334,7 @@ class IntakeWorkers:
         await self.s.intake.record_intercepted(record)
         return True
 
-    _ops: dict[str, Callable[[IntakeWorkers, _Worker, dict[str, Any]], Awaitable[Any]]] = {
+    _ops: dict[str, Callable[[IntakeWorkers, _Worker, dict[str, Any]], Any]] = {
         "ready": _ready, "rate": _rate, "auth_blocked": _auth_blocked, "auth_failed": _auth_failed,
         "conn_open": _conn_open, "conn_close": _conn_close, "publish": _publish, "intercepted": _intercepted,
     }

@@ -119,7 +119,7 @@ class Worker:
             serving.cancel()
             await storage.close()
 
-    async def _answer(self, op: str, doc: dict[str, Any]) -> Any:
+    def _answer(self, op: str, doc: dict[str, Any]) -> Any:
         if op == "ping":
             return "pong"
         raise ValueError(f"unknown request {op!r}")
