@@ -118,6 +118,8 @@ class IntakeWorkers:
         self._tasks: list[asyncio.Task[None]] = []
         self._stopping = False
         self.restarts = 0
+        self.ping_every = PING_EVERY
+        self.ping_timeout = PING_TIMEOUT
 
     # region lifecycle
     async def start(self) -> None:
@@ -131,7 +133,9 @@ class IntakeWorkers:
         worker = await self._spawn(index)
         try:
             await self._wait_ready(worker)
-        except BaseException:
+        except BaseException:  # it did not start, or we are stopping meanwhile
+            if worker.proc.returncode is None:
+                worker.proc.kill()
             await self._forget(worker)
             raise
         return worker
@@ -209,8 +213,9 @@ class IntakeWorkers:
             await asyncio.wait([worker.serving], timeout=5.0)
         for (listener, ip), n in worker.counted.items():
             gate = self.s.gates.get(listener)
-            for _ in range(n if gate is not None else 0):
-                gate.release(ip)  # type: ignore[union-attr]
+            if gate is not None:
+                for _ in range(n):
+                    gate.release(ip)
         worker.counted.clear()
         purged = await asyncio.to_thread(self.s.spool.purge_staged, f"w{worker.proc.pid}")
         if purged:
@@ -219,12 +224,12 @@ class IntakeWorkers:
 
     async def _heartbeat(self) -> None:
         while True:
-            await asyncio.sleep(PING_EVERY)
+            await asyncio.sleep(self.ping_every)
             for worker in list(self.workers.values()):
                 if not worker.ready.is_set() or worker.proc.returncode is not None:
                     continue
                 try:
-                    await asyncio.wait_for(worker.channel.call("ping"), PING_TIMEOUT)
+                    await asyncio.wait_for(worker.channel.call("ping"), self.ping_timeout)
                 except (TimeoutError, ConnectionError):
                     if worker.proc.returncode is None and not self._stopping:
                         log.error("intake worker does not answer; killing it", extra={
@@ -257,7 +262,10 @@ class IntakeWorkers:
             task.cancel()
         if self._tasks:
             await asyncio.wait(self._tasks, timeout=10.0)
-        for worker in list(self.workers.values()):
+        for worker in list(self.workers.values()):  # one started while we were stopping
+            if worker.proc.returncode is None:
+                worker.proc.kill()
+                await worker.proc.wait()
             await self._forget(worker)
         for ls in self.sockets:
             ls.sock.close()

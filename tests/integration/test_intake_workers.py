@@ -11,11 +11,15 @@ import asyncio
 import base64
 import os
 import signal
+import ssl
 from datetime import timedelta
 
 import aiosmtplib
 import pytest
+from cryptography import x509
+from cryptography.x509.oid import NameOID
 
+from relay.tls import write_self_signed
 from storage import open_storage
 from storage.records import ListKind, Status, StatusFilter, SuppressionEntry, utcnow
 from tests.integration.conftest import RelayFactory
@@ -166,6 +170,25 @@ async def test_a_killed_worker_is_replaced_and_what_it_held_is_released(relay_fa
     assert text.rsplit(" ", 1)[1] in _queued(relay)
 
 
+async def test_a_hung_worker_is_killed_and_replaced(relay_factory: RelayFactory) -> None:
+    relay = await relay_factory({"intake.workers": 1})
+    workers = relay.app.intake_workers
+    assert workers is not None
+    workers.ping_every, workers.ping_timeout = 0.2, 1.0  # from the next round of pings (<= 5 s)
+    old = _workers(relay)[0]
+    os.kill(old, signal.SIGSTOP)  # alive but answering nothing, like a loop stuck in a blocking call
+    try:
+        await wait_until(lambda: bool(_workers(relay)) and _workers(relay) != [old], timeout=20)
+    finally:
+        try:
+            os.kill(old, signal.SIGCONT)
+        except ProcessLookupError:
+            pass
+    assert workers.restarts == 1
+    codes, code, _ = await _one_message(relay, ["after-hang@example.com"])
+    assert codes == [250] and code == 250
+
+
 async def test_stopping_lets_a_message_in_data_finish(relay_factory: RelayFactory) -> None:
     relay = await relay_factory({"intake.workers": 1})
     reader, writer = await asyncio.open_connection(relay.host, relay.port)
@@ -204,13 +227,45 @@ async def test_stopping_lets_a_message_in_data_finish(relay_factory: RelayFactor
     assert [r.email_id for r in rows.items] == [email_id]
 
 
+async def _served_certificate_name(relay: RelayUnderTest) -> str:
+    """The common name of the certificate the SMTP listener presents (STARTTLS on a raw socket)."""
+    reader, writer = await asyncio.open_connection(relay.host, relay.port)
+    try:
+        async def reply() -> bytes:
+            line = await reader.readline()
+            while line[3:4] == b"-":
+                line = await reader.readline()
+            return line
+
+        await reply()
+        writer.write(b"EHLO client.test\r\n")
+        await reply()
+        writer.write(b"STARTTLS\r\n")
+        assert (await reply()).startswith(b"220")
+        ctx = ssl.create_default_context()
+        ctx.check_hostname, ctx.verify_mode = False, ssl.CERT_NONE
+        await writer.start_tls(ctx)
+        der = writer.get_extra_info("ssl_object").getpeercert(binary_form=True)
+        cert = x509.load_der_x509_certificate(der)
+        return str(cert.subject.get_attributes_for_oid(NameOID.COMMON_NAME)[0].value)
+    finally:
+        writer.close()
+
+
 async def test_sighup_reaches_the_workers(relay_factory: RelayFactory) -> None:
-    """A reload re-reads the certificate in the workers too: new handshakes see the new one."""
+    """A reload re-reads the certificate in the workers too (new handshakes present the new one),
+    without restarting them."""
     relay = await relay_factory({"intake.workers": 1})
     pid = _workers(relay)[0]
-    assert relay.app.intake_workers is not None
-    relay.app.intake_workers.reload()
-    await asyncio.sleep(0.3)
+    assert await _served_certificate_name(relay) == "relay.test"
+    cfg = relay.cfg
+    write_self_signed(cfg.path(cfg.tls.cert_file), cfg.path(cfg.tls.key_file), "renewed.test")
+    await relay.app.reload()  # what SIGHUP runs: the owner reloads and signals its workers
+
+    async def renewed() -> bool:
+        return await _served_certificate_name(relay) == "renewed.test"
+
+    await wait_until(renewed)
     assert _workers(relay) == [pid]  # a reload is not a restart
     codes, code, _ = await _one_message(relay, ["hup@example.com"])
     assert codes == [250] and code == 250
