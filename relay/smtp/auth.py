@@ -30,6 +30,7 @@ import logging
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -78,6 +79,16 @@ class _Window:
         q = self._trim(key, now)
         return q is not None and len(q) >= self.limit
 
+    def blocked_for(self, key: str, now: float) -> float:
+        """Seconds ``key`` stays blocked with the failures seen so far (0: not blocked)."""
+        q = self._trim(key, now)
+        if q is None or len(q) < self.limit:
+            return 0.0
+        return q[-self.limit] + self.window - now
+
+    def blocked_keys(self, now: float) -> list[tuple[str, float]]:
+        return [(key, left) for key in list(self._events) if (left := self.blocked_for(key, now)) > 0]
+
     def add(self, key: str, now: float) -> None:
         if len(self._events) >= self.max_keys and key not in self._events:
             # Shed the oldest-inserted key rather than grow without bound under a spray attack.
@@ -94,10 +105,15 @@ class Throttle(Protocol):
     async def failed(self, ip: str, api_user: str) -> None: ...
 
 
+#: Told when a client IP ("ip") or an API_USER ("user") becomes blocked, and for how many seconds.
+BlockListener = Callable[[str, str, float], None]
+
+
 class FailureThrottle:
     def __init__(self, per_ip: int, per_user: int, window: float) -> None:
         self._ip = _Window(per_ip, window)
         self._user = _Window(per_user, window)
+        self.on_block: BlockListener | None = None  # intake workers keep a copy of what is blocked
 
     def blocked_now(self, ip: str, api_user: str) -> bool:
         now = time.monotonic()
@@ -107,6 +123,17 @@ class FailureThrottle:
         now = time.monotonic()
         self._ip.add(ip, now)
         self._user.add(api_user, now)
+        if self.on_block is not None:
+            for kind, window, key in (("ip", self._ip, ip), ("user", self._user, api_user)):
+                left = window.blocked_for(key, now)
+                if left > 0:
+                    self.on_block(kind, key, left)
+
+    def blocked_list(self) -> list[tuple[str, str, float]]:
+        """(kind, key, seconds left) of everything blocked now: a new worker's starting copy."""
+        now = time.monotonic()
+        return [("ip", k, left) for k, left in self._ip.blocked_keys(now)] + [
+            ("user", k, left) for k, left in self._user.blocked_keys(now)]
 
     async def blocked(self, ip: str, api_user: str) -> bool:
         return self.blocked_now(ip, api_user)

@@ -120,6 +120,7 @@ class IntakeWorkers:
         self.restarts = 0
         self.ping_every = PING_EVERY
         self.ping_timeout = PING_TIMEOUT
+        services.throttle.on_block = self._tell_blocked
 
     # region lifecycle
     async def start(self) -> None:
@@ -285,13 +286,18 @@ class IntakeWorkers:
         return handler(self, worker, doc)
 
     def _ready(self, worker: _Worker, doc: dict[str, Any]) -> None:
+        for kind, key, left in self.s.throttle.blocked_list():  # its starting copy
+            worker.channel.send("auth_block", kind=kind, key=key, **{"for": left})
         worker.ready.set()
+
+    def _tell_blocked(self, kind: str, key: str, left: float) -> None:
+        """An IP or API_USER became blocked (here or in a worker): every worker checks its copy."""
+        for worker in self.workers.values():
+            if worker.proc.returncode is None:
+                worker.channel.send("auth_block", kind=kind, key=key, **{"for": left})
 
     def _rate(self, worker: _Worker, doc: dict[str, Any]) -> bool:
         return self.s.rate_limiter.allow(str(doc["u"]), int(doc.get("n", 1)))
-
-    def _auth_blocked(self, worker: _Worker, doc: dict[str, Any]) -> bool:
-        return self.s.throttle.blocked_now(str(doc["ip"]), str(doc["u"]))
 
     def _auth_failed(self, worker: _Worker, doc: dict[str, Any]) -> None:
         self.s.throttle.failed_now(str(doc["ip"]), str(doc["u"]))
@@ -343,7 +349,7 @@ class IntakeWorkers:
         return True
 
     _ops: dict[str, Callable[[IntakeWorkers, _Worker, dict[str, Any]], Any]] = {
-        "ready": _ready, "rate": _rate, "auth_blocked": _auth_blocked, "auth_failed": _auth_failed,
+        "ready": _ready, "rate": _rate, "auth_failed": _auth_failed,
         "conn_open": _conn_open, "conn_close": _conn_close, "publish": _publish, "intercepted": _intercepted,
     }
 

@@ -7,6 +7,7 @@ own HTTP API uses, so a budget is one budget per node however many processes tak
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 from relay.intake import IntakeError, IntakeFull
@@ -71,14 +72,39 @@ class RemoteRateBudget:
 
 
 class RemoteThrottle:
+    """The owner counts failed AUTHs; it tells every worker what becomes blocked and for how long,
+    so a worker checks its copy (no request per AUTH). A failure is reported and acknowledged
+    before the client hears 535: by then the owner has sent any block it caused to every worker."""
+
+    MAX_KEYS = 100_000
+
     def __init__(self, owner: OwnerLink) -> None:
         self.owner = owner
+        self._until: dict[tuple[str, str], float] = {}  # (kind, key) -> monotonic time it ends
+
+    def block(self, kind: str, key: str, seconds: float) -> None:
+        if len(self._until) >= self.MAX_KEYS:
+            now = time.monotonic()
+            self._until = {k: t for k, t in self._until.items() if t > now}
+            if len(self._until) >= self.MAX_KEYS:
+                self._until.pop(next(iter(self._until)))
+        self._until[(kind, key)] = time.monotonic() + seconds
+
+    def _active(self, kind: str, key: str, now: float) -> bool:
+        until = self._until.get((kind, key))
+        if until is None:
+            return False
+        if until <= now:
+            del self._until[(kind, key)]
+            return False
+        return True
 
     async def blocked(self, ip: str, api_user: str) -> bool:
-        return bool(await self.owner.call("auth_blocked", ip=ip, u=api_user))
+        now = time.monotonic()
+        return self._active("ip", ip, now) or self._active("user", api_user, now)
 
     async def failed(self, ip: str, api_user: str) -> None:
-        self.owner.channel.send("auth_failed", ip=ip, u=api_user)
+        await self.owner.call("auth_failed", ip=ip, u=api_user)
 
 
 class RemoteConnections:

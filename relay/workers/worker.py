@@ -71,6 +71,7 @@ class Worker:
         self.shared_gate = shared_gate
         self.listeners: list[Listener] = []
         self.tls: ssl.SSLContext | None = None
+        self.throttle: RemoteThrottle | None = None
         self._stop = asyncio.Event()
 
     async def run(self) -> None:
@@ -82,6 +83,7 @@ class Worker:
         channel = await open_channel(socket.socket(fileno=self.channel_fd), self._answer)
         serving = asyncio.create_task(channel.serve())
         owner = OwnerLink(channel)
+        self.throttle = RemoteThrottle(owner)
         spool = Spool(cfg.path(cfg.node.spool_dir), fsync=cfg.spool.fsync, batch_max=cfg.spool.group_commit_max,
                       stage_tag=f"w{os.getpid()}")
         await spool.start()
@@ -89,7 +91,7 @@ class Worker:
             self.tls = tls_context(cfg)
             services = submission_services(
                 cfg, storage, intake=RemoteIntake(spool, owner), spool=spool, rate_limiter=RemoteRateBudget(owner),
-                authenticator=authenticator(cfg, storage, RemoteThrottle(owner)), metrics=Metrics(),
+                authenticator=authenticator(cfg, storage, self.throttle), metrics=Metrics(),
                 disk=disk_guard(cfg, spool, owner.waiting_now),
                 connections=RemoteConnections(owner) if self.shared_gate else None)
 
@@ -122,6 +124,9 @@ class Worker:
     def _answer(self, op: str, doc: dict[str, Any]) -> Any:
         if op == "ping":
             return "pong"
+        if op == "auth_block" and self.throttle is not None:
+            self.throttle.block(str(doc["kind"]), str(doc["key"]), float(doc["for"]))
+            return None
         raise ValueError(f"unknown request {op!r}")
 
     def _reload(self) -> None:

@@ -14,6 +14,7 @@ import signal
 import ssl
 from datetime import timedelta
 
+import aiohttp
 import aiosmtplib
 import pytest
 from cryptography import x509
@@ -126,6 +127,35 @@ async def test_auth_failures_are_counted_across_workers(relay_factory: RelayFact
     for _ in range(2):  # blocked in whichever worker the connection lands: even the right key
         code, text = await auth_plain(relay.key)
         assert code == 421 and "Too many authentication failures from your address" in text
+
+
+async def test_http_api_failures_block_smtp_auth_in_the_workers(relay_factory: RelayFactory) -> None:
+    """One failure window per node: failed HTTP logins (in the owner) block AUTH in every worker,
+    and a worker started later gets the block too."""
+    relay = await relay_factory({"intake.workers": 2, "limits.auth_failures_per_ip": 2,
+                                 "http.listen": "127.0.0.1:0"})
+    assert relay.app.http is not None
+    host, port = relay.app.http.addresses[0][:2]
+    basic = base64.b64encode(f"{relay.api_user}:wrong-key".encode()).decode()
+    async with aiohttp.ClientSession() as s:
+        for _ in range(2):
+            async with s.get(f"http://{host}:{port}/v1/messages/NOSUCHID",
+                             headers={"Authorization": f"Basic {basic}"}) as r:
+                assert r.status == 401
+
+    async def auth_code() -> int:
+        c = await relay.client(login=False)
+        token = base64.b64encode(f"\0{relay.api_user}\0{relay.key}".encode())
+        r = await c.execute_command(b"AUTH", b"PLAIN", token)
+        c.close()
+        return r.code
+
+    assert [await auth_code() for _ in range(4)] == [421] * 4
+    old = _workers(relay)
+    for pid in old:
+        os.kill(pid, signal.SIGKILL)
+    await wait_until(lambda: len(_workers(relay)) == 2 and not set(_workers(relay)) & set(old), timeout=20)
+    assert [await auth_code() for _ in range(4)] == [421] * 4  # the new workers' starting copy
 
 
 async def test_connections_per_ip_are_counted_across_workers(relay_factory: RelayFactory) -> None:

@@ -114,3 +114,18 @@ async def test_a_revoke_during_a_shared_read_applies_to_later_callers(setup) -> 
     assert await late is False  # must not get the earlier read's row
     d = await a.authenticate("127.0.0.1", 0, b"app1", b"k-123456789")
     assert not d.ok and d.reply.startswith("535 ")
+
+
+def test_the_failure_throttle_tells_who_becomes_blocked_and_for_how_long() -> None:
+    from relay.smtp.auth import FailureThrottle
+
+    told: list[tuple[str, str, float]] = []
+    throttle = FailureThrottle(per_ip=2, per_user=3, window=60.0)
+    throttle.on_block = lambda kind, key, left: told.append((kind, key, left))
+    throttle.failed_now("192.0.2.1", "app1")
+    assert told == [] and not throttle.blocked_now("192.0.2.1", "app1")
+    throttle.failed_now("192.0.2.1", "app1")  # the IP's second failure: blocked for the window
+    assert [(k, key) for k, key, _ in told] == [("ip", "192.0.2.1")] and 59 < told[0][2] <= 60
+    throttle.failed_now("192.0.2.9", "app1")  # the user's third, from elsewhere
+    assert ("user", "app1") in [(k, key) for k, key, _ in told]
+    assert {(k, key) for k, key, _ in throttle.blocked_list()} == {("ip", "192.0.2.1"), ("user", "app1")}
