@@ -124,8 +124,9 @@ class Worker:
     def _answer(self, op: str, doc: dict[str, Any]) -> Any:
         if op == "ping":
             return "pong"
-        if op == "auth_block" and self.throttle is not None:
-            self.throttle.block(str(doc["kind"]), str(doc["key"]), float(doc["for"]))
+        if op == "auth_block":  # before our throttle exists: the copy sent at "ready" has it
+            if self.throttle is not None:
+                self.throttle.block(str(doc["kind"]), str(doc["key"]), float(doc["for"]))
             return None
         raise ValueError(f"unknown request {op!r}")
 
