@@ -9,8 +9,8 @@ Layout under the spool directory::
 
 A committed file is ``content || envelope-json || footer`` where the 16-byte footer is
 ``b"MRSP1\\n"`` + the envelope length as 10 ASCII digits. The envelope is the whole
-:class:`storage.records.SubmissionRecord`, so the status table can be rebuilt from the spool
-(start-up reconciliation) and delivery needs nothing else.
+:class:`storage.records.SubmissionRecord` (its codec: ``relay/spool_envelope.py``), so the status
+table can be rebuilt from the spool (start-up reconciliation) and delivery needs nothing else.
 
 Guarantee: :meth:`Spool.commit` returns only after the file was written, fsync'd, renamed into
 ``queue/`` and the ``queue/`` directory fsync'd. The 250 reply is sent only after it returns.
@@ -33,7 +33,6 @@ from __future__ import annotations
 
 import asyncio
 import errno
-import json
 import logging
 import os
 import queue
@@ -42,17 +41,11 @@ from collections import OrderedDict
 from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
 
+from relay.spool_envelope import EnvelopeError, decode_envelope, encode_envelope
 from storage.records import (
-    EmailType,
-    MessageRecord,
-    RecipientOutcome,
-    Status,
     SubmissionRecord,
-    SubStatus,
 )
 
 log = logging.getLogger("mailrelay.spool")
@@ -82,82 +75,6 @@ def _spool_error(exc: BaseException) -> SpoolError:
     return SpoolError(str(exc))
 
 
-# region envelope codec
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
-
-
-def encode_envelope(rec: SubmissionRecord) -> bytes:
-    return json.dumps(envelope_doc(rec), ensure_ascii=False, separators=(",", ":")).encode("utf-8")
-
-
-def envelope_doc(rec: SubmissionRecord) -> dict[str, Any]:
-    """The envelope as JSON-ready values (the spool trailer; the intake workers' hand-off)."""
-    m = rec.message
-    return {
-        "v": 1,
-        "email_id": m.email_id,
-        "account_id": m.account_id,
-        "api_user": m.api_user,
-        "sender": m.sender,
-        "subject": m.subject,
-        "label": m.label,
-        "email_type": m.email_type.value if m.email_type else None,
-        "size": m.size,
-        "request_time": _ms(m.request_time),
-        "request_ip": m.request_ip,
-        "node": m.node,
-        "message_id": m.message_id,
-        "opt_out": list(m.opt_out),
-        "custom_args": m.custom_args,
-        "recipients": [
-            [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
-            for r in rec.recipients
-        ],
-    }
-
-
-def decode_envelope(raw: bytes) -> SubmissionRecord:
-    return record_from_doc(json.loads(raw))
-
-
-def record_from_doc(doc: dict[str, Any]) -> SubmissionRecord:
-    if doc.get("v") != 1:
-        raise SpoolError(f"unknown envelope version {doc.get('v')!r}")
-    msg = MessageRecord(
-        email_id=doc["email_id"],
-        account_id=int(doc["account_id"]),
-        api_user=doc["api_user"],
-        sender=doc["sender"],
-        subject=doc["subject"],
-        label=doc["label"],
-        email_type=EmailType(doc["email_type"]) if doc["email_type"] else None,
-        size=int(doc["size"]),
-        request_time=_dt(doc["request_time"]),
-        request_ip=doc["request_ip"],
-        node=doc.get("node", ""),
-        message_id=doc.get("message_id"),
-        opt_out=tuple(doc.get("opt_out", ())),
-        custom_args=doc.get("custom_args"),
-    )
-    rcpts = tuple(
-        RecipientOutcome(
-            recipient=r[0],
-            status=Status(r[1]),
-            sub_status=SubStatus(r[2]) if r[2] is not None else None,
-            reason=r[3],
-            rule=r[4],
-        )
-        for r in doc["recipients"]
-    )
-    return SubmissionRecord(message=msg, recipients=rcpts)
-
-
-# endregion
 
 
 @dataclass
@@ -275,29 +192,27 @@ class Spool:
 
     async def commit(self, writer: SpoolWriter, record: SubmissionRecord) -> None:
         """Make the message durable. Returns only when it is fsync'd and renamed into queue/."""
-        if writer.closed:
-            raise SpoolError("writer already closed")
-        writer.closed = True
-        data = b"".join(writer.buffered)
-        writer.buffered.clear()
-        env = encode_envelope(record)
-        footer = FOOTER_MAGIC + b"%010d" % len(env)
-        await self._submit("commit", writer, data + env + footer)
-        if writer.size == len(data) <= RECENT_ITEM_MAX:  # all of it was in memory: keep it for delivery
+        data = await self._finish(writer, record, "commit")
+        if data is not None:  # all of it was in memory: keep it for delivery
             self._remember(writer.email_id, data)
 
     async def stage(self, writer: SpoolWriter, record: SubmissionRecord) -> tuple[str, bytes | None]:
         """An intake worker's half of :meth:`commit`: the whole file written and fsync'd in tmp/,
         not renamed. Returns the tmp file's name for the owner's :meth:`publish`, and the content
         when it was all in memory and small (the owner keeps it for the first delivery attempt)."""
+        return writer.tmp_path.name, await self._finish(writer, record, "stage")
+
+    async def _finish(self, writer: SpoolWriter, record: SubmissionRecord, kind: str) -> bytes | None:
+        """Write the rest of the message and its envelope trailer, fsync (``kind`` "commit": and
+        rename into queue/). Returns the content when it was all in memory and small, else None."""
         if writer.closed:
             raise SpoolError("writer already closed")
         writer.closed = True
         data = b"".join(writer.buffered)
         writer.buffered.clear()
         env = encode_envelope(record)
-        await self._submit("stage", writer, data + env + FOOTER_MAGIC + b"%010d" % len(env))
-        return writer.tmp_path.name, data if writer.size == len(data) <= RECENT_ITEM_MAX else None
+        await self._submit(kind, writer, data + env + FOOTER_MAGIC + b"%010d" % len(env))
+        return data if writer.size == len(data) <= RECENT_ITEM_MAX else None
 
     async def publish(self, tmp_name: str, email_id: str, content: bytes | None = None) -> None:
         """The owner's half: rename a staged file into queue/ and fsync the directory (batched with
@@ -357,6 +272,12 @@ class Spool:
             yield n[: -len(".msg")]
 
     def read_envelope_sync(self, email_id: str) -> SubmissionRecord:
+        try:
+            return self._read_envelope_sync(email_id)
+        except EnvelopeError as e:
+            raise SpoolError(f"{email_id}: {e}") from e
+
+    def _read_envelope_sync(self, email_id: str) -> SubmissionRecord:
         with open(self.path_of(email_id), "rb") as f:
             f.seek(0, os.SEEK_END)
             end = f.tell()

@@ -41,7 +41,8 @@ from relay.metrics import Metrics
 from relay.rates import MessageRateLimiter
 from relay.smtp.auth import FailureThrottle
 from relay.smtp.conngate import ConnectionGate
-from relay.spool import Spool, record_from_doc
+from relay.spool import Spool
+from relay.spool_envelope import record_from_doc
 from relay.workers.channel import Channel, open_channel
 from storage.records import Status, SubmissionRecord
 

@@ -11,7 +11,8 @@ import time
 from typing import Any
 
 from relay.intake import IntakeError, IntakeFull
-from relay.spool import Spool, SpoolFull, SpoolWriter, envelope_doc
+from relay.spool import Spool, SpoolFull, SpoolWriter
+from relay.spool_envelope import envelope_doc
 from relay.workers.channel import Channel
 from storage.records import SubmissionRecord
 
