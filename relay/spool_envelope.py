@@ -5,9 +5,9 @@ can be rebuilt from the spool and delivery needs nothing else."""
 from __future__ import annotations
 
 import json
-from datetime import UTC, datetime
 from typing import Any
 
+from storage.codec import from_ms, to_ms
 from storage.records import (
     EmailType,
     MessageRecord,
@@ -20,14 +20,6 @@ from storage.records import (
 
 class EnvelopeError(ValueError):
     """Not an envelope this program wrote."""
-
-
-def _dt(ms: int) -> datetime:
-    return datetime.fromtimestamp(ms / 1000, UTC)
-
-
-def _ms(dt: datetime) -> int:
-    return int(dt.timestamp() * 1000)
 
 
 def encode_envelope(rec: SubmissionRecord) -> bytes:
@@ -47,7 +39,7 @@ def envelope_doc(rec: SubmissionRecord) -> dict[str, Any]:
         "label": m.label,
         "email_type": m.email_type.value if m.email_type else None,
         "size": m.size,
-        "request_time": _ms(m.request_time),
+        "request_time": to_ms(m.request_time),
         "request_ip": m.request_ip,
         "node": m.node,
         "message_id": m.message_id,
@@ -76,7 +68,7 @@ def record_from_doc(doc: dict[str, Any]) -> SubmissionRecord:
         label=doc["label"],
         email_type=EmailType(doc["email_type"]) if doc["email_type"] else None,
         size=int(doc["size"]),
-        request_time=_dt(doc["request_time"]),
+        request_time=from_ms(doc["request_time"]),
         request_ip=doc["request_ip"],
         node=doc.get("node", ""),
         message_id=doc.get("message_id"),
