@@ -138,6 +138,8 @@ class Spool:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._removals: list[tuple[str, bool, asyncio.Future[None]]] = []
+        self._remover: asyncio.Task[None] | None = None
 
     # region lifecycle
     def prepare(self) -> int:
@@ -236,8 +238,47 @@ class Spool:
             self._recent_bytes -= len(content)
 
     async def remove(self, email_id: str, *, has_meta: bool = True) -> None:
+        """Delete a delivered message (see :meth:`remove_sync`); returns once it is gone.
+
+        Removals asked for while one thread job runs are done together by the next one: one trip
+        to a thread per batch instead of per message (a trip costs more than the unlink)."""
         self._forget(email_id)
-        await asyncio.to_thread(self.remove_sync, email_id, has_meta=has_meta)
+        loop = asyncio.get_running_loop()
+        done: asyncio.Future[None] = loop.create_future()
+        self._removals.append((email_id, has_meta, done))
+        if self._remover is None:
+            self._remover = loop.create_task(self._remove_pending())
+        await asyncio.shield(done)  # a cancelled caller must not cancel its neighbours' batch
+
+    async def _remove_pending(self) -> None:
+        try:
+            while self._removals:
+                batch, self._removals = self._removals, []
+                try:
+                    errors = await asyncio.to_thread(self._remove_batch, [(e, m) for e, m, _ in batch])
+                except BaseException as e:  # no thread to run it (shutdown) or cancelled: nobody waits forever
+                    for *_, done in batch:
+                        if not done.done():
+                            done.cancel() if isinstance(e, asyncio.CancelledError) else done.set_exception(e)
+                    raise
+                for email_id, _, done in batch:
+                    if done.done():
+                        continue
+                    if email_id in errors:
+                        done.set_exception(errors[email_id])
+                    else:
+                        done.set_result(None)
+        finally:
+            self._remover = None
+
+    def _remove_batch(self, batch: list[tuple[str, bool]]) -> dict[str, OSError]:
+        errors: dict[str, OSError] = {}
+        for email_id, has_meta in batch:
+            try:
+                self.remove_sync(email_id, has_meta=has_meta)
+            except OSError as e:  # fails only its own message
+                errors[email_id] = e
+        return errors
 
     def remove_sync(self, email_id: str, *, has_meta: bool = True) -> None:
         """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""

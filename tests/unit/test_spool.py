@@ -99,6 +99,23 @@ async def test_recent_content_is_served_from_memory_until_removed(spool: Spool) 
         await spool.read_content("HOT")
 
 
+async def test_removals_asked_together_are_all_done_and_a_failure_is_its_own(spool: Spool) -> None:
+    """Removals waiting while a batch runs go in the next one; each caller returns once its own
+    files are gone, and a file that cannot be removed fails only its own caller."""
+    ids = [f"R{i}" for i in range(12)]
+    for email_id in ids:
+        w = spool.new_writer(email_id)
+        await w.write(b"Subject: x\r\n\r\nbody\r\n")
+        await spool.commit(w, _record(email_id))
+        spool.write_meta_sync(email_id, b"{}")
+    spool.path_of("BAD").mkdir()  # unlink() of a directory fails
+    results = await asyncio.gather(*(spool.remove(e) for e in [*ids, "BAD"]), return_exceptions=True)
+    assert results[:-1] == [None] * len(ids)
+    assert isinstance(results[-1], IsADirectoryError)
+    assert sorted(spool.enumerate()) == ["BAD"] and not list(spool.meta_dir.glob("R*.json"))
+    spool.path_of("BAD").rmdir()
+
+
 async def test_failed_fsync_in_a_batch_fails_only_its_message(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
     """A batch's files are fsync'd together: one refused by the disk (ENOSPC) gets SpoolFull,
     leaves no file behind, and the others of the same batch are committed."""
