@@ -41,7 +41,7 @@ class Verdict:
 
     @classmethod
     def cont(cls) -> Verdict:
-        return cls(Decision.CONTINUE, "", None, None, None, None)
+        return _CONTINUE  # immutable and field-less: one object serves every policy and recipient
 
     @classmethod
     def allow(cls, policy: str) -> Verdict:
@@ -54,6 +54,9 @@ class Verdict:
     @property
     def rejected(self) -> bool:
         return self.decision is Decision.REJECT
+
+
+_CONTINUE = Verdict(Decision.CONTINUE, "", None, None, None, None)
 
 
 @dataclass(frozen=True, slots=True)

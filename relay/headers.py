@@ -8,6 +8,7 @@ prepended to every accepted message (RFC 5321 §4.4).
 
 from __future__ import annotations
 
+import functools
 import ipaddress
 import re
 from dataclasses import dataclass
@@ -144,16 +145,24 @@ def with_protocol(*, esmtp: bool, tls: bool, authenticated: bool, smtputf8: bool
     return ("UTF8SMTP" if smtputf8 else "ESMTP") + ("S" if tls else "") + ("A" if authenticated else "")
 
 
+# The caches below hold a few client names and addresses: every message of a busy client repeats them.
+@functools.lru_cache(maxsize=1024)
 def _safe(name: str, limit: int = 255) -> str:
     return _UNSAFE_NAME.sub("", name)[:limit] or "unknown"
 
 
+@functools.lru_cache(maxsize=1024)
 def _address_literal(ip: str) -> str:
     try:
         v6 = ipaddress.ip_address(ip).version == 6
     except ValueError:
         return f"[{_safe(ip, 64)}]"
     return f"[IPv6:{ip}]" if v6 else f"[{ip}]"
+
+
+@functools.lru_cache(maxsize=4)
+def _date_text(at: datetime) -> str:
+    return format_datetime(at)  # whole seconds: messages of the same second share the text
 
 
 def received_header(
@@ -168,7 +177,7 @@ def received_header(
     if api_user:
         lines.append(f"\t(Authenticated sender: {_safe(api_user)})")
     by = f"\tby {_safe(hostname)} (mailrelay) with {protocol} id {email_id}"
-    date = format_datetime(at)
+    date = _date_text(at.replace(microsecond=0))
     if len(recipients) == 1:
         lines.append(by)
         lines.append(f"\tfor <{recipients[0]}>; {date}")

@@ -78,6 +78,10 @@ class DkimKeys:
     def _fresh(self) -> bool:
         return self._keys is not None and self._clock() - self._loaded_at < self._ttl
 
+    def known_empty(self) -> bool:
+        """No key at all, by a snapshot still fresh: nothing can be signed, no need to look."""
+        return self._fresh() and not self._keys
+
     async def current(self) -> tuple[DkimKey, ...]:
         if self._fresh():
             assert self._keys is not None
@@ -162,9 +166,17 @@ class _Message:
     """What one spooled message needs for every recipient (its content is immutable)."""
 
     names: list[str]  # header field names, in order
-    from_domain: str | None  # the single From address's domain (A-labels), or None: never signed
+    from_values: list[bytes]  # the From fields' values
     added: bytes  # message-level header lines added at delivery
     signatures: dict[tuple[str, str, str], bytes] = field(default_factory=dict)
+    _from_domain: str | bool | None = False  # False: not parsed yet (only needed when a key exists)
+
+    @property
+    def from_domain(self) -> str | None:
+        """The single From address's domain (A-labels), or None: never signed."""
+        if self._from_domain is False:
+            self._from_domain = from_domain(self.from_values)
+        return self._from_domain  # type: ignore[return-value]
 
 
 def _split(content: bytes) -> tuple[bytes, bytes]:
@@ -242,7 +254,7 @@ class Outgoing:
             parts = (item.label or "default", item.api_user, account, FEEDBACK_ID_SENDER)
             added += _line("Feedback-ID", ":".join(_fbl_field(p) for p in parts))
             names.append("Feedback-ID")
-        msg = _Message(names, from_domain([v for n, v in fields if n == "from"]), added)
+        msg = _Message(names, [v for n, v in fields if n == "from"], added)
         self._messages[item.email_id] = msg
         if len(self._messages) > _MESSAGE_CACHE:
             self._messages.popitem(last=False)
@@ -268,7 +280,7 @@ class Outgoing:
                 names = [*names, name]
         message = head + msg.added + extra + rest
         key = None
-        if self._keys is not None and msg.from_domain is not None:
+        if self._keys is not None and not self._keys.known_empty() and msg.from_domain is not None:
             key = choose_key(await self._keys.current(), msg.from_domain, item.account_id)
         if key is None:
             return message
