@@ -29,10 +29,11 @@ class JsonFormatter(logging.Formatter):
     """One JSON object per record. Two lines per message are logged at full rate (accepted,
     delivered), so this is kept cheap: a cached timestamp per second, one shared encoder."""
 
-    def __init__(self) -> None:
+    def __init__(self, fields: dict[str, str | int] | None = None) -> None:
         super().__init__()
         self._second = -1
         self._prefix = ""
+        self._fields = dict(fields or {})  # on every line, e.g. which process wrote it
 
     def _ts(self, created: float) -> str:
         secs = int(created)
@@ -46,6 +47,7 @@ class JsonFormatter(logging.Formatter):
             "level": record.levelname.lower(),
             "logger": record.name,
             "msg": record.getMessage(),
+            **self._fields,
         }
         for k, v in record.__dict__.items():
             if k not in _STD and k[0] != "_":
@@ -56,20 +58,25 @@ class JsonFormatter(logging.Formatter):
 
 
 class TextFormatter(logging.Formatter):
+    def __init__(self, fields: dict[str, str | int] | None = None) -> None:
+        super().__init__()
+        self._prefix = "".join(f"[{k}={v}] " for k, v in (fields or {}).items())
+
     def format(self, record: logging.LogRecord) -> str:
         extras = " ".join(
             f"{k}={v}" for k, v in vars(record).items() if k not in _STD and not k.startswith("_")
         )
-        base = f"{record.levelname.lower():7} {record.name}: {record.getMessage()}"
+        base = f"{self._prefix}{record.levelname.lower():7} {record.name}: {record.getMessage()}"
         out = f"{base} {extras}" if extras else base
         if record.exc_info:
             out += "\n" + self.formatException(record.exc_info)
         return out
 
 
-def setup_logging(level: str = "info", fmt: str = "json") -> None:
+def setup_logging(level: str = "info", fmt: str = "json", fields: dict[str, str | int] | None = None) -> None:
+    """``fields``: added to every line (an intake worker names itself: ``process``, ``pid``)."""
     handler = logging.StreamHandler(sys.stderr)
-    handler.setFormatter(JsonFormatter() if fmt == "json" else TextFormatter())
+    handler.setFormatter(JsonFormatter(fields) if fmt == "json" else TextFormatter(fields))
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level.upper())

@@ -139,6 +139,8 @@ class Worker:
         logging.getLogger().setLevel(new.log.level.upper())
         if self.tls is not None:
             reload_tls(self.tls, new)
+        log.info("intake worker reloaded its configuration", extra={
+            "event": "worker_reloaded", "log_level": new.log.level, "tls": self.tls is not None})
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -152,7 +154,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     die_with_owner(args.owner_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the whole group: the owner stops us
     cfg = load_config(args.home / CONFIG_NAME)
-    setup_logging(cfg.log.level, cfg.log.format)
+    setup_logging(cfg.log.level, cfg.log.format, fields={"process": "intake-worker", "pid": os.getpid()})
     listeners = [(name, int(fd)) for name, _, fd in (item.partition(":") for item in args.listener)]
     worker = Worker(cfg, args.channel_fd, listeners, args.shared_gate)
     try:

@@ -91,6 +91,11 @@ def test_sighup_reloads_without_stopping(tmp_path: Path) -> None:
         _until(lambda: any(e.get("event") == "reloaded" for e in _log_events(log)), "reload logged")
         reloaded = next(e for e in _log_events(log) if e.get("event") == "reloaded")
         assert reloaded["applied"] == ["http.search_per_minute"] and reloaded["needs_restart"] == ["log.format"]
+        # the intake worker got the SIGHUP too; its lines say which process wrote them
+        _until(lambda: any(e.get("event") == "worker_reloaded" for e in _log_events(log)), "worker reload logged")
+        worker_line = next(e for e in _log_events(log) if e.get("event") == "worker_reloaded")
+        assert worker_line["process"] == "intake-worker" and worker_line["pid"] != proc.pid
+        assert "process" not in reloaded  # the owner's lines
         statuses = [_search(http_port) for _ in range(3)]  # the budget of this minute is now 2
         assert [s for s, _ in statuses][-1] == 429
         assert "at most 2 status searches per minute" in str(statuses[-1][1]["message"])
