@@ -196,3 +196,36 @@ def _restore_root_logging() -> Iterator[None]:
     yield
     root.handlers[:] = handlers
     root.setLevel(level)
+
+
+# region the feedback corpus table in the terminal summary (tests/unit/feedback/fb_scoring.py)
+# With pytest-xdist the corpus test runs in a worker: its table comes back in the worker's output.
+_worker_fb_summaries: list[list[str]] = []
+
+
+def _fb_summary() -> list[str]:
+    import sys
+
+    return list(getattr(sys.modules.get("fb_scoring"), "SUMMARY", None) or [])
+
+
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    workeroutput = getattr(session.config, "workeroutput", None)
+    if workeroutput is not None:  # an xdist worker: hand the table to the main process
+        workeroutput["fb_summary"] = _fb_summary()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node: Any, error: Any) -> None:
+    lines = getattr(node, "workeroutput", {}).get("fb_summary")
+    if lines:
+        _worker_fb_summaries.append(list(lines))
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    lines = _fb_summary() or next(iter(_worker_fb_summaries), [])
+    if lines:
+        terminalreporter.write_sep("-", "feedback parser corpus")
+        for line in lines:
+            terminalreporter.write_line(line)
+# endregion

@@ -119,5 +119,32 @@ class Browser:
         self.find("#admin_token").submit()
         self.wait(lambda: "/console/status" in self.driver.current_url)
 
+    def reuse(self, base: str, out: Path) -> None:
+        """Hand this browser to the next test as if it were new: that test's relay and output
+        directory; nothing of the last test's pages, cookies, storage, cache or window size."""
+        self.base = base.rstrip("/")
+        self.out = out
+        self.downloads = out / "downloads"
+        self.downloads.mkdir(parents=True, exist_ok=True)
+        self.driver.execute_cdp_cmd("Page.setDownloadBehavior",
+                                    {"behavior": "allow", "downloadPath": str(self.downloads)})
+        self.shots = 0
+        if self.mobile:
+            self._viewport(1000)
+        else:
+            self.driver.set_window_size(self.width, 1000)
+
+    def reset(self) -> None:
+        """After a test: leave a blank page and forget what the test's pages stored."""
+        try:
+            self.driver.switch_to.alert.dismiss()
+        except NoAlertPresentException:
+            pass
+        self.driver.get("about:blank")
+        self.driver.delete_all_cookies()  # cookies belong to a host, whatever the port: clear them all
+        self.driver.execute_cdp_cmd("Network.clearBrowserCookies", {})
+        self.driver.execute_cdp_cmd("Network.clearBrowserCache", {})
+        self.driver.execute_cdp_cmd("Storage.clearDataForOrigin", {"origin": self.base, "storageTypes": "all"})
+
     def close(self) -> None:
         self.driver.quit()

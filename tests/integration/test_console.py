@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import gzip
 import re
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from datetime import timedelta
 from pathlib import Path
 
@@ -44,22 +44,41 @@ def _base(relay: RelayUnderTest) -> str:
 BrowserFactory = Callable[..., Awaitable[Browser]]
 
 
+@pytest.fixture(scope="module")
+def chromium() -> Iterator[dict[int, Browser]]:
+    """One Chromium per window width for the whole module (starting one takes a second or more);
+    each test gets it reset (:meth:`Browser.reuse`, :meth:`Browser.reset`)."""
+    pool: dict[int, Browser] = {}
+    yield pool
+    for b in pool.values():
+        b.close()
+
+
 @pytest.fixture
-async def browser(tmp_path: Path) -> AsyncIterator[BrowserFactory]:
-    """``await browser(base_url)`` starts the browser once the relay's address is known."""
+async def browser(tmp_path: Path, chromium: dict[int, Browser]) -> AsyncIterator[BrowserFactory]:
+    """``await browser(base_url)`` hands out the browser once the relay's address is known."""
     missing = available()
     if missing is not None:  # make test installs it (scripts/system-deps.sh): never skip silently
         pytest.fail(missing)
-    started: list[Browser] = []
+    used: list[Browser] = []
 
     async def start(base: str, width: int = 1280) -> Browser:
-        b = await asyncio.to_thread(Browser, base, tmp_path / "screens", width)
-        started.append(b)
+        b = chromium.get(width)
+        if b is None:
+            b = chromium[width] = await asyncio.to_thread(Browser, base, tmp_path / "screens", width)
+        else:
+            await asyncio.to_thread(b.reuse, base, tmp_path / "screens")
+        used.append(b)
         return b
 
     yield start
-    for b in started:
-        await asyncio.to_thread(b.close)
+    for b in used:
+        try:
+            await asyncio.to_thread(b.reset)
+        except Exception:  # a browser that cannot be reset is not handed to the next test
+            chromium.pop(b.width, None)
+            await asyncio.to_thread(b.close)
+            raise
 
 
 async def _send(relay: RelayUnderTest, rcpts: list[str], subject: str = "hello",

@@ -221,11 +221,17 @@ async def test_a_killed_worker_is_replaced_and_what_it_held_is_released(relay_fa
     assert text.rsplit(" ", 1)[1] in _queued(relay)
 
 
-async def test_a_hung_worker_is_killed_and_replaced(relay_factory: RelayFactory) -> None:
+async def test_a_hung_worker_is_killed_and_replaced(relay_factory: RelayFactory,
+                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    # the heartbeat's first sleep starts with the App: pinging every 0.2 s from the start spares
+    # waiting out the shipped PING_EVERY (5 s) before the first round (and no ping is in flight
+    # with the shipped 20 s timeout when the worker hangs)
+    monkeypatch.setattr("relay.workers.owner.PING_EVERY", 0.2)
+    monkeypatch.setattr("relay.workers.owner.PING_TIMEOUT", 1.0)
     relay = await relay_factory({"intake.workers": 1})
     workers = relay.app.intake_workers
     assert workers is not None
-    workers.ping_every, workers.ping_timeout = 0.2, 1.0  # from the next round of pings (<= 5 s)
+    assert (workers.ping_every, workers.ping_timeout) == (0.2, 1.0)
     old = _workers(relay)[0]
     os.kill(old, signal.SIGSTOP)  # alive but answering nothing, like a loop stuck in a blocking call
     try:

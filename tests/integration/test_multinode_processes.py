@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+import tomllib
 import urllib.error
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -30,6 +31,7 @@ from typing import Any
 import pytest
 
 from relay.cli import main
+from relay.config_render import render_config
 from tests.integration.conftest import _create_pg_database, _drop_pg_database
 
 KEY = "multinode-key-0123456789"
@@ -83,6 +85,14 @@ def _cli(*argv: str) -> None:
     assert main(list(argv)) == 0, argv
 
 
+def _set(home: Path, settings: dict[str, Any]) -> None:
+    """Change keys of the mailrelay.toml `init` wrote, as an operator edits it."""
+    path = home / "mailrelay.toml"
+    table = tomllib.loads(path.read_text())
+    flat = {f"{section}.{key}": value for section, keys in table.items() for key, value in keys.items()}
+    path.write_text(render_config({**flat, **settings}))
+
+
 def _until(pred: Callable[[], bool], timeout: float, what: str) -> float:
     """Poll ``pred``; returns the seconds it took, fails after ``timeout``."""
     start = time.monotonic()
@@ -101,6 +111,8 @@ def nodes(tmp_path: Path) -> Iterator[tuple[Node, Node]]:
         for n in pair:
             _cli("init", "--home", str(n.home), "--smtp", f"127.0.0.1:{n.smtp_port}", "--http",
                  f"127.0.0.1:{n.http_port}", "--storage-url", url, "--node-name", n.name, "--no-delivery")
+            # the tests refuse stale keys on purpose: answer each at once, not after the 1 s pause
+            _set(n.home, {"limits.auth_failure_delay": "0s"})
         _cli("users", "add", "app1", "--account", "acme", "--key", KEY, "--home", str(pair[0].home))
         for n in pair:
             n.proc = subprocess.Popen([sys.executable, "-m", "relay", "serve", "--home", str(n.home)],

@@ -185,7 +185,9 @@ async def test_a_grep_of_the_email_id_shows_the_message_life_and_metrics_count_i
 
 
 async def test_pending_per_site_and_spool_gauges(relay_factory: RelayFactory, sink: ScriptedMx) -> None:
-    relay = await _start(relay_factory, sink, **{"delivery.retry_schedule": ["1h"]})
+    # 451 4.3.2 is a site's push-back: its rate falls to sites.min_rate (0.2/s by default, one
+    # attempt per 5 s); a higher floor lets the four deferrals happen at once
+    relay = await _start(relay_factory, sink, **{"delivery.retry_schedule": ["1h"], "sites.min_rate": 20.0})
     sink.set(rcpt="451 4.3.2 try later")
     c = await relay.client()
     for i in range(2):

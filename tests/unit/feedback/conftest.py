@@ -1,14 +1,3 @@
-"""Show the feedback corpus accuracy table in pytest's terminal summary (also without -s)."""
-
-from __future__ import annotations
-
-from typing import Any
-
-
-def pytest_terminal_summary(terminalreporter: Any) -> None:
-    import fb_scoring
-
-    if fb_scoring.SUMMARY:
-        terminalreporter.write_sep("-", "feedback parser corpus")
-        for line in fb_scoring.SUMMARY:
-            terminalreporter.write_line(line)
+"""The feedback corpus accuracy table (``fb_scoring.SUMMARY``, filled by test_fb_corpus.py) is
+shown in pytest's terminal summary, also without -s: by tests/conftest.py, which the main
+process loads also when the tests run in xdist workers."""
