@@ -54,15 +54,3 @@ class MessageRateLimiter:
 
     async def acquire(self, api_user: str, messages: int = 1) -> bool:
         return self.allow(api_user, messages)
-
-    def lease(self, api_user: str, most: int) -> int:
-        """Take up to ``most`` more tokens ahead, for an intake worker to spend without asking at
-        each MAIL; only what keeps the bucket above half full. So near the limit every message is
-        asked for one by one (exact across workers), and leased tokens are spent tokens: the node's
-        budget is never exceeded. Call right after a successful :meth:`allow` (bucket up to date)."""
-        b = self._buckets.get(api_user)
-        if b is None or most <= 0:
-            return 0
-        n = max(0, min(most, int(b.tokens - self.burst / 2)))
-        b.tokens -= n
-        return n

@@ -297,12 +297,8 @@ class IntakeWorkers:
             if worker.proc.returncode is None:
                 worker.channel.send("auth_block", kind=kind, key=key, **{"for": left})
 
-    def _rate(self, worker: _Worker, doc: dict[str, Any]) -> list[Any]:
-        """[allowed, tokens leased ahead] (see RemoteRateBudget)."""
-        user = str(doc["u"])
-        if not self.s.rate_limiter.allow(user, int(doc.get("n", 1))):
-            return [False, 0]
-        return [True, self.s.rate_limiter.lease(user, min(int(doc.get("lease", 0)), 64))]
+    def _rate(self, worker: _Worker, doc: dict[str, Any]) -> bool:
+        return self.s.rate_limiter.allow(str(doc["u"]), int(doc.get("n", 1)))
 
     def _auth_failed(self, worker: _Worker, doc: dict[str, Any]) -> None:
         self.s.throttle.failed_now(str(doc["ip"]), str(doc["u"]))

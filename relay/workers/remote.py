@@ -8,7 +8,6 @@ own HTTP API uses, so a budget is one budget per node however many processes tak
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
 from typing import Any
 
 from relay.intake import IntakeError, IntakeFull
@@ -66,34 +65,11 @@ class RemoteIntake:
 
 
 class RemoteRateBudget:
-    """The owner's per-API_USER budget. Each request also asks for a small lease of tokens
-    (:meth:`MessageRateLimiter.lease`: granted only while the bucket is above half full), spent
-    here without a request for up to ``LEASE_SECONDS``: far from the limit a MAIL costs no round
-    trip; near it every MAIL asks. Unspent leased tokens expire (a sibling worker may meanwhile be
-    refused at most ``LEASE`` tokens early; never is the limit exceeded)."""
-
-    LEASE = 16
-    LEASE_SECONDS = 1.0
-
-    def __init__(self, owner: OwnerLink, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, owner: OwnerLink) -> None:
         self.owner = owner
-        self.clock = clock
-        self._prepaid: dict[str, tuple[int, float]] = {}  # api_user -> (tokens, valid until)
 
     async def acquire(self, api_user: str, messages: int = 1) -> bool:
-        now = self.clock()
-        held = self._prepaid.pop(api_user, None)
-        if held is not None and held[1] > now and held[0] >= messages:
-            if held[0] > messages:
-                self._prepaid[api_user] = (held[0] - messages, held[1])
-            return True
-        answer = await self.owner.call("rate", u=api_user, n=messages, lease=self.LEASE)
-        ok, lease = (answer[0], answer[1]) if isinstance(answer, list) else (answer, 0)
-        if ok and lease:
-            if len(self._prepaid) > 1000:  # users gone quiet: drop what expired
-                self._prepaid = {u: h for u, h in self._prepaid.items() if h[1] > now}
-            self._prepaid[api_user] = (int(lease), self.clock() + self.LEASE_SECONDS)
-        return bool(ok)
+        return bool(await self.owner.call("rate", u=api_user, n=messages))
 
 
 class RemoteThrottle:
