@@ -32,6 +32,7 @@ hand-off is removed by the owner (:meth:`Spool.purge_staged`), as unfinished rec
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import errno
 import logging
 import os
@@ -59,6 +60,13 @@ RECENT_BUDGET = 32 * 1024 * 1024
 RECENT_ITEM_MAX = 128 * 1024
 #: Threads issuing a batch's file fsyncs together (see the module docstring).
 FSYNC_THREADS = 8
+#: How long a stop waits for removals of delivered messages still in flight (each is one unlink).
+STOP_REMOVALS_TIMEOUT = 10.0
+
+
+def _retrieve(done: asyncio.Future[None]) -> None:
+    if not done.cancelled():
+        done.exception()
 
 
 class SpoolError(Exception):
@@ -166,6 +174,9 @@ class Spool:
         self._thread.start()
 
     async def stop(self) -> None:
+        if self._remover is not None:  # delivered messages whose files are being removed: finish that
+            with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._remover), STOP_REMOVALS_TIMEOUT)
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -245,6 +256,7 @@ class Spool:
         self._forget(email_id)
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
+        done.add_done_callback(_retrieve)  # its caller may be gone (cancelled): no "never retrieved"
         self._removals.append((email_id, has_meta, done))
         if self._remover is None:
             self._remover = loop.create_task(self._remove_pending())
@@ -256,8 +268,9 @@ class Spool:
                 batch, self._removals = self._removals, []
                 try:
                     errors = await asyncio.to_thread(self._remove_batch, [(e, m) for e, m, _ in batch])
-                except BaseException as e:  # no thread to run it (shutdown) or cancelled: nobody waits forever
-                    for *_, done in batch:
+                except BaseException as e:  # no thread to run it (shutdown) or cancelled: nobody waits forever,
+                    pending, self._removals = batch + self._removals, []  # not even those asked meanwhile
+                    for *_, done in pending:
                         if not done.done():
                             done.cancel() if isinstance(e, asyncio.CancelledError) else done.set_exception(e)
                     raise

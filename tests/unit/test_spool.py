@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import errno
 import os
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -114,6 +115,55 @@ async def test_removals_asked_together_are_all_done_and_a_failure_is_its_own(spo
     assert isinstance(results[-1], IsADirectoryError)
     assert sorted(spool.enumerate()) == ["BAD"] and not list(spool.meta_dir.glob("R*.json"))
     spool.path_of("BAD").rmdir()
+
+
+async def _committed(spool: Spool, *ids: str) -> None:
+    for email_id in ids:
+        w = spool.new_writer(email_id)
+        await w.write(b"Subject: x\r\n\r\nbody\r\n")
+        await spool.commit(w, _record(email_id))
+
+
+def _slow_removals(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
+    """Removals wait in their thread until the returned event is set."""
+    gate, real = threading.Event(), spool._remove_batch
+
+    def slow(batch: list[tuple[str, bool]]) -> dict[str, OSError]:
+        gate.wait(5)
+        return real(batch)
+
+    monkeypatch.setattr(spool, "_remove_batch", slow)
+    return gate
+
+
+async def test_a_removal_batch_cut_short_leaves_nobody_waiting(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The batch's task cancelled (the loop shutting down) while its thread runs: its callers and
+    those who asked meanwhile are all answered, none waits for a batch that never comes."""
+    await _committed(spool, "A", "B")
+    gate = _slow_removals(spool, monkeypatch)
+    first = asyncio.create_task(spool.remove("A", has_meta=False))
+    await asyncio.sleep(0.05)  # A's batch is in its thread
+    second = asyncio.create_task(spool.remove("B", has_meta=False))  # waits for the next batch
+    await asyncio.sleep(0.05)
+    remover = spool._remover
+    assert remover is not None
+    remover.cancel()
+    gate.set()
+    results = await asyncio.wait_for(asyncio.gather(first, second, return_exceptions=True), 5)
+    assert all(isinstance(r, asyncio.CancelledError) for r in results)
+
+
+async def test_stop_finishes_removals_in_flight(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A stop cancels delivery (the caller of remove) but waits for the unlink itself: a delivered
+    message's file left behind would be delivered again at the next start."""
+    await _committed(spool, "DONE")
+    gate = _slow_removals(spool, monkeypatch)
+    caller = asyncio.create_task(spool.remove("DONE", has_meta=False))
+    await asyncio.sleep(0.05)
+    caller.cancel()
+    threading.Timer(0.3, gate.set).start()
+    await spool.stop()
+    assert not spool.path_of("DONE").exists()
 
 
 async def test_failed_fsync_in_a_batch_fails_only_its_message(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> None:
