@@ -12,7 +12,7 @@ import functools
 import ipaddress
 import re
 from dataclasses import dataclass
-from datetime import datetime
+from datetime import datetime, timedelta
 from email.header import decode_header, make_header
 from email.utils import format_datetime
 
@@ -161,8 +161,10 @@ def _address_literal(ip: str) -> str:
 
 
 @functools.lru_cache(maxsize=4)
-def _date_text(at: datetime) -> str:
-    return format_datetime(at)  # whole seconds: messages of the same second share the text
+def _date_text(at: datetime, _offset: timedelta | None) -> str:
+    # whole seconds: messages of the same second share the text; the offset is part of the key
+    # because equal instants in two zones are equal datetimes but print differently
+    return format_datetime(at)
 
 
 def received_header(
@@ -177,7 +179,8 @@ def received_header(
     if api_user:
         lines.append(f"\t(Authenticated sender: {_safe(api_user)})")
     by = f"\tby {_safe(hostname)} (mailrelay) with {protocol} id {email_id}"
-    date = _date_text(at.replace(microsecond=0))
+    whole = at.replace(microsecond=0)
+    date = _date_text(whole, whole.utcoffset())
     if len(recipients) == 1:
         lines.append(by)
         lines.append(f"\tfor <{recipients[0]}>; {date}")

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta, timezone
 
 from relay.headers import find_header_end, process_headers, received_header, with_protocol
 from storage.records import EmailType
@@ -55,6 +55,17 @@ def test_received_header_one_recipient() -> None:
                  b"\t(Authenticated sender: app1)\r\n"
                  b"\tby relay.example.com (mailrelay) with ESMTPSA id E123\r\n"
                  b"\tfor <bob@example.org>; Thu, 03 Dec 2026 08:17:08 +0000\r\n")
+
+
+def test_received_header_dates_of_one_second_and_of_two_zones() -> None:
+    """The date text is reused within a second (cached), never across zones or seconds."""
+    def date(at: datetime) -> str:
+        return received_header(helo="c", peer_ip="192.0.2.7", api_user=None, hostname="r", protocol="ESMTP",
+                               email_id="E", recipients=["b@example.org"], at=at).decode().rsplit("; ", 1)[1]
+
+    assert date(AT) == date(AT.replace(microsecond=999_999)) == "Thu, 03 Dec 2026 08:17:08 +0000\r\n"
+    assert date(AT.astimezone(timezone(timedelta(hours=1)))) == "Thu, 03 Dec 2026 09:17:08 +0100\r\n"
+    assert date(AT + timedelta(seconds=1)) == "Thu, 03 Dec 2026 08:17:09 +0000\r\n"
 
 
 def test_received_header_several_recipients_ipv6_and_hostile_helo() -> None:
