@@ -32,7 +32,6 @@ hand-off is removed by the owner (:meth:`Spool.purge_staged`), as unfinished rec
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import logging
 import os
@@ -44,6 +43,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from relay.batched_calls import BatchedCalls
 from relay.spool_envelope import EnvelopeError, decode_envelope, encode_envelope
 from storage.records import (
     SubmissionRecord,
@@ -62,11 +62,6 @@ RECENT_ITEM_MAX = 128 * 1024
 FSYNC_THREADS = 8
 #: How long a stop waits for removals of delivered messages still in flight (each is one unlink).
 STOP_REMOVALS_TIMEOUT = 10.0
-
-
-def _retrieve(done: asyncio.Future[None]) -> None:
-    if not done.cancelled():
-        done.exception()
 
 
 class SpoolError(Exception):
@@ -146,8 +141,7 @@ class Spool:
         self._recent: OrderedDict[str, bytes] = OrderedDict()
         self._recent_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._removals: list[tuple[str, bool, asyncio.Future[None]]] = []
-        self._remover: asyncio.Task[None] | None = None
+        self._removals = BatchedCalls[tuple[str, bool]](lambda item: self.remove_sync(item[0], has_meta=item[1]))
 
     # region lifecycle
     def prepare(self) -> int:
@@ -174,9 +168,7 @@ class Spool:
         self._thread.start()
 
     async def stop(self) -> None:
-        if self._remover is not None:  # delivered messages whose files are being removed: finish that
-            with contextlib.suppress(Exception, asyncio.CancelledError, TimeoutError):
-                await asyncio.wait_for(asyncio.shield(self._remover), STOP_REMOVALS_TIMEOUT)
+        await self._removals.drain(STOP_REMOVALS_TIMEOUT)  # delivered messages' files: finish removing them
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -249,49 +241,10 @@ class Spool:
             self._recent_bytes -= len(content)
 
     async def remove(self, email_id: str, *, has_meta: bool = True) -> None:
-        """Delete a delivered message (see :meth:`remove_sync`); returns once it is gone.
-
-        Removals asked for while one thread job runs are done together by the next one: one trip
-        to a thread per batch instead of per message (a trip costs more than the unlink)."""
+        """Delete a delivered message (see :meth:`remove_sync`); returns once it is gone. Removals
+        share thread trips (relay/batched_calls.py): an unlink costs less than the trip."""
         self._forget(email_id)
-        loop = asyncio.get_running_loop()
-        done: asyncio.Future[None] = loop.create_future()
-        done.add_done_callback(_retrieve)  # its caller may be gone (cancelled): no "never retrieved"
-        self._removals.append((email_id, has_meta, done))
-        if self._remover is None:
-            self._remover = loop.create_task(self._remove_pending())
-        await asyncio.shield(done)  # a cancelled caller must not cancel its neighbours' batch
-
-    async def _remove_pending(self) -> None:
-        try:
-            while self._removals:
-                batch, self._removals = self._removals, []
-                try:
-                    errors = await asyncio.to_thread(self._remove_batch, [(e, m) for e, m, _ in batch])
-                except BaseException as e:  # no thread to run it (shutdown) or cancelled: nobody waits forever,
-                    pending, self._removals = batch + self._removals, []  # not even those asked meanwhile
-                    for *_, done in pending:
-                        if not done.done():
-                            done.cancel() if isinstance(e, asyncio.CancelledError) else done.set_exception(e)
-                    raise
-                for email_id, _, done in batch:
-                    if done.done():
-                        continue
-                    if email_id in errors:
-                        done.set_exception(errors[email_id])
-                    else:
-                        done.set_result(None)
-        finally:
-            self._remover = None
-
-    def _remove_batch(self, batch: list[tuple[str, bool]]) -> dict[str, OSError]:
-        errors: dict[str, OSError] = {}
-        for email_id, has_meta in batch:
-            try:
-                self.remove_sync(email_id, has_meta=has_meta)
-            except OSError as e:  # fails only its own message
-                errors[email_id] = e
-        return errors
+        await self._removals.run((email_id, has_meta))
 
     def remove_sync(self, email_id: str, *, has_meta: bool = True) -> None:
         """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""

@@ -126,13 +126,13 @@ async def _committed(spool: Spool, *ids: str) -> None:
 
 def _slow_removals(spool: Spool, monkeypatch: pytest.MonkeyPatch) -> threading.Event:
     """Removals wait in their thread until the returned event is set."""
-    gate, real = threading.Event(), spool._remove_batch
+    gate, real = threading.Event(), spool.remove_sync
 
-    def slow(batch: list[tuple[str, bool]]) -> dict[str, OSError]:
+    def slow(email_id: str, *, has_meta: bool = True) -> None:
         gate.wait(5)
-        return real(batch)
+        real(email_id, has_meta=has_meta)
 
-    monkeypatch.setattr(spool, "_remove_batch", slow)
+    monkeypatch.setattr(spool, "remove_sync", slow)
     return gate
 
 
@@ -145,7 +145,7 @@ async def test_a_removal_batch_cut_short_leaves_nobody_waiting(spool: Spool, mon
     await asyncio.sleep(0.05)  # A's batch is in its thread
     second = asyncio.create_task(spool.remove("B", has_meta=False))  # waits for the next batch
     await asyncio.sleep(0.05)
-    remover = spool._remover
+    remover = spool._removals._task
     assert remover is not None
     remover.cancel()
     gate.set()
