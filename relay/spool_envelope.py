@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
-from storage.codec import from_ms, to_ms
+from storage.codec import from_ms, message_params
 from storage.records import (
     EmailType,
     MessageRecord,
@@ -27,24 +27,13 @@ def encode_envelope(rec: SubmissionRecord) -> bytes:
 
 
 def envelope_doc(rec: SubmissionRecord) -> dict[str, Any]:
-    """The envelope as JSON-ready values (the spool trailer; the intake workers' hand-off)."""
-    m = rec.message
+    """The envelope as JSON-ready values (the spool trailer; the intake workers' hand-off): the
+    message's fields as the status rows store them (one list of them: storage.codec), plus the
+    per-message opt-outs and the recipients."""
     return {
         "v": 1,
-        "email_id": m.email_id,
-        "account_id": m.account_id,
-        "api_user": m.api_user,
-        "sender": m.sender,
-        "subject": m.subject,
-        "label": m.label,
-        "email_type": m.email_type.value if m.email_type else None,
-        "size": m.size,
-        "request_time": to_ms(m.request_time),
-        "request_ip": m.request_ip,
-        "node": m.node,
-        "message_id": m.message_id,
-        "opt_out": list(m.opt_out),
-        "custom_args": m.custom_args,
+        **message_params(rec.message),
+        "opt_out": list(rec.message.opt_out),
         "recipients": [
             [r.recipient, int(r.status), int(r.sub_status) if r.sub_status else None, r.reason, r.rule]
             for r in rec.recipients
