@@ -15,8 +15,10 @@ def storage_url(cfg: Config) -> str:
     return os.environ.get("MAILRELAY_DATABASE_URL") or cfg.storage.url or default_sqlite_url(cfg.home)
 
 
-async def open_checked_storage(cfg: Config, observe: StorageObserver | None = None) -> Storage:
-    storage = await open_storage(storage_url(cfg), observe=observe)
+async def open_checked_storage(
+    cfg: Config, observe: StorageObserver | None = None, *, sqlite_readers: int = 4
+) -> Storage:
+    storage = await open_storage(storage_url(cfg), observe=observe, sqlite_readers=sqlite_readers)
     state = await storage.schema_state()
     if state.behind:
         await storage.close()

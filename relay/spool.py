@@ -15,12 +15,16 @@ table can be rebuilt from the spool (start-up reconciliation) and delivery needs
 Guarantee: :meth:`Spool.commit` returns only after the file was written, fsync'd, renamed into
 ``queue/`` and the ``queue/`` directory fsync'd. The 250 reply is sent only after it returns.
 Commits are group-committed: one worker thread takes every commit waiting at that moment, writes
-each file, fsyncs the batch's files concurrently (on FSYNC_THREADS helper threads), renames them
-and then fsyncs the directory ONCE for the whole batch. Concurrent fsyncs matter: one after the
-other, each waits for its own journal commit (~1 ms here, more while SQLite commits too), which
-made the spool worker the ceiling of the accept rate and ~80 % of a kept-open transaction's
-latency; issued together, the file system commits them in one journal transaction. Nothing here
-runs on the event loop except bookkeeping; file I/O is on the worker threads.
+each file, starts the write-back of all of the batch's files at once (``sync_file_range``, Linux),
+then fsyncs them one by one, renames them and fsyncs the directory ONCE for the whole batch.
+Starting the write-back together matters: plain fsyncs one after the other each wait for their
+own data write and journal commit (~1 ms here, more while SQLite commits too), which made the
+spool worker the ceiling of the accept rate; with the data of the whole batch already in flight,
+the first fsync's journal commit carries the others' allocations and their fsyncs return at
+once (10 files: 2.2 ms one by one, 1.5 ms on 8 helper threads as before, 1.1 ms this way), on
+this one thread, without helpers to wake and hand the GIL to. The fsync of every file is still
+what the guarantee rests on; the write-back start is only a hint. Nothing here runs on the event
+loop except bookkeeping; file I/O is on the worker thread.
 
 With intake worker processes (``relay/workers/``) the commit is split in two: the worker
 :meth:`Spool.stage`s the message (written and fsync'd under ``tmp/`` with a name that carries its
@@ -39,12 +43,12 @@ import queue
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Iterator
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.batched_calls import BatchedCalls
 from relay.spool_envelope import EnvelopeError, decode_envelope, encode_envelope
+from relay.writeback import start_writeback
 from storage.records import (
     SubmissionRecord,
 )
@@ -58,8 +62,6 @@ MEMORY_CHUNK = 256 * 1024
 #: Recently committed contents kept in memory for delivery (total and per message).
 RECENT_BUDGET = 32 * 1024 * 1024
 RECENT_ITEM_MAX = 128 * 1024
-#: Threads issuing a batch's file fsyncs together (see the module docstring).
-FSYNC_THREADS = 8
 #: How long a stop waits for removals of delivered messages still in flight (each is one unlink).
 STOP_REMOVALS_TIMEOUT = 10.0
 
@@ -135,7 +137,6 @@ class Spool:
         self.batch_max = batch_max
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
         self._thread: threading.Thread | None = None
-        self._fsyncers: ThreadPoolExecutor | None = None
         # Contents of recently committed messages, so the first delivery attempt needs no file read.
         # Only touched on the event loop.
         self._recent: OrderedDict[str, bytes] = OrderedDict()
@@ -162,8 +163,6 @@ class Spool:
         purged = await asyncio.to_thread(self.prepare)
         if purged:
             log.info("purged unfinished receptions", extra={"event": "spool_purge_tmp", "count": purged})
-        if self.fsync:
-            self._fsyncers = ThreadPoolExecutor(FSYNC_THREADS, thread_name_prefix="mailrelay-spool-fsync")
         self._thread = threading.Thread(target=self._run, name="mailrelay-spool", daemon=True)
         self._thread.start()
 
@@ -173,9 +172,6 @@ class Spool:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
-        if self._fsyncers is not None:
-            self._fsyncers.shutdown(wait=False)
-            self._fsyncers = None
 
     # endregion
 
@@ -368,19 +364,21 @@ class Spool:
         return fd
 
     def _fsync_all(self, fds: list[int]) -> list[BaseException | None]:
-        """fsync every descriptor, concurrently when there are several; one error (or None) each."""
-        def one(fd: int) -> BaseException | None:
+        """fsync every descriptor, their write-back started together first; one error (or None) each."""
+        if not self.fsync:
+            return [None] * len(fds)
+        if len(fds) > 1:
+            for fd in fds:
+                start_writeback(fd)
+        errors: list[BaseException | None] = []
+        for fd in fds:
             try:
                 os.fsync(fd)
             except OSError as e:
-                return e
-            return None
-
-        if not self.fsync:
-            return [None] * len(fds)
-        if len(fds) == 1 or self._fsyncers is None:
-            return [one(fd) for fd in fds]
-        return list(self._fsyncers.map(one, fds))
+                errors.append(e)
+            else:
+                errors.append(None)
+        return errors
 
     def _finish_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Write, fsync (together), close and rename the batch's commits; returns those renamed.

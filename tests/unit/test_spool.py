@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 
+import relay.spool as spool_module
 from relay.spool import MEMORY_CHUNK, Spool, SpoolError, SpoolFull
 from storage.records import (
     EmailType,
@@ -189,6 +190,44 @@ async def test_failed_fsync_in_a_batch_fails_only_its_message(spool: Spool, monk
     assert isinstance(results[-1], SpoolFull)
     assert sorted(spool.enumerate()) == sorted(names[:-1])
     assert not list(spool.tmp_dir.iterdir())
+
+
+async def test_a_batch_starts_every_write_back_then_fsyncs_each_file(
+    spool: Spool, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch's write-backs are started together (a hint), and every file is still fsync'd
+    itself before its rename: the fsync is what the 250 rests on."""
+    calls: list[tuple[str, str]] = []
+    real_fsync = os.fsync
+
+    def name(fd: int) -> str:
+        return os.path.basename(os.readlink(f"/proc/self/fd/{fd}")).split(".")[0]
+
+    def fsync(fd: int) -> None:
+        calls.append(("fsync", name(fd)))
+        real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    monkeypatch.setattr(spool_module, "start_writeback", lambda fd: calls.append(("writeback", name(fd))))
+    gate = threading.Event()
+    spool._jobs.put(spool_module._Job("append", spool.new_writer("GATE"), b"", lambda exc: gate.wait(5)))
+
+    async def one(n: str) -> None:
+        w = spool.new_writer(n)
+        await w.write(b"body\r\n")
+        await spool.commit(w, _record(n))
+
+    names = [f"M{i}" for i in range(5)]
+    tasks = [asyncio.create_task(one(n)) for n in names]
+    await asyncio.sleep(0.2)  # all five queued behind the gate: one batch
+    gate.set()
+    await asyncio.gather(*tasks)
+    files = [c for c in calls if c[1] in names]
+    assert [c for c in files if c[0] == "writeback"] == [("writeback", n) for n in names]
+    assert sorted(n for kind, n in files if kind == "fsync") == names
+    assert max(i for i, c in enumerate(files) if c[0] == "writeback") < min(
+        i for i, c in enumerate(files) if c[0] == "fsync")
+    assert sorted(spool.enumerate()) == names
 
 
 async def test_a_worker_stages_and_the_owner_publishes(tmp_path: Path) -> None:
