@@ -74,6 +74,13 @@ class SpoolFull(SpoolError):
     """The file system had no space left (ENOSPC, or the quota: EDQUOT) for a message."""
 
 
+def _unlink_if_there(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 def _spool_error(exc: BaseException) -> SpoolError:
     if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
         return SpoolFull(str(exc))
@@ -133,6 +140,9 @@ class Spool:
         self.tmp_dir = root / "tmp"
         self.queue_dir = root / "queue"
         self.meta_dir = root / "meta"
+        # plain strings for the per-message paths: pathlib's joins cost more than the syscalls
+        self._queue_prefix = os.path.join(self.queue_dir, "")
+        self._meta_prefix = os.path.join(self.meta_dir, "")
         self.fsync = fsync
         self.batch_max = batch_max
         self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
@@ -244,9 +254,9 @@ class Spool:
 
     def remove_sync(self, email_id: str, *, has_meta: bool = True) -> None:
         """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""
-        self.path_of(email_id).unlink(missing_ok=True)
+        _unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
         if has_meta:
-            (self.meta_dir / f"{email_id}.json").unlink(missing_ok=True)
+            _unlink_if_there(f"{self._meta_prefix}{email_id}.json")
 
     # region delivery state (not fsync'd: it survives a process crash via the page cache; after a
     # machine crash an older state only means an earlier retry time or a repeated attempt)
@@ -400,7 +410,7 @@ class Spool:
                 if job.kind == "stage":
                     self._settle(job, None)
                     continue
-                os.rename(job.writer.tmp_path, self.path_of(job.writer.email_id))
+                os.rename(job.writer.tmp_path, f"{self._queue_prefix}{job.writer.email_id}.msg")
                 renamed.append(job)
             except BaseException as e:
                 self._fail(job, e)
@@ -446,7 +456,7 @@ class Spool:
                         job.writer.tmp_path.unlink(missing_ok=True)
                         self._settle(job, None)
                     elif job.kind == "publish":
-                        os.rename(job.writer.tmp_path, self.path_of(job.writer.email_id))
+                        os.rename(job.writer.tmp_path, f"{self._queue_prefix}{job.writer.email_id}.msg")
                         published.append(job)
                     else:
                         commits.append(job)
