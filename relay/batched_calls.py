@@ -1,6 +1,6 @@
 """One thread trip for many small blocking calls: :class:`BatchedCalls`.
 
-Used for the spool's removals of delivered messages: an unlink costs less than the trip to a
+Used for the spool's removals of delivered messages and of adopted staged links: an unlink costs less than the trip to a
 thread (``asyncio.to_thread``: an executor submit, a future, a wake-up), so calls asked for while
 one trip runs go together in the next. Each caller still returns only once its own call is done,
 with its own outcome.
@@ -31,13 +31,23 @@ class BatchedCalls(Generic[T]):
         self._task: asyncio.Task[None] | None = None
 
     async def run(self, item: T) -> None:
+        await asyncio.shield(self._enqueue(item))  # a cancelled caller must not cancel its neighbours' batch
+
+    def post(self, item: T, on_done: Callable[[T], None] | None = None) -> None:
+        """Ask for ``call(item)`` without waiting for it (batched like :meth:`run`); ``on_done(item)``
+        runs on the loop once the call succeeded (after a failure it does not)."""
+        done = self._enqueue(item)
+        if on_done is not None:
+            done.add_done_callback(lambda f: None if f.cancelled() or f.exception() else on_done(item))
+
+    def _enqueue(self, item: T) -> asyncio.Future[None]:
         loop = asyncio.get_running_loop()
         done: asyncio.Future[None] = loop.create_future()
         done.add_done_callback(_retrieve)  # its caller may be gone (cancelled): no "never retrieved"
         self._pending.append((item, done))
         if self._task is None:
             self._task = loop.create_task(self._run_pending())
-        await asyncio.shield(done)  # a cancelled caller must not cancel its neighbours' batch
+        return done
 
     async def drain(self, timeout: float) -> None:
         """Wait (at most ``timeout`` s) for the calls already asked for, whatever their callers do."""

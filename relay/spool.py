@@ -26,11 +26,16 @@ this one thread, without helpers to wake and hand the GIL to. The fsync of every
 what the guarantee rests on; the write-back start is only a hint. Nothing here runs on the event
 loop except bookkeeping; file I/O is on the worker thread.
 
-With intake worker processes (``relay/workers/``) the commit is split in two: the worker
-:meth:`Spool.stage`s the message (written and fsync'd under ``tmp/`` with a name that carries its
-pid) and the owner :meth:`Spool.publish`es it (renamed into ``queue/``, directory fsync'd, batched
-like commits). Only the owner ever writes ``queue/``; a staged file whose worker died before the
-hand-off is removed by the owner (:meth:`Spool.purge_staged`), as unfinished receptions are at start.
+With intake worker processes (``relay/workers/``) the worker :meth:`Spool.stage`s the message:
+written and fsync'd under ``tmp/`` with a name that carries its pid, then hard-linked into
+``queue/`` and the directory fsync'd, batched like commits — durable in the queue in the worker's
+one batch, with no second trip through the owner's disk thread. The owner's :meth:`Spool.publish`
+then only adopts it (no disk I/O on the message's path) and removes the ``tmp/`` link later, in
+batches. The ``tmp/`` link is what tells the owner whose a queue file is while it is being handed
+over: when a worker dies, every ``tmp/`` link of its own that the owner never adopted is a message
+never answered 250, and :meth:`Spool.purge_staged` removes it from ``queue/`` too (as unfinished
+receptions are removed at start). A whole-node crash leaves such files in ``queue/``: they are
+delivered after the restart, like a message the owner committed but had not answered yet.
 """
 
 from __future__ import annotations
@@ -153,6 +158,10 @@ class Spool:
         self._recent_bytes = 0
         self._loop: asyncio.AbstractEventLoop | None = None
         self._removals = BatchedCalls[tuple[str, bool]](lambda item: self.remove_sync(item[0], has_meta=item[1]))
+        # The owner's side of staged messages: tmp/ names adopted whose tmp/ link is not removed yet
+        # (see purge_staged), and their removals, batched like those of delivered messages.
+        self._adopted: set[str] = set()
+        self._link_removals = BatchedCalls[str](lambda name: _unlink_if_there(os.path.join(self.tmp_dir, name)))
 
     # region lifecycle
     def prepare(self) -> int:
@@ -178,6 +187,7 @@ class Spool:
 
     async def stop(self) -> None:
         await self._removals.drain(STOP_REMOVALS_TIMEOUT)  # delivered messages' files: finish removing them
+        await self._link_removals.drain(STOP_REMOVALS_TIMEOUT)  # (a leftover tmp/ link is harmless: purged at start)
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)
@@ -189,13 +199,22 @@ class Spool:
         name = f"{email_id}.{self.stage_tag}.part" if self.stage_tag else f"{email_id}.part"
         return SpoolWriter(self, email_id, self.tmp_dir / name)
 
-    def purge_staged(self, tag: str) -> int:
-        """Remove the tmp files of a dead intake worker (blocking). Messages it staged but did not
-        hand over were never answered 250: like unfinished receptions, they go."""
+    async def purge_worker(self, tag: str) -> int:
+        """After an intake worker ended (and its channel was drained): remove what it staged and
+        did not hand over. Returns how many messages went."""
+        return await asyncio.to_thread(self.purge_staged, tag, frozenset(self._adopted))
+
+    def purge_staged(self, tag: str, adopted: frozenset[str] = frozenset()) -> int:
+        """Remove the tmp files of a dead intake worker (blocking). A message it staged but did not
+        hand over (its tmp/ name not in ``adopted``) was never answered 250: like an unfinished
+        reception it goes, from queue/ too. Returns how many messages went."""
         purged = 0
         for p in self.tmp_dir.glob(f"*.{tag}.part"):
+            if p.name not in adopted:
+                email_id = p.name.split(".", 1)[0]
+                _unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
+                purged += 1
             p.unlink(missing_ok=True)
-            purged += 1
         return purged
 
     def path_of(self, email_id: str) -> Path:
@@ -208,9 +227,10 @@ class Spool:
             self._remember(writer.email_id, data)
 
     async def stage(self, writer: SpoolWriter, record: SubmissionRecord) -> tuple[str, bytes | None]:
-        """An intake worker's half of :meth:`commit`: the whole file written and fsync'd in tmp/,
-        not renamed. Returns the tmp file's name for the owner's :meth:`publish`, and the content
-        when it was all in memory and small (the owner keeps it for the first delivery attempt)."""
+        """An intake worker's :meth:`commit`: the whole file written and fsync'd in tmp/, linked into
+        queue/ (directory fsync'd), its tmp/ name kept. Returns that name for the owner's
+        :meth:`publish`, and the content when it was all in memory and small (the owner keeps it
+        for the first delivery attempt)."""
         return writer.tmp_path.name, await self._finish(writer, record, "stage")
 
     async def _finish(self, writer: SpoolWriter, record: SubmissionRecord, kind: str) -> bytes | None:
@@ -226,11 +246,12 @@ class Spool:
         return data if writer.size == len(data) <= RECENT_ITEM_MAX else None
 
     async def publish(self, tmp_name: str, email_id: str, content: bytes | None = None) -> None:
-        """The owner's half: rename a staged file into queue/ and fsync the directory (batched with
-        other commits). Returns when the message is durable in the queue."""
+        """The owner's half: adopt a message a worker staged (already durable in queue/), so a
+        purge after that worker's death keeps it; its tmp/ link is removed in the background."""
         if "/" in tmp_name or not tmp_name.startswith(email_id + ".") or not tmp_name.endswith(".part"):
             raise SpoolError(f"not a staged file name: {tmp_name!r}")
-        await self._submit("publish", SpoolWriter(self, email_id, self.tmp_dir / tmp_name, closed=True))
+        self._adopted.add(tmp_name)
+        self._link_removals.post(tmp_name, self._adopted.discard)
         if content is not None and len(content) <= RECENT_ITEM_MAX:
             self._remember(email_id, content)
 
@@ -392,8 +413,8 @@ class Spool:
 
     def _finish_batch(self, jobs: list[_Job]) -> list[_Job]:
         """Write, fsync (together), close and rename the batch's commits; returns those renamed.
-        A staged job is settled once fsync'd (it is not renamed). A failing job is settled with
-        its error here and its tmp file removed."""
+        A staged job is linked into queue/ instead (its tmp/ name stays, see :meth:`stage`). A
+        failing job is settled with its error here and its tmp file removed."""
         written: list[tuple[_Job, int]] = []
         for job in jobs:
             try:
@@ -407,10 +428,11 @@ class Spool:
                 os.close(fd)
                 if err is not None:
                     raise err
+                queued = f"{self._queue_prefix}{job.writer.email_id}.msg"
                 if job.kind == "stage":
-                    self._settle(job, None)
-                    continue
-                os.rename(job.writer.tmp_path, f"{self._queue_prefix}{job.writer.email_id}.msg")
+                    os.link(job.writer.tmp_path, queued)
+                else:
+                    os.rename(job.writer.tmp_path, queued)
                 renamed.append(job)
             except BaseException as e:
                 self._fail(job, e)
@@ -445,7 +467,6 @@ class Spool:
                     break
                 batch.append(nxt)
             commits: list[_Job] = []
-            published: list[_Job] = []
             for job in batch:
                 try:
                     if job.kind == "append":
@@ -455,14 +476,11 @@ class Spool:
                         self._close(job.writer)
                         job.writer.tmp_path.unlink(missing_ok=True)
                         self._settle(job, None)
-                    elif job.kind == "publish":
-                        os.rename(job.writer.tmp_path, f"{self._queue_prefix}{job.writer.email_id}.msg")
-                        published.append(job)
                     else:
                         commits.append(job)
                 except BaseException as e:
                     self._fail(job, e)
-            committed = (self._finish_batch(commits) if commits else []) + published
+            committed = self._finish_batch(commits) if commits else []
             if committed:
                 err: BaseException | None = None
                 try:
@@ -472,6 +490,8 @@ class Spool:
                     err = _spool_error(e)
                     for job in committed:
                         self.path_of(job.writer.email_id).unlink(missing_ok=True)
+                        if job.kind == "stage":
+                            job.writer.tmp_path.unlink(missing_ok=True)
                 for job in committed:
                     self._settle(job, err)
 

@@ -4,17 +4,19 @@ requests, restart one that dies, stop them first at shutdown.
 ``mailrelay serve`` binds the SMTP listeners itself and passes the listening sockets to N worker
 processes (one shared accept queue: a worker that dies loses no queued connection). A worker runs
 the sessions (AUTH, suppression reads, header scan) and stages each message (written and fsync'd
-in ``spool/tmp``); the owner publishes it into ``spool/queue`` (rename + directory fsync), records
+in ``spool/tmp``, hard-linked into ``spool/queue``, directory fsync'd); the owner adopts it, records
 it and hands it to delivery, then answers; the worker sends the 250 after that answer. So the owner
-knows every message answered 250, and everything in ``queue/`` came through it.
+knows every message answered 250; a file in ``queue/`` it was never told about is one its worker
+died before handing over (never answered 250), which the ``tmp/`` link still names: it is removed
+(``Spool.purge_staged``).
 
 What stays in the owner, one per node as before: the home lock, the control socket, SIGHUP,
 systemd notify and the watchdog, the only SQLite writer, the queue and delivery, the HTTP API, the
 per-API_USER rate budget, the AUTH failure windows, the per-IP connection counts (with more than
 one worker) and the free-space reserve's view of the queue.
 
-Failures: a worker that exits is logged, its staged files and connection counts are dropped and it
-is started again (after 1 s, doubling to 30 s while it keeps failing). A worker that does not
+Failures: a worker that exits is logged, its staged messages not handed over and its connection
+counts are dropped and it is started again (after 1 s, doubling to 30 s while it keeps failing). A worker that does not
 answer a ping within ``PING_TIMEOUT`` is killed (and so restarted). Workers die with the owner
 (PR_SET_PDEATHSIG, and EOF on the channel): a listening socket never outlives the server.
 """
@@ -219,7 +221,7 @@ class IntakeWorkers:
                 for _ in range(n):
                     gate.release(ip)
         worker.counted.clear()
-        purged = await asyncio.to_thread(self.s.spool.purge_staged, f"w{worker.proc.pid}")
+        purged = await self.s.spool.purge_worker(f"w{worker.proc.pid}")
         if purged:
             log.warning("removed messages a stopped intake worker had not handed over", extra={
                 "event": "worker_staged_purged", "worker": worker.index, "count": purged})

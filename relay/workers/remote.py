@@ -32,7 +32,7 @@ class OwnerLink:
 
 
 class RemoteIntake:
-    """Stage the message (write + fsync in tmp/), then the owner publishes it into queue/,
+    """Stage the message (write + fsync in tmp/, linked into queue/), then the owner adopts it,
     records it and hands it to delivery; the 250 follows the owner's answer."""
 
     def __init__(self, spool: Spool, owner: OwnerLink) -> None:

@@ -185,19 +185,65 @@ async def test_a_killed_worker_is_replaced_and_what_it_held_is_released(relay_fa
     held = [await relay.client(login=False), await relay.client(login=False)]  # the node's limit is reached
     old = _workers(relay)
     assert relay.app.spool is not None
-    # What a worker staged but never handed over (it died before the 250): the owner removes it.
+    # What a worker staged (linked into queue/) but never handed over (it died before the 250):
+    # the owner removes it, from queue/ too.
     leftover = relay.app.spool.tmp_dir / f"01M8Y54DKBAZVGPBBR7Y28R864.w{old[0]}.part"
-    leftover.write_bytes(b"half a message")
+    leftover.write_bytes(b"a message never answered 250")
+    os.link(leftover, relay.app.spool.path_of("01M8Y54DKBAZVGPBBR7Y28R864"))
     for pid in old:
         os.kill(pid, signal.SIGKILL)
     await wait_until(lambda: len(_workers(relay)) == 2 and not set(_workers(relay)) & set(old), timeout=20)
     assert relay.app.intake_workers is not None and relay.app.intake_workers.restarts == 2
-    assert not leftover.exists()
+    assert not leftover.exists() and not relay.app.spool.path_of("01M8Y54DKBAZVGPBBR7Y28R864").exists()
     for c in held:
         c.close()
     codes, code, text = await _one_message(relay, ["after@example.com"])  # counts released, mail flows
     assert codes == [250] and code == 250
     assert text.rsplit(" ", 1)[1] in _queued(relay)
+
+
+async def test_every_message_answered_250_stays_queued_when_its_worker_is_killed_under_load(
+    relay_factory: RelayFactory,
+) -> None:
+    """Workers link what they stage into queue/ themselves; a killed worker's purge must remove
+    only what the owner never adopted. Sessions keep sending while the worker is killed twice:
+    every email_id answered 250 is still queued afterwards, with its status row."""
+    relay = await relay_factory({"intake.workers": 1})
+    acked: list[str] = []
+    stop = asyncio.Event()
+
+    async def sender(n: int) -> None:
+        while not stop.is_set():
+            try:
+                c = await relay.client()
+                try:
+                    for i in range(20):
+                        await c.mail("app@acme.example")
+                        await c.rcpt(f"r{n}.{i}@example.com")
+                        d = await c.data(MSG)
+                        if d.code == 250:
+                            acked.append(d.message.rsplit(" ", 1)[1])
+                finally:
+                    c.close()
+            except (aiosmtplib.SMTPException, OSError):
+                await asyncio.sleep(0.05)  # the worker is gone: connect again once one listens
+
+    senders = [asyncio.create_task(sender(n)) for n in range(6)]
+    for _ in range(2):
+        await wait_until(lambda: len(acked) >= 30, timeout=20)
+        before = _workers(relay)
+        os.kill(before[0], signal.SIGKILL)
+        await wait_until(lambda b=before: bool(_workers(relay)) and not set(_workers(relay)) & set(b), timeout=20)
+        acked_at_kill = len(acked)
+        await wait_until(lambda n=acked_at_kill: len(acked) >= n + 30, timeout=20)
+    stop.set()
+    await asyncio.gather(*senders)
+    await relay.app.intake.flush()
+    queued = _queued(relay)
+    assert acked and not set(acked) - queued
+    assert relay.app.storage is not None
+    known = await relay.app.storage.statuses.known_email_ids(acked)
+    assert known == set(acked)
 
 
 async def test_a_hung_worker_is_killed_and_replaced(relay_factory: RelayFactory,

@@ -6,6 +6,7 @@ import asyncio
 import errno
 import os
 import threading
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -230,7 +231,7 @@ async def test_a_batch_starts_every_write_back_then_fsyncs_each_file(
     assert sorted(spool.enumerate()) == names
 
 
-async def test_a_worker_stages_and_the_owner_publishes(tmp_path: Path) -> None:
+async def test_a_worker_stages_into_the_queue_and_the_owner_adopts(tmp_path: Path) -> None:
     owner = Spool(tmp_path / "spool")
     await owner.start()
     worker = Spool(tmp_path / "spool", stage_tag="w4242")
@@ -243,16 +244,49 @@ async def test_a_worker_stages_and_the_owner_publishes(tmp_path: Path) -> None:
         name, content = await worker.stage(w, _record("ID7"))
         assert name == "ID7.w4242.part" and (owner.tmp_dir / name).exists()
         assert content == b"Subject: staged\r\n\r\nbody\r\n"
-        assert list(owner.enumerate()) == []  # staged is not queued
+        # durable in queue/ when stage returns (one inode, two names until the owner adopts it)
+        assert list(owner.enumerate()) == ["ID7"]
+        assert os.stat(owner.path_of("ID7")).st_ino == os.stat(owner.tmp_dir / name).st_ino
         await owner.publish(name, "ID7")
-        assert list(owner.enumerate()) == ["ID7"] and not (owner.tmp_dir / name).exists()
+        await wait_for(lambda: not (owner.tmp_dir / name).exists())  # the tmp/ link goes in the background
+        assert list(owner.enumerate()) == ["ID7"]
         assert await owner.read_envelope("ID7") == _record("ID7")
         assert await owner.read_content("ID7") == b"Subject: staged\r\n\r\nbody\r\n"
         with pytest.raises(SpoolError):  # only a staged file of that message, inside tmp/
             await owner.publish("../queue/ID7.msg", "ID7")
-        with pytest.raises(SpoolError):  # gone (its worker died and it was purged): no 250
-            await owner.publish("ID8.w4242.part", "ID8")
-        assert owner.purge_staged("w1") == 1 and not list(owner.tmp_dir.iterdir())
+        assert await owner.purge_worker("w1") == 1 and not list(owner.tmp_dir.iterdir())
     finally:
         await worker.stop()
         await owner.stop()
+
+
+async def test_a_dead_workers_messages_not_handed_over_leave_the_queue(tmp_path: Path) -> None:
+    """What a worker staged (linked into queue/) but the owner never adopted was never answered
+    250: the purge after its death removes it from queue/ as well; what was adopted stays, even
+    while its tmp/ link is still there."""
+    owner = Spool(tmp_path / "spool")
+    await owner.start()
+    worker = Spool(tmp_path / "spool", stage_tag="w99")
+    await worker.start()
+    try:
+        names = {}
+        for email_id in ("ADOPTED", "ORPHAN"):
+            w = worker.new_writer(email_id)
+            await w.write(b"body\r\n")
+            names[email_id], _ = await worker.stage(w, _record(email_id))
+        owner._adopted.add(names["ADOPTED"])  # adopted, its tmp/ link not removed yet
+        assert sorted(owner.enumerate()) == ["ADOPTED", "ORPHAN"]
+        assert await owner.purge_worker("w99") == 1
+        assert list(owner.enumerate()) == ["ADOPTED"]
+        assert not list(owner.tmp_dir.iterdir())
+        assert await owner.read_content("ADOPTED") == b"body\r\n"
+    finally:
+        await worker.stop()
+        await owner.stop()
+
+
+async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not cond():
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.01)
