@@ -17,14 +17,11 @@ Guarantee: :meth:`Spool.commit` returns only after the file was written, fsync'd
 Commits are group-committed: one worker thread takes every commit waiting at that moment, writes
 each file, starts the write-back of all of the batch's files at once (``sync_file_range``, Linux),
 then fsyncs them one by one, renames them and fsyncs the directory ONCE for the whole batch.
-Starting the write-back together matters: plain fsyncs one after the other each wait for their
-own data write and journal commit (~1 ms here, more while SQLite commits too), which made the
-spool worker the ceiling of the accept rate; with the data of the whole batch already in flight,
-the first fsync's journal commit carries the others' allocations and their fsyncs return at
-once (10 files: 2.2 ms one by one, 1.5 ms on 8 helper threads as before, 1.1 ms this way), on
-this one thread, without helpers to wake and hand the GIL to. The fsync of every file is still
-what the guarantee rests on; the write-back start is only a hint. Nothing here runs on the event
-loop except bookkeeping; file I/O is on the worker thread.
+Plain fsyncs one after the other each wait for their own data write and journal commit; with
+the whole batch's data in flight, the first fsync's journal commit carries the others' (10 files:
+2.2 ms one by one, 1.5 ms on 8 helper threads as before, 1.1 ms this way, with no helper to wake).
+Each file's fsync is still what the guarantee rests on; the write-back start is only a hint.
+Nothing here runs on the event loop except bookkeeping; file I/O is on the worker thread.
 
 With intake worker processes (``relay/workers/``) the worker :meth:`Spool.stage`s the message:
 written and fsync'd under ``tmp/`` with a name that carries its pid, then hard-linked into
