@@ -18,6 +18,9 @@ class RateBudget(Protocol):
 
     async def acquire(self, api_user: str, messages: int = 1) -> bool: ...
 
+    def refund(self, api_user: str, messages: int = 1) -> None:
+        """Give back tokens taken for mail that was then refused for another reason."""
+
 
 @dataclass
 class TokenBucket:
@@ -25,6 +28,9 @@ class TokenBucket:
     burst: float  # bucket depth
     tokens: float
     stamp: float
+
+    def give_back(self, n: float) -> None:
+        self.tokens = min(self.burst, self.tokens + n)
 
     def take(self, now: float, n: float = 1.0) -> bool:
         elapsed = now - self.stamp
@@ -54,3 +60,8 @@ class MessageRateLimiter:
 
     async def acquire(self, api_user: str, messages: int = 1) -> bool:
         return self.allow(api_user, messages)
+
+    def refund(self, api_user: str, messages: int = 1) -> None:
+        b = self._buckets.get(api_user)
+        if b is not None:
+            b.give_back(float(messages))

@@ -2,7 +2,8 @@
 
 Layout under the spool directory::
 
-    tmp/<email_id>.part     message being received (never delivered, purged at start-up)
+    tmp/<email_id>.part     message being received (never delivered, purged at start-up);
+                            an intake worker's is <email_id>.w<pid>.part, see below
     queue/<email_id>.msg    committed message: content, then the envelope trailer
     meta/<email_id>.json    delivery state (attempts, next attempt, done recipients), rewritten
                             atomically (rename) after each attempt; owned by relay/delivery/state.py
@@ -31,8 +32,9 @@ then only adopts it (no disk I/O on the message's path) and removes the ``tmp/``
 batches. The ``tmp/`` link is what tells the owner whose a queue file is while it is being handed
 over: when a worker dies, every ``tmp/`` link of its own that the owner never adopted is a message
 never answered 250, and :meth:`Spool.purge_staged` removes it from ``queue/`` too (as unfinished
-receptions are removed at start). A whole-node crash leaves such files in ``queue/``: they are
-delivered after the restart, like a message the owner committed but had not answered yet.
+receptions are removed at start). A kill -9 of the owner (its workers die with it) or of the machine
+leaves such files in ``queue/``: they are delivered after the restart, like a message committed
+but not yet answered when a single process is killed.
 """
 
 from __future__ import annotations
@@ -93,7 +95,7 @@ def _spool_error(exc: BaseException) -> SpoolError:
 
 @dataclass
 class _Job:
-    kind: str  # "append" | "commit" | "stage" | "publish" | "discard"
+    kind: str  # "append" | "commit" | "stage" | "discard"
     writer: SpoolWriter
     data: bytes = b""
     done: Callable[[BaseException | None], None] | None = None
@@ -185,6 +187,12 @@ class Spool:
     async def stop(self) -> None:
         await self._removals.drain(STOP_REMOVALS_TIMEOUT)  # delivered messages' files: finish removing them
         await self._link_removals.drain(STOP_REMOVALS_TIMEOUT)  # (a leftover tmp/ link is harmless: purged at start)
+        if not self.stage_tag:  # the owner, its workers gone: what none handed over goes now, while
+            # the tmp/ links still tell it from adopted mail (the start-up purge of tmp/ cannot)
+            purged = await asyncio.to_thread(self.purge_staged, "w*", frozenset(self._adopted))
+            if purged:
+                log.warning("removed messages intake workers had not handed over", extra={
+                    "event": "worker_staged_purged", "count": purged})
         if self._thread is not None:
             self._jobs.put(None)
             await asyncio.to_thread(self._thread.join)

@@ -10,7 +10,6 @@ any error this call would have. Where it is missing (not Linux, no C library fou
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import sys
 from collections.abc import Callable
 
@@ -21,7 +20,7 @@ def _load() -> Callable[[int, int, int, int], int] | None:
     if not sys.platform.startswith("linux"):
         return None
     try:
-        libc = ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6", use_errno=True)
+        libc = ctypes.CDLL(None, use_errno=True)  # the C library this process already has loaded
         fn = libc.sync_file_range
     except (OSError, AttributeError):
         return None

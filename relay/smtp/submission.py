@@ -44,11 +44,6 @@ from storage.records import (
 log = logging.getLogger("mailrelay.submission")
 
 
-def _retrieve(task: asyncio.Future[bool]) -> None:
-    if not task.cancelled():
-        task.exception()
-
-
 class NodeConnections(Protocol):
     """Connections per client IP counted across every intake process of the node (the owner's
     count, ``relay/workers``); without it each listener's own gate counts (one process)."""
@@ -126,15 +121,17 @@ class SubmissionHandler:
                 return replies.SENDER_SYNTAX + parsed.detail
         # The rate token is asked for while the credentials are re-read: with intake workers each is
         # a wait on another thread or process, and one after the other they doubled MAIL's latency.
-        # A token taken for a session whose credentials turn out revoked is simply spent.
+        # A token taken for a MAIL refused for its credentials (or abandoned) is given back.
         rate = asyncio.ensure_future(self.s.rate_limiter.acquire(user.name))
+        valid = False
         try:
             valid = await self.s.authenticator.still_valid(user)
         except Exception:
             log.exception("credentials re-check failed", extra={"event": "auth_storage_error", "api_user": user.name})
             return replies.CREDENTIALS_CHECK_FAILED
         finally:
-            rate.add_done_callback(_retrieve)  # whoever leaves early: no "exception never retrieved"
+            if not valid:  # leaving without the token: refund it once it is known to be taken
+                rate.add_done_callback(lambda t: self._refund(t, user.name))
         if not valid:
             log.warning("session credentials revoked or replaced", extra={
                 "event": "auth_revoked_session", "api_user": user.name, "ip": session.peer_ip})
@@ -146,6 +143,10 @@ class SubmissionHandler:
             return replies.INSUFFICIENT_STORAGE
         self.tx = Transaction(new_email_id(), sender, smtputf8, utcnow())
         return replies.MAIL_OK
+
+    def _refund(self, rate: asyncio.Future[bool], api_user: str) -> None:
+        if not rate.cancelled() and rate.exception() is None and rate.result():
+            self.s.rate_limiter.refund(api_user)
 
     async def on_rcpt(self, session: SessionInfo, recipient: str, params: dict[str, str | bool]) -> str:
         user = self._user(session)

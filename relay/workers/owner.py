@@ -302,6 +302,9 @@ class IntakeWorkers:
     def _rate(self, worker: _Worker, doc: dict[str, Any]) -> bool:
         return self.s.rate_limiter.allow(str(doc["u"]), int(doc.get("n", 1)))
 
+    def _rate_refund(self, worker: _Worker, doc: dict[str, Any]) -> None:
+        self.s.rate_limiter.refund(str(doc["u"]), int(doc.get("n", 1)))
+
     def _auth_failed(self, worker: _Worker, doc: dict[str, Any]) -> None:
         self.s.throttle.failed_now(str(doc["ip"]), str(doc["u"]))
 
@@ -352,7 +355,7 @@ class IntakeWorkers:
         return True
 
     _ops: dict[str, Callable[[IntakeWorkers, _Worker, dict[str, Any]], Any]] = {
-        "ready": _ready, "rate": _rate, "auth_failed": _auth_failed,
+        "ready": _ready, "rate": _rate, "rate_refund": _rate_refund, "auth_failed": _auth_failed,
         "conn_open": _conn_open, "conn_close": _conn_close, "publish": _publish, "intercepted": _intercepted,
     }
 

@@ -71,6 +71,9 @@ class RemoteRateBudget:
     async def acquire(self, api_user: str, messages: int = 1) -> bool:
         return bool(await self.owner.call("rate", u=api_user, n=messages))
 
+    def refund(self, api_user: str, messages: int = 1) -> None:
+        self.owner.channel.send("rate_refund", u=api_user, n=messages)
+
 
 class RemoteThrottle:
     """The owner counts failed AUTHs; it tells every worker what becomes blocked and for how long,

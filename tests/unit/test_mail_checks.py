@@ -11,6 +11,7 @@ from typing import Any, cast
 import pytest
 
 from relay.config import SubmissionConfig
+from relay.rates import MessageRateLimiter
 from relay.smtp import replies
 from relay.smtp.engine import SessionInfo
 from relay.smtp.submission import SubmissionHandler, SubmissionServices
@@ -38,6 +39,10 @@ class Rates:
         self.allow = allow
         self.asked = asked
         self.calls = 0
+        self.refunded = 0
+
+    def refund(self, api_user: str, messages: int = 1) -> None:
+        self.refunded += messages
 
     async def acquire(self, api_user: str, messages: int = 1) -> bool:
         self.calls += 1
@@ -73,12 +78,41 @@ async def test_no_token_is_a_rate_limit() -> None:
 
 
 @pytest.mark.parametrize("allow", [True, False])
-async def test_revoked_credentials_win_over_the_token(allow: bool) -> None:
-    handler, _ = _handler(False, allow)
+async def test_revoked_credentials_win_over_the_token_and_it_is_given_back(allow: bool) -> None:
+    handler, rates = _handler(False, allow)
     assert await handler.on_mail(_session(), "app@acme.example", {}) == replies.CREDENTIALS_GONE
     assert handler.tx is None
+    await asyncio.sleep(0.05)  # the token's answer comes after the credentials'
+    assert rates.refunded == (1 if allow else 0)
 
 
-async def test_a_failed_re_check_is_a_temporary_failure() -> None:
-    handler, _ = _handler(RuntimeError("database away"), True)
-    assert await handler.on_mail(_session(), "app@acme.example", {}) == replies.CREDENTIALS_CHECK_FAILED
+async def test_a_failed_re_check_is_a_temporary_failure_that_costs_no_token() -> None:
+    """A database outage must not use up the API user's budget with every retried MAIL."""
+    handler, rates = _handler(RuntimeError("database away"), True)
+    for _ in range(3):
+        assert await handler.on_mail(_session(), "app@acme.example", {}) == replies.CREDENTIALS_CHECK_FAILED
+    await asyncio.sleep(0.05)
+    assert rates.calls == 3 and rates.refunded == 3
+
+
+async def test_an_abandoned_mail_gives_its_token_back() -> None:
+    handler, rates = _handler(True, True)
+    handler.s.authenticator = cast(Any, Credentials(True, asyncio.Event()))  # never answers in time
+    task = asyncio.create_task(handler.on_mail(_session(), "app@acme.example", {}))
+    await asyncio.sleep(0.05)
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await asyncio.sleep(0.05)
+    assert rates.calls == 1 and rates.refunded == 1
+
+
+def test_the_owners_bucket_takes_a_refund_up_to_its_burst() -> None:
+    now = [0.0]
+    limiter = MessageRateLimiter(rate=1.0, burst=2, clock=lambda: now[0])
+    assert limiter.allow("u") and limiter.allow("u") and not limiter.allow("u")
+    limiter.refund("u")
+    assert limiter.allow("u") and not limiter.allow("u")
+    limiter.refund("u", 5)
+    assert limiter.allow("u") and limiter.allow("u") and not limiter.allow("u")  # capped at the burst
+    limiter.refund("nobody")  # no bucket yet: nothing to give back

@@ -285,6 +285,24 @@ async def test_a_dead_workers_messages_not_handed_over_leave_the_queue(tmp_path:
         await owner.stop()
 
 
+async def test_the_owners_stop_removes_what_no_worker_handed_over(tmp_path: Path) -> None:
+    """A worker stopped or killed at shutdown may leave a staged message its purge did not reach;
+    the start-up purge of tmp/ would then lose the only sign that it was never answered 250."""
+    owner = Spool(tmp_path / "spool")
+    await owner.start()
+    worker = Spool(tmp_path / "spool", stage_tag="w7")
+    await worker.start()
+    names = {}
+    for email_id in ("HANDED", "STRANDED"):
+        w = worker.new_writer(email_id)
+        await w.write(b"body\r\n")
+        names[email_id], _ = await worker.stage(w, _record(email_id))
+    await worker.stop()
+    await owner.publish(names["HANDED"], "HANDED")
+    await owner.stop()
+    assert list(owner.enumerate()) == ["HANDED"] and not list(owner.tmp_dir.iterdir())
+
+
 async def wait_for(cond: Callable[[], bool], timeout: float = 5.0) -> None:
     deadline = asyncio.get_running_loop().time() + timeout
     while not cond():
