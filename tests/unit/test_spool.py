@@ -13,6 +13,7 @@ from pathlib import Path
 import pytest
 
 import relay.spool as spool_module
+from relay.batched_calls import BatchedCalls
 from relay.spool import MEMORY_CHUNK, Spool, SpoolError, SpoolFull
 from storage.records import (
     EmailType,
@@ -274,9 +275,14 @@ async def test_a_dead_workers_messages_not_handed_over_leave_the_queue(tmp_path:
             w = worker.new_writer(email_id)
             await w.write(b"body\r\n")
             names[email_id], _ = await worker.stage(w, _record(email_id))
-        owner._adopted.add(names["ADOPTED"])  # adopted, its tmp/ link not removed yet
+        gate = threading.Event()  # the tmp/ link removal of the adopted message is held up
+        owner._link_removals = BatchedCalls[str](lambda name: (gate.wait(5), os.unlink(owner.tmp_dir / name))[1])
+        await owner.publish(names["ADOPTED"], "ADOPTED")
+        assert (owner.tmp_dir / names["ADOPTED"]).exists()  # adopted, its tmp/ link not removed yet
         assert sorted(owner.enumerate()) == ["ADOPTED", "ORPHAN"]
         assert await owner.purge_worker("w99") == 1
+        gate.set()
+        await owner._link_removals.drain(5)
         assert list(owner.enumerate()) == ["ADOPTED"]
         assert not list(owner.tmp_dir.iterdir())
         assert await owner.read_content("ADOPTED") == b"body\r\n"
