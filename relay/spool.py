@@ -15,14 +15,10 @@ table can be rebuilt from the spool (start-up reconciliation) and delivery needs
 
 Guarantee: :meth:`Spool.commit` returns only after the file was written, fsync'd, renamed into
 ``queue/`` and the ``queue/`` directory fsync'd. The 250 reply is sent only after it returns.
-Commits are group-committed: one worker thread takes every commit waiting at that moment, writes
-each file, starts the write-back of all of the batch's files at once (``sync_file_range``, Linux),
-then fsyncs them one by one, renames them and fsyncs the directory ONCE for the whole batch.
-Plain fsyncs one after the other each wait for their own data write and journal commit; with
-the whole batch's data in flight, the first fsync's journal commit carries the others' (10 files:
-2.2 ms one by one, 1.5 ms on 8 helper threads as before, 1.1 ms this way, with no helper to wake).
-Each file's fsync is still what the guarantee rests on; the write-back start is only a hint.
-Nothing here runs on the event loop except bookkeeping; file I/O is on the worker thread.
+Commits are group-committed by one thread (``relay/spool_batches.py``): it takes every commit
+waiting at that moment, writes each file, starts their write-back together, fsyncs each, renames
+them and fsyncs the directory ONCE for the whole batch.
+Nothing here runs on the event loop except bookkeeping; file I/O is on that thread or to_thread.
 
 With intake worker processes (``relay/workers/``) the worker :meth:`Spool.stage`s the message:
 written and fsync'd under ``tmp/`` with a name that carries its pid, then hard-linked into
@@ -40,19 +36,19 @@ but not yet answered when a single process is killed.
 from __future__ import annotations
 
 import asyncio
-import errno
 import logging
 import os
-import queue
 import threading
 from collections import OrderedDict
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from relay.batched_calls import BatchedCalls
+from relay.spool_batches import BatchWriter, Job, unlink_if_there
+from relay.spool_batches import SpoolError as SpoolError  # the spool's errors, where they were
+from relay.spool_batches import SpoolFull as SpoolFull
 from relay.spool_envelope import EnvelopeError, decode_envelope, encode_envelope
-from relay.writeback import start_writeback
 from storage.records import (
     SubmissionRecord,
 )
@@ -70,35 +66,10 @@ RECENT_ITEM_MAX = 128 * 1024
 STOP_REMOVALS_TIMEOUT = 10.0
 
 
-class SpoolError(Exception):
-    """The spool could not store or read a message."""
-
-
-class SpoolFull(SpoolError):
-    """The file system had no space left (ENOSPC, or the quota: EDQUOT) for a message."""
-
-
-def _unlink_if_there(path: str) -> None:
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
-
-
-def _spool_error(exc: BaseException) -> SpoolError:
-    if isinstance(exc, OSError) and exc.errno in (errno.ENOSPC, errno.EDQUOT):
-        return SpoolFull(str(exc))
-    return SpoolError(str(exc))
 
 
 
 
-@dataclass
-class _Job:
-    kind: str  # "append" | "commit" | "stage" | "discard"
-    writer: SpoolWriter
-    data: bytes = b""
-    done: Callable[[BaseException | None], None] | None = None
 
 
 @dataclass
@@ -149,7 +120,7 @@ class Spool:
         self._meta_prefix = os.path.join(self.meta_dir, "")
         self.fsync = fsync
         self.batch_max = batch_max
-        self._jobs: queue.SimpleQueue[_Job | None] = queue.SimpleQueue()
+        self._batches = BatchWriter(self.queue_dir, fsync=fsync, batch_max=batch_max)
         self._thread: threading.Thread | None = None
         # Contents of recently committed messages, so the first delivery attempt needs no file read.
         # Only touched on the event loop.
@@ -160,7 +131,7 @@ class Spool:
         # The owner's side of staged messages: tmp/ names adopted whose tmp/ link is not removed yet
         # (see purge_staged), and their removals, batched like those of delivered messages.
         self._adopted: set[str] = set()
-        self._link_removals = BatchedCalls[str](lambda name: _unlink_if_there(os.path.join(self.tmp_dir, name)))
+        self._link_removals = BatchedCalls[str](lambda name: unlink_if_there(os.path.join(self.tmp_dir, name)))
 
     # region lifecycle
     def prepare(self) -> int:
@@ -181,7 +152,7 @@ class Spool:
         purged = await asyncio.to_thread(self.prepare)
         if purged:
             log.info("purged unfinished receptions", extra={"event": "spool_purge_tmp", "count": purged})
-        self._thread = threading.Thread(target=self._run, name="mailrelay-spool", daemon=True)
+        self._thread = threading.Thread(target=self._batches.run, name="mailrelay-spool", daemon=True)
         self._thread.start()
 
     async def stop(self) -> None:
@@ -194,7 +165,7 @@ class Spool:
                 log.warning("removed messages intake workers had not handed over", extra={
                     "event": "worker_staged_purged", "count": purged})
         if self._thread is not None:
-            self._jobs.put(None)
+            self._batches.jobs.put(None)
             await asyncio.to_thread(self._thread.join)
             self._thread = None
 
@@ -217,7 +188,7 @@ class Spool:
         for p in self.tmp_dir.glob(f"*.{tag}.part"):
             if p.name not in adopted:
                 email_id = p.name.split(".", 1)[0]
-                _unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
+                unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
                 purged += 1
             p.unlink(missing_ok=True)
         return purged
@@ -280,9 +251,9 @@ class Spool:
 
     def remove_sync(self, email_id: str, *, has_meta: bool = True) -> None:
         """Delete a message and its delivery state (the message first: a leftover meta is harmless)."""
-        _unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
+        unlink_if_there(f"{self._queue_prefix}{email_id}.msg")
         if has_meta:
-            _unlink_if_there(f"{self._meta_prefix}{email_id}.json")
+            unlink_if_there(f"{self._meta_prefix}{email_id}.json")
 
     # region delivery state (not fsync'd: it survives a process crash via the page cache; after a
     # machine crash an older state only means an earlier retry time or a repeated attempt)
@@ -347,7 +318,7 @@ class Spool:
 
     # endregion
 
-    # region worker
+    # region the batch writer (relay/spool_batches.py)
     async def _submit(self, kind: str, writer: SpoolWriter, data: bytes = b"") -> None:
         assert self._loop is not None, "Spool.start() was not called"
         loop = self._loop
@@ -364,145 +335,7 @@ class Spool:
 
             loop.call_soon_threadsafe(settle)
 
-        self._jobs.put(_Job(kind, writer, data, done))
+        self._batches.jobs.put(Job(kind, writer, data, done))
         await fut
-
-    def _open(self, w: SpoolWriter) -> int:
-        if w.fd is None:
-            w.fd = os.open(w.tmp_path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o600)
-        return w.fd
-
-    @staticmethod
-    def _close(w: SpoolWriter) -> None:
-        if w.fd is not None:
-            fd, w.fd = w.fd, None
-            try:
-                os.close(fd)
-            except OSError:  # already failing; the file is unlinked next
-                pass
-
-    def _write_all(self, fd: int, data: bytes) -> None:
-        view = memoryview(data)
-        while view:
-            n = os.write(fd, view)
-            view = view[n:]
-
-    def _write_commit(self, job: _Job) -> int:
-        """Write the rest of a committed message to its tmp file; returns the open descriptor."""
-        w = job.writer
-        fd = self._open(w)
-        w.fd = None  # owned by the batch from here: closed in _finish_batch whatever happens
-        try:
-            self._write_all(fd, job.data)
-        except BaseException:
-            os.close(fd)
-            raise
-        return fd
-
-    def _fsync_all(self, fds: list[int]) -> list[BaseException | None]:
-        """fsync every descriptor, their write-back started together first; one error (or None) each."""
-        if not self.fsync:
-            return [None] * len(fds)
-        if len(fds) > 1:
-            for fd in fds:
-                start_writeback(fd)
-        errors: list[BaseException | None] = []
-        for fd in fds:
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                errors.append(e)
-            else:
-                errors.append(None)
-        return errors
-
-    def _finish_batch(self, jobs: list[_Job]) -> list[_Job]:
-        """Write, fsync (together), close and rename the batch's commits; returns those renamed.
-        A staged job is linked into queue/ instead (its tmp/ name stays, see :meth:`stage`). A
-        failing job is settled with its error here and its tmp file removed."""
-        written: list[tuple[_Job, int]] = []
-        for job in jobs:
-            try:
-                written.append((job, self._write_commit(job)))
-            except BaseException as e:
-                self._fail(job, e)
-        errors = self._fsync_all([fd for _, fd in written])
-        renamed: list[_Job] = []
-        for (job, fd), err in zip(written, errors, strict=True):
-            try:
-                os.close(fd)
-                if err is not None:
-                    raise err
-                queued = f"{self._queue_prefix}{job.writer.email_id}.msg"
-                if job.kind == "stage":
-                    os.link(job.writer.tmp_path, queued)
-                else:
-                    os.rename(job.writer.tmp_path, queued)
-                renamed.append(job)
-            except BaseException as e:
-                self._fail(job, e)
-        return renamed
-
-    def _fail(self, job: _Job, e: BaseException) -> None:
-        log.error("spool write failed", extra={"event": "spool_error", "error": repr(e)})
-        self._close(job.writer)  # an open descriptor would keep the unlinked file's space
-        job.writer.tmp_path.unlink(missing_ok=True)
-        self._settle(job, _spool_error(e))
-
-    def _fsync_dir(self) -> None:
-        fd = os.open(self.queue_dir, os.O_RDONLY | os.O_DIRECTORY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
-
-    def _run(self) -> None:
-        while True:
-            first = self._jobs.get()
-            if first is None:
-                return
-            batch = [first]
-            while len(batch) < self.batch_max:
-                try:
-                    nxt = self._jobs.get_nowait()
-                except queue.Empty:
-                    break
-                if nxt is None:
-                    self._jobs.put(None)  # stop after this batch
-                    break
-                batch.append(nxt)
-            commits: list[_Job] = []
-            for job in batch:
-                try:
-                    if job.kind == "append":
-                        self._write_all(self._open(job.writer), job.data)
-                        self._settle(job, None)
-                    elif job.kind == "discard":
-                        self._close(job.writer)
-                        job.writer.tmp_path.unlink(missing_ok=True)
-                        self._settle(job, None)
-                    else:
-                        commits.append(job)
-                except BaseException as e:
-                    self._fail(job, e)
-            committed = self._finish_batch(commits) if commits else []
-            if committed:
-                err: BaseException | None = None
-                try:
-                    if self.fsync:
-                        self._fsync_dir()
-                except OSError as e:
-                    err = _spool_error(e)
-                    for job in committed:
-                        self.path_of(job.writer.email_id).unlink(missing_ok=True)
-                        if job.kind == "stage":
-                            job.writer.tmp_path.unlink(missing_ok=True)
-                for job in committed:
-                    self._settle(job, err)
-
-    @staticmethod
-    def _settle(job: _Job, exc: BaseException | None) -> None:
-        if job.done is not None:
-            job.done(exc)
 
     # endregion

@@ -1,6 +1,6 @@
 """Start a file's write-back without waiting for it: Linux ``sync_file_range(SYNC_FILE_RANGE_WRITE)``.
 
-The spool calls it on every file of a batch before fsyncing them one by one (relay/spool.py), so
+The spool calls it on every file of a batch before fsyncing them one by one (relay/spool_batches.py), so
 their data is written together and the first fsync's journal commit carries the rest. Python's
 ``os`` module has no binding for it, so it is called through ctypes (which releases the GIL for
 the call). It is a hint only: durability still comes from each file's fsync, which also reports

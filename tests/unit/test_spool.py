@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-import relay.spool as spool_module
+import relay.spool_batches as spool_batches
 from relay.batched_calls import BatchedCalls
 from relay.spool import MEMORY_CHUNK, Spool, SpoolError, SpoolFull
 from storage.records import (
@@ -210,9 +210,9 @@ async def test_a_batch_starts_every_write_back_then_fsyncs_each_file(
         real_fsync(fd)
 
     monkeypatch.setattr(os, "fsync", fsync)
-    monkeypatch.setattr(spool_module, "start_writeback", lambda fd: calls.append(("writeback", name(fd))))
+    monkeypatch.setattr(spool_batches, "start_writeback", lambda fd: calls.append(("writeback", name(fd))))
     gate = threading.Event()
-    spool._jobs.put(spool_module._Job("append", spool.new_writer("GATE"), b"", lambda exc: gate.wait(5)))
+    spool._batches.jobs.put(spool_batches.Job("append", spool.new_writer("GATE"), b"", lambda exc: gate.wait(5)))
 
     async def one(n: str) -> None:
         w = spool.new_writer(n)
