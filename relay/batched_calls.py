@@ -1,9 +1,9 @@
 """One thread trip for many small blocking calls: :class:`BatchedCalls`.
 
-Used for the spool's removals of delivered messages and of adopted staged links: an unlink costs less than the trip to a
-thread (``asyncio.to_thread``: an executor submit, a future, a wake-up), so calls asked for while
-one trip runs go together in the next. Each caller still returns only once its own call is done,
-with its own outcome.
+Used for the spool's removals of delivered messages and of adopted staged links: an unlink costs
+less than the trip to a thread (``asyncio.to_thread``: an executor submit, a future, a wake-up),
+so calls asked for while one trip runs go together in the next. Each caller still returns only
+once its own call is done, with its own outcome.
 """
 
 from __future__ import annotations

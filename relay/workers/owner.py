@@ -16,8 +16,8 @@ per-API_USER rate budget, the AUTH failure windows, the per-IP connection counts
 one worker) and the free-space reserve's view of the queue.
 
 Failures: a worker that exits is logged, its staged messages not handed over and its connection
-counts are dropped and it is started again (after 1 s, doubling to 30 s while it keeps failing). A worker that does not
-answer a ping within ``PING_TIMEOUT`` is killed (and so restarted). Workers die with the owner
+counts are dropped and it is started again (after 1 s, doubling to 30 s while it keeps failing).
+A worker that does not answer a ping within ``PING_TIMEOUT`` is killed (and so restarted). Workers die with the owner
 (PR_SET_PDEATHSIG, and EOF on the channel): a listening socket never outlives the server.
 """
 
